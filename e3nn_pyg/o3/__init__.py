@@ -4,5 +4,24 @@ This subpackage imports torch only (never torch_geometric).
 """
 
 from .rs import MulIrrep, Rs, RsLike, dim
+from .spherical_harmonics import (
+    spherical_harmonics,
+    spherical_harmonics_xyz,
+    spherical_harmonics_xyz_backwardable,
+)
+from .wigner import parity_matrix, rand_rotation, rs_representation, wigner_3j, wigner_D
 
-__all__ = ["MulIrrep", "Rs", "RsLike", "dim"]
+__all__ = [
+    "MulIrrep",
+    "Rs",
+    "RsLike",
+    "dim",
+    "parity_matrix",
+    "rand_rotation",
+    "rs_representation",
+    "spherical_harmonics",
+    "spherical_harmonics_xyz",
+    "spherical_harmonics_xyz_backwardable",
+    "wigner_3j",
+    "wigner_D",
+]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Union, overload
+from typing import NamedTuple, overload
 
 __all__ = ["MulIrrep", "Rs", "RsLike", "dim"]
 
@@ -62,7 +62,9 @@ def _parse_entry(entry: object) -> MulIrrep:
     mul, l = entry[0], entry[1]
     p = entry[2] if len(entry) == 3 else 0
     if not _is_int(mul) or mul < 0:
-        raise ValueError(f"Rs entry {entry!r}: multiplicity must be a non-negative int, got {mul!r}")
+        raise ValueError(
+            f"Rs entry {entry!r}: multiplicity must be a non-negative int, got {mul!r}"
+        )
     if not _is_int(l) or l < 0:
         raise ValueError(f"Rs entry {entry!r}: order l must be a non-negative int, got {l!r}")
     if not _is_int(p) or p not in (-1, 0, 1):
@@ -225,12 +227,13 @@ class Rs:
             (Rs('1x0e+1x1o'), [3, 0, 1, 2])
         """
         slices = self.slices()
-        order = sorted(range(len(self._blocks)), key=lambda i: (self._blocks[i].l, self._blocks[i].p))
+        blocks = self._blocks
+        order = sorted(range(len(blocks)), key=lambda i: (blocks[i].l, blocks[i].p))
         perm = [index for i in order for index in range(slices[i].start, slices[i].stop)]
         return Rs([self._blocks[i] for i in order]), perm
 
 
-RsLike = Union[Rs, str, Iterable[tuple[int, ...]]]
+RsLike = Rs | str | Iterable[tuple[int, ...]]
 
 
 def dim(rs: RsLike) -> int:
