@@ -1,0 +1,58 @@
+# Two commands are the whole set-up: `make demo` and `make test` (see README.md).
+# Both create .venv on first use and install everything into it; an install stamp makes a
+# second call a no-op.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.e3nn_pyg-installed
+QM9_STAMP := $(VENV)/.qm9pack-installed
+# torch 2.13.0 CPU lies on this machine's disk; a bare `torch` would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+EXTENSIONS := torch_scatter==2.1.2 torch_cluster==1.6.3
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@echo ">>> creating $(VENV) and installing $(TORCH) (CPU build)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(TORCH)
+	@echo ">>> installing e3nn_pyg with torch_geometric and the test tools"
+	$(PIP) install -q $(TORCH) -e ".[test,train]"
+	@echo ">>> building $(EXTENSIONS) against the installed torch."
+	@echo "    They compile from source: 10-20 minutes on 2 cores the first time;"
+	@echo "    pip caches the wheels, so later installs take seconds."
+	$(PIP) install -q --no-build-isolation $(TORCH) $(EXTENSIONS)
+	$(PY) -c "import torch, torch_geometric, torch_scatter, torch_cluster, e3nn_pyg; \
+	print('>>> ready: torch', torch.__version__, '| torch_geometric', torch_geometric.__version__)"
+	touch $(STAMP)
+
+$(QM9_STAMP): $(STAMP)
+	@echo ">>> installing qm9pack (all of QM9 as CSV, about 100 MB)"
+	$(PIP) install -q $(TORCH) qm9pack
+	touch $(QM9_STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/nuts_and_bolts.py
+
+test: $(STAMP)
+	$(PY) -m ruff check e3nn_pyg tests examples benchmarks
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+lint: $(STAMP)
+	$(PY) -m ruff check e3nn_pyg tests examples benchmarks
+	$(PY) -m ruff format --check e3nn_pyg tests examples benchmarks
+
+bench: $(STAMP)
+	$(PIP) install -q $(TORCH) e3nn==0.6.0
+	$(PY) benchmarks/bench_sh.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
