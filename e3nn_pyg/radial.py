@@ -30,6 +30,7 @@ torch.Size([4, 5])
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -123,17 +124,19 @@ def polynomial_cutoff(edge_length: Tensor, max_radius: float, p: int = 6) -> Ten
         torch.Tensor: :math:`u(r / r_c)`, same shape and dtype as ``edge_length``.
 
     >>> polynomial_cutoff(torch.tensor([0.0, 1.0, 2.0, 3.0]), max_radius=2.0)
-    tensor([1.0000, 0.1445, 0.0000, 0.0000])
+    tensor([1.0000, 0.8555, 0.0000, 0.0000])
     """
     edge_length = _check_floating("edge_length", edge_length)
     max_radius = _check_max_radius(max_radius)
     p = _check_int("p", p, 1)
     x = (edge_length / max_radius).clamp(0.0, 1.0)  # same shape as edge_length
-    # Horner form; the integer coefficients make u(1) == 0 exactly in floating point.
     a = (p + 1) * (p + 2) / 2
     b = p * (p + 2)
     c = p * (p + 1) / 2
-    return 1.0 - x.pow(p) * (a - x * (b - c * x))
+    u = 1.0 - x.pow(p) * (a - x * (b - c * x))  # Horner form, same shape as edge_length
+    # From x = 1 on, select an exact 0: value and gradients are then exactly 0 (the
+    # polynomial's own rounding would leave ~1e-16).
+    return torch.where(x < 1.0, u, torch.zeros_like(u))
 
 
 class PolynomialCutoff(nn.Module):
@@ -164,37 +167,26 @@ class PolynomialCutoff(nn.Module):
 
 
 class RadialBasis(nn.Module):
-    r"""Base class of the fixed radial bases :math:`B_b(r)`, :math:`b = 1..\text{number\_of\_basis}`.
+    r"""Base class of the fixed radial bases :math:`B_b(r)`, :math:`b = 1..n`.
 
     Subclasses implement :meth:`evaluate`; :meth:`forward` validates the edge lengths first.
 
     Args:
         max_radius (float): the radius :math:`r_c` the basis is laid out on.
         number_of_basis (int): the number of basis functions.
-        min_number_of_basis (int, optional): the smallest ``number_of_basis`` the subclass
-            can lay out. (default: :obj:`1`)
 
     Shapes:
         - **input:** edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`
         - **output:** basis values :math:`(|\mathcal{E}|, \text{number\_of\_basis})`
     """
 
-    def __init__(self, max_radius: float, number_of_basis: int, min_number_of_basis: int = 1):
+    def __init__(self, max_radius: float, number_of_basis: int) -> None:
         super().__init__()
         self.max_radius = _check_max_radius(max_radius)
-        if (
-            isinstance(number_of_basis, int)
-            and not isinstance(number_of_basis, bool)
-            and number_of_basis < min_number_of_basis
-        ):
-            raise ValueError(
-                f"{self.__class__.__name__} needs number_of_basis >= {min_number_of_basis}, "
-                f"got {number_of_basis}"
-            )
         self.number_of_basis = _check_int("number_of_basis", number_of_basis, 1)
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
-        """The basis at ``edge_length [num_edges]`` (not validated): ``[num_edges, number_of_basis]``."""
+        """The basis at ``edge_length [E]``, not validated: ``[E, number_of_basis]``."""
         raise NotImplementedError
 
     def forward(self, edge_length: Tensor) -> Tensor:
@@ -231,10 +223,13 @@ class CosineBasis(RadialBasis):
     :math:`b = 0..n-1`,
 
     .. math::
-        B_b(r) = \cos^2\Big(\frac{\pi}{2} \operatorname{clamp}\Big(\frac{r - c_b}{s}, -1, 1\Big)\Big),
+        B_b(r) = \begin{cases} \cos^2\big(\frac{\pi}{2} \frac{r - c_b}{s}\big)
+        & |r - c_b| < s \\ 0 & \text{otherwise,} \end{cases}
 
-    which is what the tutorial's ``basis = lambda x: x.div(step).add(1).relu().sub(2).neg()
-    .relu().add(1).mul(math.pi / 2).cos().pow(2)`` evaluates at :math:`x = r - c_b`. The
+    which is what the tutorial's
+    ``basis = lambda x: x.div(step).add(1).relu().sub(2).neg().relu().add(1).mul(math.pi / 2)
+    .cos().pow(2)`` evaluates at :math:`x = r - c_b` (up to rounding: the lambda leaves
+    :math:`\cos^2(\pi/2) \approx 10^{-15}` outside the bump, this is exactly 0). The
     bumps are a partition of unity on :math:`[0, r_c]`: :math:`\sum_b B_b(r) = 1`. The last
     bump reaches past :math:`r_c` (to :math:`r_c + s`); :class:`CosineBasisModel` cuts it
     with an envelope.
@@ -251,7 +246,12 @@ class CosineBasis(RadialBasis):
     """
 
     def __init__(self, max_radius: float, number_of_basis: int) -> None:
-        super().__init__(max_radius, number_of_basis, min_number_of_basis=2)
+        super().__init__(max_radius, number_of_basis)
+        if self.number_of_basis < 2:
+            raise ValueError(
+                "CosineBasis needs number_of_basis >= 2: the width of a bump is the spacing of "
+                f"the centres linspace(0, max_radius, number_of_basis), got {number_of_basis}"
+            )
         self.step = self.max_radius / (self.number_of_basis - 1)
         self.register_buffer(
             "centers", torch.linspace(0.0, self.max_radius, self.number_of_basis)
@@ -259,7 +259,8 @@ class CosineBasis(RadialBasis):
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
         u = (edge_length.unsqueeze(-1) - self.centers) / self.step  # [E, number_of_basis]
-        return torch.cos(u.clamp(-1.0, 1.0) * (math.pi / 2)).pow(2)  # [E, number_of_basis]
+        bump = torch.cos(u * (math.pi / 2)).pow(2)  # [E, number_of_basis]
+        return torch.where(u.abs() < 1.0, bump, torch.zeros_like(bump))  # [E, number_of_basis]
 
 
 class GaussianBasis(RadialBasis):
@@ -280,9 +281,8 @@ class GaussianBasis(RadialBasis):
         super().__init__(max_radius, number_of_basis)
         self.sigma = self.max_radius / max(self.number_of_basis - 1, 1)
         self.register_buffer(
-            "centers", torch.arange(self.number_of_basis, dtype=torch.float64) * self.sigma
+            "centers", torch.linspace(0.0, self.max_radius, self.number_of_basis)
         )  # [number_of_basis]
-        self.centers = self.centers.to(torch.get_default_dtype())
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
         u = (edge_length.unsqueeze(-1) - self.centers) / self.sigma  # [E, number_of_basis]
@@ -321,9 +321,8 @@ class BesselBasis(RadialBasis):
         self.prefactor = math.sqrt(2.0 / self.max_radius)
         self.register_buffer(
             "frequencies",
-            torch.arange(1, self.number_of_basis + 1, dtype=torch.float64)
-            .mul(math.pi / self.max_radius)
-            .to(torch.get_default_dtype()),
+            torch.arange(1, self.number_of_basis + 1).to(torch.get_default_dtype())
+            * (math.pi / self.max_radius),
         )  # [number_of_basis]
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
@@ -411,7 +410,7 @@ class RadialMLP(nn.Module):
         widths = [self.number_of_basis] + [self.h] * self.L + [self.out_dim]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(fan_out, fan_in))
-            for fan_in, fan_out in zip(widths[:-1], widths[1:])
+            for fan_in, fan_out in itertools.pairwise(widths)
         )
         self.scales = [1.0 / basis.rms()] + [self.h**-0.5] * self.L
         self.reset_parameters()
@@ -427,7 +426,7 @@ class RadialMLP(nn.Module):
             x = F.linear(x, weight * scale)  # [E, h] or [E, out_dim]
             if i < self.L:
                 x = self.act(x)  # [E, h]
-        return x * self.cutoff(edge_length).unsqueeze(-1)  # [E, out_dim]
+        return x
 
     def __repr__(self) -> str:
         if type(self) is RadialMLP:
@@ -446,7 +445,7 @@ class CosineBasisModel(RadialMLP):
     .. math::
         R_c(r) = u(r / r_c) \sum_h W_{ch}\, \sigma\Big(\frac{1}{\beta} \sum_b W_{hb} B_b(r)\Big),
         \qquad
-        B_b(r) = \cos^2\Big(\frac{\pi}{2} \operatorname{clamp}\Big(\frac{r - c_b}{s}, -1, 1\Big)\Big)
+        B_b(r) = \cos^2\Big(\frac{\pi}{2} \frac{r - c_b}{s}\Big) \text{ on } |r - c_b| < s
 
     (shown for ``L = 1``; see :class:`RadialMLP` for the normalization :math:`\beta` and the
     envelope :math:`u`). Unlike the tutorial's model, whose last bump extends to

@@ -59,9 +59,12 @@ def _recurrence(lmax: int) -> tuple[tuple[float, ...], dict, dict]:
 def _unit_vectors(vectors: Tensor) -> Tensor:
     """``v / |v|`` computed without overflow, underflow or NaN gradients; ``0`` at ``v = 0``."""
     scale = vectors.abs().amax(dim=-1, keepdim=True)  # [..., 1]
-    scaled = vectors / torch.where(scale > 0, scale, torch.ones_like(scale))  # max |.| is 1
-    norm = scaled.pow(2).sum(dim=-1, keepdim=True).sqrt()  # 1 <= norm <= sqrt(3), or 0
-    return scaled / torch.where(norm > 0, norm, torch.ones_like(norm))
+    nonzero = scale > 0  # [..., 1]
+    scaled = vectors / torch.where(nonzero, scale, torch.ones_like(scale))  # max |.| is 1
+    squared = scaled.pow(2).sum(dim=-1, keepdim=True)  # 1 <= squared <= 3, or 0
+    # mask before the sqrt: sqrt'(0) = inf would turn the masked-out zero gradient into NaN
+    norm = torch.where(nonzero, squared, torch.ones_like(squared)).sqrt()  # [..., 1]
+    return scaled / norm
 
 
 def _check_ls(ls: int | Sequence[int]) -> list[int]:

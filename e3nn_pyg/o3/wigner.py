@@ -311,4 +311,5 @@ def wigner_3j(
     """
     _check_triple(l1, l2, l3)
     dtype = dtype or torch.get_default_dtype()
-    return _wigner_3j_float64(l1, l2, l3).to(dtype=dtype, device=device)
+    # copy: the cached tensor must never be handed out (in-place edits would corrupt it)
+    return _wigner_3j_float64(l1, l2, l3).to(dtype=dtype, device=device, copy=True)

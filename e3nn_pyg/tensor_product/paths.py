@@ -101,7 +101,8 @@ def plan_kernel(
     r"""Enumerate the paths of a kernel from ``rs_in`` to ``rs_out``.
 
     The normalization constant of a path is :math:`\sqrt{(2l_o+1)/N_o}` ('component') or
-    :math:`\sqrt{(2l_i+1)(2l_f+1)/N_o}` ('norm'), with :math:`N_o = \sum_\text{input blocks} mul_i \cdot n_\text{filters}`.
+    :math:`\sqrt{(2l_i+1)(2l_f+1)/N_o}` ('norm'), with
+    :math:`N_o = \sum_\text{input blocks} mul_i \cdot n_\text{filters}`.
 
     Raises:
         ValueError: when an output irrep has no path (nothing can produce it) or an
