@@ -426,7 +426,7 @@ class RadialMLP(nn.Module):
             x = F.linear(x, weight * scale)  # [E, h] or [E, out_dim]
             if i < self.L:
                 x = self.act(x)  # [E, h]
-        return x
+        return x * self.cutoff(edge_length).unsqueeze(-1)  # [E, out_dim]
 
     def __repr__(self) -> str:
         if type(self) is RadialMLP:
