@@ -68,7 +68,12 @@ def _unit_vectors(vectors: Tensor) -> Tensor:
 
 
 def _check_ls(ls: int | Sequence[int]) -> list[int]:
-    ls = [ls] if isinstance(ls, int) else list(ls)
+    if isinstance(ls, int):
+        ls = [ls]
+    elif isinstance(ls, Sequence):
+        ls = list(ls)
+    else:
+        raise ValueError(f"ls must be an int or a sequence of ints, got {ls!r}")
     for l in ls:
         if not isinstance(l, int) or isinstance(l, bool) or l < 0:
             raise ValueError(f"spherical harmonics order must be a non-negative int, got {l!r}")

@@ -115,7 +115,7 @@ def wigner_D(l: int, R: Tensor) -> Tensor:
         >>> torch.allclose(wigner_D(1, R), R, atol=1e-6)
         True
     """
-    if not isinstance(l, int) or l < 0:
+    if not isinstance(l, int) or isinstance(l, bool) or l < 0:
         raise ValueError(f"l must be a non-negative int, got {l!r}")
     det = _check_orthogonal(R)
     if (det < 0).any():
