@@ -13,6 +13,7 @@ from torch_geometric.utils import is_sparse, to_edge_index
 from .graph import radius_graph, validate_batch, validate_pos
 from .kernel import Kernel
 from .o3 import Rs, RsLike
+from .tensor_product.fused import pair_edges
 
 __all__ = ["Convolution"]
 
@@ -56,10 +57,16 @@ class Convolution(MessagePassing):
 
     with :math:`K(\mathbf{r}) = R(|\mathbf{r}|) Y(\hat{\mathbf{r}})` coupled to
     :math:`\mathbf{x}_j` by Clebsch-Gordan coefficients (:class:`~e3nn_pyg.kernel.Kernel`).
-    The messages are computed through :meth:`Kernel.apply` (no ``[E, dim_out, dim_in]``
-    matrix is built) and summed at their targets. Without ``edge_index`` the layer builds
-    the radius graph of ``max_radius`` on ``pos`` and ``batch``; it is exact (no
-    neighbour cap) unless ``max_num_neighbors`` is given.
+    With the kernel's ``"reference"`` engine the messages are computed through
+    :meth:`Kernel.apply` (no ``[E, dim_out, dim_in]`` matrix is built) and summed at their
+    targets by :meth:`propagate`; with the ``"fused"`` engine (the default, see
+    :class:`~e3nn_pyg.kernel.Kernel`) :meth:`Kernel.convolve` gathers, applies and sums
+    in chunks, and on a symmetric graph evaluates the radial model once per undirected pair
+    of edges (:func:`~e3nn_pyg.tensor_product.fused.pair_edges`). Both give the same values
+    and gradients. A channel-wise kernel (``Kernel(..., mode="channelwise")``) sums its
+    unmixed channels over the neighbours and mixes them once per target node. Without
+    ``edge_index`` the layer builds the radius graph of ``max_radius`` on ``pos`` and
+    ``batch``; it is exact (no neighbour cap) unless ``max_num_neighbors`` is given.
 
     Args:
         Kernel (callable): ``Kernel(Rs_in, Rs_out)`` builds the kernel, e.g.
@@ -137,6 +144,14 @@ class Convolution(MessagePassing):
             raise TypeError(
                 f"{name} is {x.dtype} on {x.device} but positions are {pos.dtype} on {pos.device}"
             )
+        parameter = next(self.parameters(), None)
+        if parameter is not None and (
+            pos.dtype != parameter.dtype or pos.device != parameter.device
+        ):
+            raise TypeError(
+                f"{name} and positions are {pos.dtype} on {pos.device} but the layer's "
+                f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
+            )
 
     def forward(
         self,
@@ -177,9 +192,13 @@ class Convolution(MessagePassing):
             edge_index = _as_edge_index(edge_index, num_src, num_dst, pos_src.device)
 
         edge_vec = pos_src[edge_index[0]] - pos_dst[edge_index[1]]  # [E, 3]
-        out = self.propagate(
-            edge_index, x=(x_src, x_dst), edge_vec=edge_vec, size=(num_src, num_dst)
-        )
+        if self.kernel.uses_fused:
+            pairing = pair_edges(edge_index, edge_vec, symmetric=pos_dst is pos_src)
+            out = self.kernel.convolve(x_src, edge_index, edge_vec, num_dst, pairing)
+        else:
+            out = self.propagate(
+                edge_index, x=(x_src, x_dst), edge_vec=edge_vec, size=(num_src, num_dst)
+            )
         scale = self.n_norm if n_norm is None else n_norm
         return out / math.sqrt(scale)  # [N_dst, dim_out]
 

@@ -18,10 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
+from .tensor_product.fused import EdgePairing, FusedTensorProduct, pair_edges
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
 from .tensor_product.reference import apply_kernel, kernel_matrix
 
-__all__ = ["Kernel", "edge_lengths"]
+__all__ = ["ENGINES", "MODES", "Kernel", "edge_lengths"]
+
+ENGINES = ("auto", "reference", "fused")
+MODES = ("full", "channelwise")
 
 
 def edge_lengths(edge_vec: Tensor) -> Tensor:
@@ -42,12 +46,42 @@ class Kernel(nn.Module):
     through filter order :math:`l_f` (CONVENTIONS.md: parity rule, radial weight layout,
     :math:`N_o` the number of paths into the output block).
 
+    **Channel-wise mode** (``mode="channelwise"``, the kernel of NequIP and of e3nn's
+    gate_points networks). The radial model gives one weight per input channel and path,
+    :math:`R_{vf}(|r|)`, and a learned linear map :math:`L^{(o)}` per output block mixes
+    the resulting channels afterwards:
+
+    .. math::
+        K(r)_{u m_o, v m_i} = \sqrt{\frac{2 l_o + 1}{N_o}} \sum_f L^{(o)}_{u, (i v f)}
+            R_{vf}(|r|) \sum_{m_f} C^{(l_i, l_f, l_o)}_{m_i m_f m_o} Y^{l_f}_{m_f}(\hat r),
+
+    i.e. the full kernel with :math:`R_{uvf} = L^{(o)}_{u, (i v f)} R_{vf}`: same
+    normalization constants (``'norm'`` likewise), same variance when :math:`L` and
+    :math:`R` have unit second moment. :math:`L^{(o)}` (``mix[o]``,
+    ``[mul_o, N_o]``, drawn from :math:`\mathcal{N}(0, 1)`) has one column per intermediate
+    channel :math:`(i, v, f)`: input blocks :math:`i` in ``Rs_in`` order, then
+    :math:`v`, then the filter index fastest. The radial model is called with
+    ``out_dim = sum over (output block, input block) of mul_i * n_filters``, laid out
+    block after block (output blocks outer, input blocks inner), inside a block as
+    ``[mul_i, n_filters]`` with the filter index fastest. A convolution sums the
+    unmixed channels over the neighbours and mixes once per node (the map is linear, so
+    this equals mixing every message).
+
+    **Engines.** ``"reference"`` evaluates one block pair at a time with einsums
+    (:func:`~e3nn_pyg.tensor_product.reference.apply_kernel`, the oracle of the tests);
+    ``"fused"`` (:class:`~e3nn_pyg.tensor_product.fused.FusedTensorProduct`) batches
+    every path into a few matrix products and, inside :meth:`convolve`, runs the radial
+    model once per undirected pair of edges. Both give the same values and gradients of
+    every order up to rounding; ``"auto"`` is ``"fused"``. The attribute ``engine`` can be
+    changed after construction.
+
     Args:
         Rs_in (Rs-like): input representation.
         Rs_out (Rs-like): output representation.
         RadialModel (callable): ``RadialModel(out_dim)`` builds the radial model, a module
             mapping edge lengths ``[E]`` to weights ``[E, out_dim]`` (any cutoff envelope
-            belongs to it). Called with ``out_dim = n_path``.
+            belongs to it; rows must not interact: the engine may call it on subsets of
+            the edges). Called with ``out_dim = n_path``.
         sh (callable, optional): ``sh(ls, vectors) -> [E, sum(2l+1)]``. ``None`` uses
             :func:`~e3nn_pyg.o3.spherical_harmonics` in the kernel's normalization.
             (default: ``None``)
@@ -57,11 +91,17 @@ class Kernel(nn.Module):
             (default: every allowed order)
         normalization (str, optional): ``"component"`` or ``"norm"``.
             (default: ``"component"``)
+        mode (str, optional): ``"full"`` (one radial weight per path) or
+            ``"channelwise"`` (see above). (default: ``"full"``)
+        engine (str, optional): ``"auto"``, ``"reference"`` or ``"fused"``.
+            (default: ``"auto"``)
 
     Shapes:
         - **forward:** edge vectors :math:`(E, 3)` → kernels :math:`(E, \dim_o, \dim_i)`
         - **apply:** edge vectors :math:`(E, 3)`, source features :math:`(E, \dim_i)` →
           :math:`(E, \dim_o)`
+        - **convolve:** node features :math:`(N_s, \dim_i)`, edge indices :math:`(2, E)`,
+          edge vectors :math:`(E, 3)` → :math:`(N_t, \dim_o)`
 
     Example:
         >>> from e3nn_pyg.radial import CosineBasisModel
@@ -72,6 +112,10 @@ class Kernel(nn.Module):
         (24, (5, 36, 2))
     """
 
+    #: Rows (edges or undirected pairs) per step of the fused convolution: bounds the
+    #: temporaries of inference to O(chunk_size * n_path) and keeps them in cache.
+    chunk_size: int = 4096
+
     def __init__(
         self,
         Rs_in: RsLike,
@@ -80,16 +124,28 @@ class Kernel(nn.Module):
         sh: Callable[[list[int], Tensor], Tensor] | None = None,
         selection_rule: SelectionRule = selection_rule,
         normalization: str = "component",
+        mode: str = "full",
+        engine: str = "auto",
     ) -> None:
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.plan: KernelPlan = plan_kernel(Rs_in, Rs_out, selection_rule, normalization)
         self.Rs_in: Rs = self.plan.rs_in
         self.Rs_out: Rs = self.plan.rs_out
         self.normalization = normalization
+        self.mode = mode
+        self.engine = engine
         self.sh = (
             sh if sh is not None else partial(spherical_harmonics, normalization=normalization)
         )
-        self.R = RadialModel(self.plan.n_path)
+        self.fused = FusedTensorProduct(self.plan, channelwise=mode == "channelwise")
+        self.R = RadialModel(self.fused.num_weights)
+        self.mix = nn.ParameterList(
+            nn.Parameter(torch.empty(mul, channels))
+            for (mul, _, _), channels in zip(self.Rs_out, self.fused.mid_channels)
+            if mode == "channelwise"
+        )
         self._cg_names: dict[tuple[int, int, int], str] = {}
         for pair in self.plan.pairs:
             for l_f in pair.filters:
@@ -97,21 +153,42 @@ class Kernel(nn.Module):
                 if key not in self._cg_names:
                     self._cg_names[key] = "cg_{}_{}_{}".format(*key)
                     self.register_buffer(self._cg_names[key], wigner_3j(*key), persistent=False)
+        self._reset_mix()
+
+    @property
+    def engine(self) -> str:
+        """``"auto"``, ``"reference"`` or ``"fused"`` (settable)."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: str) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self._engine = engine
+
+    @property
+    def uses_fused(self) -> bool:
+        return self._engine != "reference"
 
     @property
     def n_path(self) -> int:
         """Number of radial weights per edge (the radial model's ``out_dim``)."""
-        return self.plan.n_path
+        return self.fused.num_weights
 
     @property
     def max_radius(self) -> float | None:
         """The radial model's cutoff radius, when it has one."""
         return getattr(self.R, "max_radius", None)
 
+    def _reset_mix(self) -> None:
+        for weight in self.mix:
+            nn.init.normal_(weight)
+
     def reset_parameters(self) -> None:
-        """Re-initialize the radial model."""
+        """Re-initialize the radial model (and the mixing maps of a channel-wise kernel)."""
         if hasattr(self.R, "reset_parameters"):
             self.R.reset_parameters()
+        self._reset_mix()
 
     def _cg(self, l_in: int, l_f: int, l_out: int) -> Tensor:
         return getattr(self, self._cg_names[l_in, l_f, l_out])
@@ -129,32 +206,116 @@ class Kernel(nn.Module):
                 f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
             )
 
+    def _check_features(self, x: Tensor, rows: int | None, what: str) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.Rs_in.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"{what} have shape {shape}, expected [{rows or 'num_nodes'}, "
+                f"{self.Rs_in.dim}] for Rs_in {self.Rs_in}"
+            )
+        if rows is not None and x.shape[0] != rows:
+            raise ValueError(f"{what} have {x.shape[0]} rows, expected {rows}")
+
+    def _terms(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
+        weights = self.R(edge_lengths(edge_vec))  # [E, n_path]
+        return weights, self.sh(self.plan.filter_orders, edge_vec)  # [E, sum(2l_f+1)]
+
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""
         self._check_edge_vec(edge_vec)
-        weights = self.R(edge_lengths(edge_vec))  # [E, n_path]
+        weights, y = self._terms(edge_vec)
         orders = self.plan.filter_orders
-        y = self.sh(orders, edge_vec)  # [E, sum(2l+1)]
         sh = dict(zip(orders, y.split([2 * l + 1 for l in orders], dim=-1)))
         return weights, sh
+
+    def full_weights(self, weights: Tensor) -> Tensor:
+        r"""The radial weights in the full kernel's layout ``[E, plan.n_path]``.
+
+        The identity for ``mode="full"``; :math:`R_{uvf} = L^{(o)}_{u,(ivf)} R_{vf}` for a
+        channel-wise kernel.
+        """
+        if self.mode == "full":
+            return weights
+        blocks, columns = [], [0] * len(self.Rs_out)
+        for path in self.fused.paths:
+            width = path.mul_in * path.n_filters
+            o = path.index_out
+            mix = self.mix[o][:, columns[o] : columns[o] + width]  # [u, v f]
+            radial = weights[:, path.weight_offset : path.weight_offset + width]  # [E, v f]
+            blocks.append((mix * radial.unsqueeze(1)).flatten(1))  # [E, u v f]
+            columns[o] += width
+        return torch.cat(blocks, dim=1)  # [E, plan.n_path]
 
     def forward(self, edge_vec: Tensor) -> Tensor:
         """The kernel matrices ``[E, dim(Rs_out), dim(Rs_in)]`` (for inspection)."""
         weights, sh = self.edge_terms(edge_vec)
-        return kernel_matrix(self.plan, weights, sh, self._cg)
+        return kernel_matrix(self.plan, self.full_weights(weights), sh, self._cg)
 
     def apply(self, edge_vec: Tensor, x_source: Tensor) -> Tensor:
         r""":math:`K(r_e)\, x_e` for every edge ``[E, dim(Rs_out)]``, never building K."""
-        if x_source.dim() != 2 or x_source.shape[1] != self.Rs_in.dim:
+        self._check_edge_vec(edge_vec)
+        self._check_features(x_source, edge_vec.shape[0], "source features")
+        if not self.uses_fused:
+            weights, sh = self.edge_terms(edge_vec)
+            return apply_kernel(self.plan, self.full_weights(weights), sh, self._cg, x_source)
+        weights, y = self._terms(edge_vec)
+        return self.fused.assemble(self.fused(weights, y, x_source), list(self.mix))
+
+    def convolve(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        num_nodes: int,
+        pairing: EdgePairing | None = None,
+    ) -> Tensor:
+        r""":math:`\sum_{e:\, j \to i} K(r_e)\, x_j` for every target :math:`i`.
+
+        Args:
+            x (Tensor): source node features ``[N_s, dim(Rs_in)]``.
+            edge_index (Tensor): ``[2, E]`` (source, target) indices.
+            edge_vec (Tensor): ``[E, 3]`` edge vectors.
+            num_nodes (int): the number of targets :math:`N_t`.
+            pairing (EdgePairing, optional): rows of the fused engine, e.g. from
+                :func:`~e3nn_pyg.tensor_product.fused.pair_edges` on a symmetric graph
+                (both directions of a pair then share one radial-model evaluation; the
+                gradient with respect to ``edge_vec`` lands on the pair's first edge,
+                the gradient with respect to positions is unchanged). ``None``: one row
+                per edge. Ignored by the reference engine. (default: ``None``)
+
+        Returns:
+            Tensor ``[N_t, dim(Rs_out)]``.
+        """
+        self._check_edge_vec(edge_vec)
+        self._check_features(x, None, "node features")
+        num_edges = edge_vec.shape[0]
+        if edge_index.shape != (2, num_edges):
             raise ValueError(
-                f"source features have shape {tuple(x_source.shape)}, expected "
-                f"[num_edges, {self.Rs_in.dim}] for Rs_in {self.Rs_in}"
+                f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"
             )
-        weights, sh = self.edge_terms(edge_vec)
-        return apply_kernel(self.plan, weights, sh, self._cg, x_source)
+        if not self.uses_fused:
+            messages = self.apply(edge_vec, x.index_select(0, edge_index[0]))  # [E, dim_out]
+            out = messages.new_zeros(num_nodes, self.Rs_out.dim)
+            return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
+        if pairing is None:
+            pairing = pair_edges(edge_index, symmetric=False)
+        out = [x.new_zeros(num_nodes, width) for width in self.fused.part_widths]  # [N_t, *]
+        for start in range(0, pairing.num_rows, self.chunk_size):
+            stop = min(start + self.chunk_size, pairing.num_rows)
+            paired = max(0, min(stop, pairing.num_paired) - start)  # pairs in this chunk
+            for lo, hi, directions in ((start, start + paired, 2), (start + paired, stop, 1)):
+                if hi == lo:
+                    continue
+                weights, y = self._terms(edge_vec[pairing.edge[lo:hi]])  # [R, n_w], [R, Y]
+                src, dst = pairing.src[lo:hi], pairing.dst[lo:hi]  # [R]
+                if directions == 2:
+                    src, dst = torch.cat([src, dst]), torch.cat([dst, src])  # [2R]
+                parts = self.fused(weights, y, x.index_select(0, src), directions)
+                out = [o.index_add(0, dst, part) for o, part in zip(out, parts)]  # [N_t, *]
+        return self.fused.assemble(out, list(self.mix))  # [N_t, dim_out]
 
     def extra_repr(self) -> str:
         return (
             f"Rs_in={self.Rs_in}, Rs_out={self.Rs_out}, n_path={self.n_path}, "
-            f"normalization={self.normalization!r}"
+            f"normalization={self.normalization!r}, mode={self.mode!r}, engine={self.engine!r}"
         )

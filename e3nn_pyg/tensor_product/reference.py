@@ -66,7 +66,7 @@ def kernel_matrix(
         m = filter_matrices(pair, sh, cg)  # [E, f, i, k]
         block = torch.einsum("euvf,efik->eukvi", w, m)  # [E, u, 2l_o+1, v, 2l_i+1]
         rows, cols = slices_out[pair.index_out], slices_in[pair.index_in]
-        out[:, rows, cols] += block.reshape(num_edges, rows.stop - rows.start, -1)
+        out[:, rows, cols] += block.flatten(3).flatten(1, 2)
     return out
 
 
@@ -86,9 +86,9 @@ def apply_kernel(
     slices_in = plan.rs_in.slices()
     outputs = [x.new_zeros(num_edges, mul, 2 * l + 1) for mul, l, _ in plan.rs_out]
     for pair in plan.pairs:
-        x_block = x[:, slices_in[pair.index_in]].reshape(num_edges, pair.mul_in, -1)  # [E, v, i]
+        x_block = x[:, slices_in[pair.index_in]].unflatten(1, (pair.mul_in, -1))  # [E, v, i]
         m = filter_matrices(pair, sh, cg)  # [E, f, i, k]
         coupled = torch.einsum("evi,efik->evfk", x_block, m)  # [E, v, f, 2l_o+1]
         w = _pair_weights(pair, weights)  # [E, u, v, f]
         outputs[pair.index_out] += torch.einsum("euvf,evfk->euk", w, coupled)
-    return torch.cat([o.reshape(num_edges, -1) for o in outputs], dim=1)  # [E, dim_out]
+    return torch.cat([o.flatten(1) for o in outputs], dim=1)  # [E, dim_out]
