@@ -16,8 +16,10 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
+from .radial import RadialMLP
 from .tensor_product.fused import EdgePairing, FusedTensorProduct, pair_edges
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
 from .tensor_product.reference import apply_kernel, kernel_matrix
@@ -70,10 +72,13 @@ class Kernel(nn.Module):
     **Engines.** ``"reference"`` evaluates one block pair at a time with einsums
     (:func:`~e3nn_pyg.tensor_product.reference.apply_kernel`, the oracle of the tests);
     ``"fused"`` (:class:`~e3nn_pyg.tensor_product.fused.FusedTensorProduct`) batches
-    every path into a few matrix products and, inside :meth:`convolve`, runs the radial
-    model once per undirected pair of edges. Both give the same values and gradients of
-    every order up to rounding; ``"auto"`` is ``"fused"``. The attribute ``engine`` can be
-    changed after construction.
+    every path into a few matrix products per output block, recomputes its intermediates
+    in the backward (training memory of its inputs only) and, inside :meth:`convolve`,
+    runs the radial model once per undirected pair of edges, in chunks of
+    :attr:`chunk_size` rows. A :class:`~e3nn_pyg.radial.RadialMLP` then produces the
+    weights directly in the engine's layout (its last layer's rows permuted). Both engines
+    give the same values and gradients of every order up to rounding; ``"auto"`` is
+    ``"fused"``. The attribute ``engine`` can be changed after construction.
 
     Args:
         Rs_in (Rs-like): input representation.
@@ -113,8 +118,9 @@ class Kernel(nn.Module):
     """
 
     #: Rows (edges or undirected pairs) per step of the fused convolution: bounds the
-    #: temporaries of inference to O(chunk_size * n_path) and keeps them in cache.
-    chunk_size: int = 4096
+    #: temporaries to O(chunk_size * n_path) and keeps them in cache (1024 measured best
+    #: on the 16x0e+8x1o+4x2e kernels of ``benchmarks/bench_conv.py``, 1 thread).
+    chunk_size: int = 1024
 
     def __init__(
         self,
@@ -220,6 +226,24 @@ class Kernel(nn.Module):
         weights = self.R(edge_lengths(edge_vec))  # [E, n_path]
         return weights, self.sh(self.plan.filter_orders, edge_vec)  # [E, sum(2l_f+1)]
 
+    def _engine_weights(self, lengths: Tensor) -> Tensor:
+        """Radial weights ``[R, n_w]`` in the fused engine's layout.
+
+        A :class:`~e3nn_pyg.radial.RadialMLP` produces them directly: its last layer's
+        rows are permuted (and its envelope applied to the last hidden layer, which is
+        narrower than the output); any other radial model's output is permuted.
+        """
+        permutation = self.fused.weight_permutation
+        model = self.R
+        if not (isinstance(model, RadialMLP) and type(model).forward is RadialMLP.forward):
+            return model(lengths).index_select(1, permutation)  # [R, n_w]
+        h = model.basis(lengths)  # [R, number_of_basis]
+        for weight, scale in zip(model.weights[:-1], model.scales[:-1]):
+            h = model.act(F.linear(h, weight * scale))  # [R, h]
+        h = h * model.cutoff(lengths).unsqueeze(-1)
+        last = model.weights[-1] * model.scales[-1]  # [n_w, h]
+        return F.linear(h, last.index_select(0, permutation))  # [R, n_w]
+
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""
         self._check_edge_vec(edge_vec)
@@ -236,14 +260,15 @@ class Kernel(nn.Module):
         """
         if self.mode == "full":
             return weights
-        blocks, columns = [], [0] * len(self.Rs_out)
-        for path in self.fused.paths:
-            width = path.mul_in * path.n_filters
-            o = path.index_out
+        blocks, columns, offset = [], [0] * len(self.Rs_out), 0
+        for pair in self.plan.pairs:
+            width = pair.mul_in * len(pair.filters)
+            o = pair.index_out
             mix = self.mix[o][:, columns[o] : columns[o] + width]  # [u, v f]
-            radial = weights[:, path.weight_offset : path.weight_offset + width]  # [E, v f]
+            radial = weights[:, offset : offset + width]  # [E, v f]
             blocks.append((mix * radial.unsqueeze(1)).flatten(1))  # [E, u v f]
             columns[o] += width
+            offset += width
         return torch.cat(blocks, dim=1)  # [E, plan.n_path]
 
     def forward(self, edge_vec: Tensor) -> Tensor:
@@ -258,8 +283,10 @@ class Kernel(nn.Module):
         if not self.uses_fused:
             weights, sh = self.edge_terms(edge_vec)
             return apply_kernel(self.plan, self.full_weights(weights), sh, self._cg, x_source)
-        weights, y = self._terms(edge_vec)
-        return self.fused.assemble(self.fused(weights, y, x_source), list(self.mix))
+        weights = self._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
+        y = self.sh(self.plan.filter_orders, edge_vec)  # [E, n_Y]
+        parts = self.fused(weights, y, x_source.unsqueeze(1))  # [E, 1, width] each
+        return self.fused.assemble([p.squeeze(1) for p in parts], list(self.mix))
 
     def convolve(
         self,
@@ -299,19 +326,27 @@ class Kernel(nn.Module):
             return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
         if pairing is None:
             pairing = pair_edges(edge_index, symmetric=False)
+        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
+        lengths = edge_lengths(rows_vec)  # [rows]
+        y = self.sh(self.plan.filter_orders, rows_vec)  # [rows, n_Y]
         out = [x.new_zeros(num_nodes, width) for width in self.fused.part_widths]  # [N_t, *]
-        for start in range(0, pairing.num_rows, self.chunk_size):
-            stop = min(start + self.chunk_size, pairing.num_rows)
-            paired = max(0, min(stop, pairing.num_paired) - start)  # pairs in this chunk
-            for lo, hi, directions in ((start, start + paired, 2), (start + paired, stop, 1)):
-                if hi == lo:
-                    continue
-                weights, y = self._terms(edge_vec[pairing.edge[lo:hi]])  # [R, n_w], [R, Y]
-                src, dst = pairing.src[lo:hi], pairing.dst[lo:hi]  # [R]
-                if directions == 2:
-                    src, dst = torch.cat([src, dst]), torch.cat([dst, src])  # [2R]
-                parts = self.fused(weights, y, x.index_select(0, src), directions)
-                out = [o.index_add(0, dst, part) for o, part in zip(out, parts)]  # [N_t, *]
+        paired = pairing.num_paired
+        groups = (  # (first row, last row, directions, source index, target index)
+            (0, paired, 2, torch.stack([pairing.src[:paired], pairing.dst[:paired]], dim=1),
+             torch.stack([pairing.dst[:paired], pairing.src[:paired]], dim=1)),
+            (paired, pairing.num_rows, 1, pairing.src[paired:, None], pairing.dst[paired:, None]),
+        )  # fmt: skip
+        for first, last, directions, src, dst in groups:
+            for start in range(first, last, self.chunk_size):
+                stop = min(start + self.chunk_size, last)
+                rows = slice(start - first, stop - first)
+                weights = self._engine_weights(lengths[start:stop])  # [R, n_w]
+                features = x.index_select(0, src[rows].reshape(-1)).view(
+                    stop - start, directions, -1
+                )  # [R, D, dim_in]
+                parts = self.fused(weights, y[start:stop], features)  # [R, D, width] each
+                target = dst[rows].reshape(-1)  # [R D]
+                out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
         return self.fused.assemble(out, list(self.mix))  # [N_t, dim_out]
 
     def extra_repr(self) -> str:

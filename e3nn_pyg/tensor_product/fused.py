@@ -1,33 +1,49 @@
-r"""The fused engine: every path of a kernel in a few batched matrix products.
+r"""The fused engine: every path of a kernel in a few batched matrix products per chunk.
 
 For a row (an edge, or an undirected pair of edges) with radial weights :math:`R` and
 spherical harmonics :math:`Y` of its vector :math:`r`, the engine computes the messages
 
 .. math::
     m_{u m_o} = \sum_{v, f} R_{uvf}
-        \underbrace{\sum_{m_i} x_{v m_i} \sum_{m_f} c_f\, C^{(l_i, l_f, l_o)}_{m_i m_f m_o}
-        Y^{l_f}_{m_f}(\hat r)}_{\text{coupled}_{v f m_o}}
+        \underbrace{\sum_{m_i} x_{v m_i} \underbrace{\sum_{m_f} c_f\,
+        C^{(l_i, l_f, l_o)}_{m_i m_f m_o} Y^{l_f}_{m_f}(\hat r)}_{M_{f m_o m_i}}}_{
+        \text{coupled}_{f m_o v}}
 
-exactly as :func:`~e3nn_pyg.tensor_product.reference.apply_kernel` does, in another order:
+exactly as :func:`~e3nn_pyg.tensor_product.reference.apply_kernel` does, in another order
+and with every operand laid out so that no step needs a layout copy but one:
 
-1. for every input block :math:`b`, the products :math:`x_{v m_i} Y_{m_f}` of its
-   features with all the spherical harmonics (``[rows mul_i, (2l_i+1) n_Y]``), times the
-   Clebsch-Gordan coefficients of all the paths leaving the block, normalization constants
-   :math:`c_f` folded in (``[(2l_i+1) n_Y, F_b]``): one matrix product with ``rows mul_i``
-   rows gives ``coupled`` ``[rows, mul_i, F_b]``;
-2. per block pair, ``m_o += R_pair @ coupled_pair`` (one batched product,
-   ``[rows, mul_o, mul_i n_f] @ [rows, mul_i n_f, 2l_o+1]``), or, for a channel-wise kernel,
-   the element-wise product :math:`R_{vf}\, \text{coupled}_{v f m_o}`.
+1. :math:`M` of every input block ``b``, for all its paths at once: one matrix product
+   ``Y @ G`` (``[rows, n_Y] @ [n_Y, sum_b F_b (2l_i+1)]``, the Clebsch-Gordan
+   coefficients and the normalization constants :math:`c_f` folded into ``G``, the
+   columns of a block ordered (output block, :math:`m_o`, filter, :math:`m_i`));
+2. ``coupled_b = M_b @ x_b^T`` (one batched product per input block, ``[F_b, v]`` per
+   row and direction, a broadcast product for scalars);
+3. per output block ``o`` the coupled features of all its paths side by side,
+   ``C_o`` ``[rows, D, 2l_o+1, J_o]`` with ``J_o`` = (input block, filter, :math:`v`):
+   the only copy (one ``cat``);
+4. ``m_o = C_o @ R_o`` with the radial weights of the block as ``[rows, J_o, u]``: one
+   batched product per output block (``[D (2l_o+1), J_o] @ [J_o, u]`` per row), giving
+   the messages as ``[rows, D, (2l_o+1) u]`` (:math:`m_o`-major; :meth:`assemble`
+   transposes the node sums back). A channel-wise kernel multiplies ``C_o`` by its
+   weights ``[rows, J_o]`` element-wise instead.
+
+The engine's radial weight layout (per output block ``[J_o, u]``, or ``[J_o]``) differs
+from the CONVENTIONS.md layout: :attr:`FusedTensorProduct.weight_permutation` maps one to
+the other, so that a radial model's last layer can produce it directly.
 
 **Undirected pairs.** On a symmetric graph the edges :math:`j \to i` and :math:`i \to j`
 have opposite vectors, the same length and so the same radial weights, and
-:math:`Y^l(-r) = (-1)^l Y^l(r)`. A row can therefore carry both directions: the radial
-model runs once per pair and every weight is read once for two messages (the second
-direction's coupled features use :math:`(-1)^{l_f} Y`). :func:`pair_edges` finds the pairs.
+:math:`Y^l(-r) = (-1)^l Y^l(r)`. A row can therefore carry both directions (``D = 2``):
+the radial model runs once per pair and every weight is read once for two messages (the
+second direction uses ``G`` with the columns of odd filters negated).
+:func:`pair_edges` finds the pairs.
 
-Every step is a plain differentiable torch operation, so gradients of every order (force
-training needs the double backward) come from autograd and equal the reference's up to
-rounding.
+**Gradients.** :class:`FusedTensorProduct` runs as a custom
+:class:`torch.autograd.Function` that keeps only its inputs and recomputes the
+intermediates in the backward, a hand-derived chain of batched products written with
+differentiable torch operations: the memory of training is that of the inputs, and
+gradients of every order (force training needs the double backward) equal the
+reference's up to rounding.
 """
 
 from __future__ import annotations
@@ -113,17 +129,37 @@ def pair_edges(
 
 
 @dataclass(frozen=True)
-class _Path:
-    """Where one block pair reads and writes inside the fused engine."""
+class _Piece:
+    """The coupled features of the paths from one input block into one output block."""
 
-    index_out: int
     index_in: int
-    mul_out: int
-    mul_in: int
+    index_out: int
+    mul_in: int  # v
+    n_filters: int  # f
     dim_out: int  # 2 l_o + 1
-    n_filters: int
-    column: int  # first column of its coupled features in the input block's F_b
-    weight_offset: int  # first radial weight
+    column: int  # first row of the piece in the input block's F_b (ordered m_o, f)
+    j_offset: int  # first column of the piece in the output block's J_o (ordered f, v)
+
+
+class _FusedFunction(torch.autograd.Function):
+    """The engine's forward; the backward recomputes the intermediates (see the module)."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        engine: FusedTensorProduct,
+        weights: Tensor,
+        sh: Tensor,
+        x: Tensor,
+    ) -> tuple[Tensor, ...]:
+        ctx.engine = engine
+        ctx.save_for_backward(weights, sh, x)
+        return tuple(engine._messages(weights, sh, x))
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, *grads: Tensor) -> tuple:
+        weights, sh, x = ctx.saved_tensors
+        return (None, *ctx.engine._backward(weights, sh, x, grads, ctx.needs_input_grad[1:]))
 
 
 class FusedTensorProduct(nn.Module):
@@ -131,157 +167,310 @@ class FusedTensorProduct(nn.Module):
 
     Args:
         plan (KernelPlan): the paths (normalization constants included).
-        channelwise (bool, optional): radial weights ``[rows, mul_i n_f]`` per block pair
-            (one per input channel and filter) multiply the coupled features element-wise,
-            and the result keeps one channel per input channel and filter
-            (:attr:`Rs_mid`); otherwise weights ``[rows, mul_o mul_i n_f]`` contract them
-            to ``Rs_out``. (default: ``False``)
+        channelwise (bool, optional): radial weights (one per input channel and filter of
+            every block pair) multiply the coupled features element-wise, and the result
+            keeps one channel per input channel and filter (mixed by :meth:`assemble`);
+            otherwise one weight per path contracts them to ``Rs_out``.
+            (default: ``False``)
+        recompute (bool, optional): run as a custom autograd function that recomputes
+            its intermediates in the backward (memory of the inputs only); ``False``
+            lets autograd record every operation. (default: ``True``)
 
     Shapes:
-        - **input:** radial weights :math:`(R, n_w)`, spherical harmonics
+        - **input:** radial weights :math:`(R, n_w)` in the engine's layout (see
+          :attr:`weight_permutation`), spherical harmonics
           :math:`(R, \sum_{l_f} 2l_f+1)` in ``plan.filter_orders`` order, source features
-          :math:`(D R, \dim_\text{in})` with the ``D`` directions stacked (the second one
-          uses :math:`Y(-r)`)
-        - **output:** messages :math:`(D R, \dim_\text{out})` (or :math:`\dim_\text{mid}`)
+          :math:`(R, D, \dim_\text{in})` (``D = 2``: the second direction uses
+          :math:`Y(-r)`)
+        - **output:** one message part per output block :math:`(R, D, \text{width})`
+          (see :attr:`part_widths` and :meth:`assemble`)
     """
 
-    def __init__(self, plan: KernelPlan, channelwise: bool = False) -> None:
+    def __init__(self, plan: KernelPlan, channelwise: bool = False, recompute: bool = True):
         super().__init__()
         self.plan = plan
         self.channelwise = channelwise
+        self.recompute = recompute
+        rs_in, rs_out = plan.rs_in, plan.rs_out
         orders = plan.filter_orders
         y_offset, offset = {}, 0
         for l_f in orders:
             y_offset[l_f] = offset
             offset += 2 * l_f + 1
         self.num_sh = offset
-        self.register_buffer(
-            "y_sign",
-            torch.tensor([(-1.0) ** l for l in orders for _ in range(2 * l + 1)]),
-            persistent=False,
-        )  # [num_sh]
 
-        self.paths: list[_Path] = []
-        columns = [0] * len(plan.rs_in)
-        weight_offset = 0
-        blocks: dict[int, list[tuple[int, Tensor]]] = {}
-        for pair in plan.pairs:
-            dim_out = 2 * pair.l_out + 1
-            b = pair.index_in
+        by_pair = {(pair.index_in, pair.index_out): pair for pair in plan.pairs}
+        # F_b: rows of the input block's coupled features, ordered (output block, m_o, f)
+        self.pieces: list[_Piece] = []
+        widths_in = [0] * len(rs_in)
+        widths_out = [0] * len(rs_out)  # J_o
+        for index_out in range(len(rs_out)):
+            for index_in in range(len(rs_in)):
+                pair = by_pair.get((index_in, index_out))
+                if pair is None:
+                    continue
+                nf, k = len(pair.filters), 2 * pair.l_out + 1
+                self.pieces.append(
+                    _Piece(index_in, index_out, pair.mul_in, nf, k, widths_in[index_in],
+                           widths_out[index_out])
+                )  # fmt: skip
+                widths_in[index_in] += k * nf
+                widths_out[index_out] += nf * pair.mul_in
+        self.coupled_rows = widths_in  # F_b
+        self.path_channels = widths_out  # J_o
+
+        # G [n_Y, sum_b F_b (2l_i+1)]: column (b, (o, m_o, f), m_i)
+        m_offset, total = [], 0
+        for (_, l_in, _), width in zip(rs_in, widths_in):
+            m_offset.append(total)
+            total += width * (2 * l_in + 1)
+        self.m_offset = m_offset
+        cg = torch.zeros(self.num_sh, total, dtype=torch.float64)
+        odd = torch.zeros(total, dtype=torch.bool)
+        for piece in self.pieces:
+            pair = by_pair[piece.index_in, piece.index_out]
+            di = 2 * pair.l_in + 1
+            block = cg[:, m_offset[piece.index_in] :][:, : widths_in[piece.index_in] * di]
+            block = block.view(self.num_sh, -1, di)  # [n_Y, F_b, m_i]
             for t, (l_f, norm) in enumerate(zip(pair.filters, pair.norms)):
-                cg = wigner_3j(pair.l_in, l_f, pair.l_out, dtype=torch.float64)  # [i, j, k]
-                block = torch.zeros(self.num_sh, 2 * pair.l_in + 1, dim_out, dtype=torch.float64)
-                block[y_offset[l_f] : y_offset[l_f] + 2 * l_f + 1] = norm * cg.transpose(0, 1)
-                blocks.setdefault(b, []).append((columns[b] + t * dim_out, block))
-            n_filters = len(pair.filters)
-            mul_w = pair.mul_in * n_filters * (1 if channelwise else pair.mul_out)
-            self.paths.append(
-                _Path(
-                    pair.index_out, b, pair.mul_out, pair.mul_in, dim_out, n_filters,
-                    columns[b], weight_offset,
-                )
-            )  # fmt: skip
-            columns[b] += n_filters * dim_out
-            weight_offset += mul_w
-        self.num_weights = weight_offset
-        self.block_width = columns  # F_b of every input block
-        for b, width in enumerate(columns):
-            if width == 0:
-                continue
-            l_in = plan.rs_in[b].l
-            cg = torch.zeros(2 * l_in + 1, self.num_sh, width, dtype=torch.float64)
-            for column, block in blocks[b]:
-                cg[:, :, column : column + block.shape[2]] = block.transpose(0, 1)
-            self.register_buffer(
-                f"cg_{b}", cg.reshape(-1, width).to(torch.get_default_dtype()), persistent=False
-            )  # [(2l_i+1) num_sh, F_b]
-        # channel-wise: one intermediate channel per (input channel, filter) of every path
-        self.mid_channels = [0] * len(plan.rs_out)
-        for path in self.paths:
-            self.mid_channels[path.index_out] += path.mul_in * path.n_filters
+                c = wigner_3j(pair.l_in, l_f, pair.l_out, dtype=torch.float64)  # [i, j, k]
+                rows = slice(y_offset[l_f], y_offset[l_f] + 2 * l_f + 1)
+                for k in range(piece.dim_out):
+                    column = piece.column + k * piece.n_filters + t
+                    block[rows, column, :] = norm * c[:, :, k].t()
+                    if l_f % 2:
+                        start = m_offset[piece.index_in] + column * di
+                        odd[start : start + di] = True
+        signed = torch.where(odd, -cg, cg)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("cg", cg.to(dtype), persistent=False)  # [n_Y, M]
+        self.register_buffer(
+            "cg_both", torch.cat([cg, signed], dim=1).to(dtype), persistent=False
+        )  # [n_Y, 2 M]: Y(r), Y(-r)
+
+        # the engine's weight layout and where each weight sits in the CONVENTIONS layout
+        self.weight_offset, permutation, offset = [], [], 0
+        for index_out, (mul_out, _, _) in enumerate(rs_out):
+            self.weight_offset.append(offset)
+            u_range = range(1) if channelwise else range(mul_out)
+            for piece in (p for p in self.pieces if p.index_out == index_out):
+                pair = by_pair[piece.index_in, piece.index_out]
+                for t in range(piece.n_filters):
+                    for v in range(piece.mul_in):
+                        permutation.append([
+                            pair.weight_offset + (u * piece.mul_in + v) * piece.n_filters + t
+                            for u in u_range
+                        ])  # fmt: skip
+            offset += widths_out[index_out] * len(u_range)
+        conventional = _conventional_offsets(plan, channelwise)
+        self.num_weights = offset
+        self.register_buffer(
+            "weight_permutation",
+            conventional[torch.tensor([c for row in permutation for c in row], dtype=torch.long)],
+            persistent=False,
+        )  # [n_w]: engine column -> CONVENTIONS column
+        # channel-wise: the mixing maps' columns (i, v, f) in the engine's order (i, f, v)
+        mix_permutation = []
+        for index_out in range(len(rs_out)):
+            order, column = [], 0
+            for piece in (p for p in self.pieces if p.index_out == index_out):
+                width = piece.mul_in * piece.n_filters
+                order += [
+                    column + v * piece.n_filters + t
+                    for t in range(piece.n_filters)
+                    for v in range(piece.mul_in)
+                ]
+                column += width
+            mix_permutation.append(torch.tensor(order, dtype=torch.long))
+        self.mix_permutation = mix_permutation
+
+    @property
+    def mid_channels(self) -> list[int]:
+        """Channels :math:`(i, v, f)` of every output block before a channel-wise mixing."""
+        return list(self.path_channels)
 
     @property
     def part_widths(self) -> list[int]:
-        """Widths of the message parts: one per output block, or one per path if channel-wise."""
-        if self.channelwise:
-            return [p.mul_in * p.n_filters * p.dim_out for p in self.paths]
-        return [mul * (2 * l + 1) for mul, l, _ in self.plan.rs_out]
+        """Widths of the message parts: :math:`(2l_o+1) u`, or :math:`(2l_o+1) J_o`."""
+        return [
+            (2 * l + 1) * (width if self.channelwise else mul)
+            for (mul, l, _), width in zip(self.plan.rs_out, self.path_channels)
+        ]
 
-    def forward(self, weights: Tensor, sh: Tensor, x: Tensor, directions: int = 1) -> list[Tensor]:
-        """The message parts ``[D R, width]`` (see :attr:`part_widths` and :meth:`assemble`)."""
+    def forward(self, weights: Tensor, sh: Tensor, x: Tensor) -> list[Tensor]:
+        """The message parts ``[R, D, width]`` (see :attr:`part_widths` and :meth:`assemble`)."""
         rows = weights.shape[0]
-        if weights.shape[1] != self.num_weights or sh.shape != (rows, self.num_sh):
+        if weights.shape[1:] != (self.num_weights,) or sh.shape != (rows, self.num_sh):
             raise ValueError(
                 f"expected weights [rows, {self.num_weights}] and spherical harmonics "
                 f"[rows, {self.num_sh}], got {tuple(weights.shape)} and {tuple(sh.shape)}"
             )
-        if directions not in (1, 2) or x.shape != (directions * rows, self.plan.rs_in.dim):
+        if x.dim() != 3 or x.shape[0] != rows or x.shape[1] not in (1, 2) or (
+            x.shape[2] != self.plan.rs_in.dim
+        ):  # fmt: skip
             raise ValueError(
-                f"expected source features [{directions} * {rows}, {self.plan.rs_in.dim}], "
+                f"expected source features [{rows}, 1 or 2, {self.plan.rs_in.dim}], "
                 f"got {tuple(x.shape)}"
             )
-        if directions == 2:
-            sh = torch.cat([sh, sh * self.y_sign])  # [2R, num_sh]: Y(r), Y(-r)
-        coupled = []
+        if self.recompute and torch.is_grad_enabled() and (
+            weights.requires_grad or sh.requires_grad or x.requires_grad
+        ):  # fmt: skip
+            return list(_FusedFunction.apply(self, weights, sh, x))
+        return self._messages(weights, sh, x)
+
+    # -- the computation ---------------------------------------------------------------
+    def _coefficients(self, sh: Tensor, directions: int) -> Tensor:
+        cg = self.cg if directions == 1 else self.cg_both
+        return (sh @ cg).view(sh.shape[0], directions, self.cg.shape[1])  # [R, D, M]
+
+    def _coupled(self, m: Tensor, x: Tensor) -> list[Tensor | None]:
+        """``coupled_b = M_b x_b^T`` ``[R, D, F_b, v]`` of every input block."""
+        rows, directions = x.shape[:2]
+        coupled: list[Tensor | None] = []
         for b, ((mul, l_in, _), block) in enumerate(zip(self.plan.rs_in, self.plan.rs_in.slices())):
-            if self.block_width[b] == 0:
+            width = self.coupled_rows[b]
+            if width == 0:
                 coupled.append(None)
                 continue
-            cg = getattr(self, f"cg_{b}")  # [(2l_i+1) num_sh, F_b]
-            x_b = x[:, block].view(-1, mul, 2 * l_in + 1, 1)  # [DR, v, i, 1]
-            products = (x_b * sh.view(-1, 1, 1, self.num_sh)).view(-1, cg.shape[0])  # [DR v, i Y]
-            coupled.append(
-                (products @ cg).view(directions, rows, mul, self.block_width[b])
-            )  # [D, R, v, F]
-        parts: list[Tensor | None] = [None] * len(self.plan.rs_out)
-        if not self.channelwise:  # directions innermost: [R, v, F, D]
-            coupled = [
-                c if c is None else c.permute(1, 2, 3, 0).reshape(rows, c.shape[2], -1)
-                for c in coupled
-            ]  # [R, v, F D]
-        for path in self.paths:
-            k, nf, u, v = path.dim_out, path.n_filters, path.mul_out, path.mul_in
-            if self.channelwise:
-                c = coupled[path.index_in][
-                    ..., path.column : path.column + nf * k
-                ]  # [D, R, v, f k]
-                w = weights[:, path.weight_offset : path.weight_offset + v * nf]  # [R, v f]
-                message = c.view(directions, rows, v, nf, k) * w.view(1, rows, v, nf, 1)
-                parts.append(message.view(directions * rows, v * nf * k))  # [DR, v f k]
-                continue
-            columns = slice(path.column * directions, (path.column + nf * k) * directions)
-            c = coupled[path.index_in][:, :, columns]  # [R, v, f k D] (strided)
-            if nf > 1:
-                c = c.reshape(rows, v * nf, k * directions)  # [R, v f, k D]
-            w = weights[:, path.weight_offset : path.weight_offset + u * v * nf]
-            message = torch.matmul(w.view(rows, u, v * nf), c)  # [R, u, k D]
-            o = path.index_out
-            parts[o] = message if parts[o] is None else parts[o] + message
+            di = 2 * l_in + 1
+            m_b = m[..., self.m_offset[b] : self.m_offset[b] + width * di]  # [R, D, F_b m_i]
+            x_b = x[..., block]  # [R, D, v m_i]
+            if di == 1:
+                c = m_b.unsqueeze(3) * x_b.unsqueeze(2)  # [R, D, F_b, v]
+            else:
+                c = torch.matmul(
+                    m_b.view(rows, directions, width, di),
+                    x_b.view(rows, directions, mul, di).transpose(2, 3),
+                )  # [R, D, F_b, v]
+            coupled.append(c)
+        return coupled
+
+    def _gathered(self, coupled: list[Tensor | None]) -> list[Tensor]:
+        """``C_o`` ``[R, D, 2l_o+1, J_o]`` of every output block (the one copy)."""
+        pieces: list[list[Tensor]] = [[] for _ in self.plan.rs_out]
+        for piece in self.pieces:
+            c = coupled[piece.index_in]
+            rows_f = slice(piece.column, piece.column + piece.dim_out * piece.n_filters)
+            pieces[piece.index_out].append(
+                c[:, :, rows_f].reshape(*c.shape[:2], piece.dim_out, piece.n_filters * piece.mul_in)
+            )  # [R, D, k, f v]
+        return [p[0] if len(p) == 1 else torch.cat(p, dim=3) for p in pieces]
+
+    def _block_weights(self, weights: Tensor, o: int) -> Tensor:
+        width = self.path_channels[o]
+        start = self.weight_offset[o]
         if self.channelwise:
-            return parts[len(self.plan.rs_out) :]
-        return [
-            part.view(rows, mul, 2 * l + 1, directions)
-            .permute(3, 0, 1, 2)
-            .reshape(-1, mul * (2 * l + 1))
-            for part, (mul, l, _) in zip(parts, self.plan.rs_out)
-        ]  # [DR, u k] each, direction-major
+            return weights[:, start : start + width]  # [R, J_o]
+        mul = self.plan.rs_out[o].mul
+        return weights[:, start : start + width * mul].view(-1, width, mul)  # [R, J_o, u]
+
+    def _messages(self, weights: Tensor, sh: Tensor, x: Tensor) -> list[Tensor]:
+        rows, directions = x.shape[:2]
+        gathered = self._gathered(self._coupled(self._coefficients(sh, directions), x))
+        parts = []
+        for o, c in enumerate(gathered):
+            w = self._block_weights(weights, o)
+            if self.channelwise:
+                message = c * w[:, None, None, :]  # [R, D, k, J_o]
+            else:
+                message = torch.matmul(c.flatten(1, 2), w)  # [R, D k, u]
+            parts.append(message.reshape(rows, directions, self.part_widths[o]))  # [R, D, k u|J]
+        return parts
+
+    def _backward(
+        self,
+        weights: Tensor,
+        sh: Tensor,
+        x: Tensor,
+        grads: tuple[Tensor | None, ...],
+        needs: tuple[bool, ...],
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Gradients to (weights, sh, x) from those of the message parts."""
+        rows, directions = x.shape[:2]
+        m = self._coefficients(sh, directions)  # [R, D, M]
+        coupled = self._coupled(m, x)
+        gathered = self._gathered(coupled)
+        grad_w, grad_c = [], []
+        for o, (c, g) in enumerate(zip(gathered, grads)):
+            k, width = c.shape[2], c.shape[3]
+            w = self._block_weights(weights, o)
+            if g is None:
+                g = c.new_zeros(rows, directions, self.part_widths[o])
+            if self.channelwise:
+                g = g.view(rows, directions, k, width)  # [R, D, k, J_o]
+                if needs[0]:
+                    grad_w.append((g * c).sum(dim=(1, 2)))  # [R, J_o]
+                grad_c.append(g * w[:, None, None, :])  # [R, D, k, J_o]
+                continue
+            g = g.view(rows, directions * k, self.plan.rs_out[o].mul)  # [R, D k, u]
+            if needs[0]:
+                c_flat = c.reshape(rows, directions * k, width)
+                grad_w.append(torch.matmul(c_flat.transpose(1, 2), g).flatten(1))  # [R, J_o u]
+            grad_c.append(
+                torch.matmul(g, w.transpose(1, 2)).view(rows, directions, k, width)
+            )  # [R, D, k, J_o]
+        grad_weights = torch.cat(grad_w, dim=1) if needs[0] else None
+        if not (needs[1] or needs[2]):
+            return grad_weights, None, None
+        # back to the input blocks: grad of coupled_b [R, D, F_b, v]
+        by_block: list[list[Tensor]] = [[] for _ in self.plan.rs_in]
+        for piece in self.pieces:
+            g = grad_c[piece.index_out][..., piece.j_offset :][
+                ..., : piece.n_filters * piece.mul_in
+            ]  # [R, D, k, f v]
+            by_block[piece.index_in].append(g.reshape(rows, directions, -1, piece.mul_in))
+        grad_m, grad_x = [], []
+        for b, ((mul, l_in, _), parts) in enumerate(zip(self.plan.rs_in, by_block)):
+            di = 2 * l_in + 1
+            x_b = x[..., self.plan.rs_in.slices()[b]].reshape(rows, directions, mul, di)
+            if not parts:
+                grad_x.append(x_b.new_zeros(rows, directions, mul * di))
+                continue
+            g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # [R, D, F_b, v]
+            width = self.coupled_rows[b]
+            m_b = m[..., self.m_offset[b] : self.m_offset[b] + width * di].reshape(
+                rows, directions, width, di
+            )  # [R, D, F_b, m_i]
+            if needs[2]:
+                grad_x.append(torch.matmul(g.transpose(2, 3), m_b).flatten(2))  # [R, D, v m_i]
+            if needs[1]:
+                grad_m.append(torch.matmul(g, x_b).flatten(2))  # [R, D, F_b m_i]
+        grad_sh = None
+        if needs[1]:
+            cg = self.cg if directions == 1 else self.cg_both
+            grad_m_all = torch.cat(grad_m, dim=2).reshape(rows, cg.shape[1])  # [R, D M]
+            grad_sh = grad_m_all @ cg.t()  # [R, n_Y]
+        grad_x_all = torch.cat(grad_x, dim=2) if needs[2] else None  # [R, D, dim_in]
+        return grad_weights, grad_sh, grad_x_all
 
     def assemble(self, parts: list[Tensor], mix: list[Tensor] | None = None) -> Tensor:
         r"""Features ``[N, dim(Rs_out)]`` from (sums of) message parts ``[N, width]``.
 
         ``mix`` (channel-wise only): the maps :math:`L^{(o)}` ``[mul_o, N_o]`` of every
-        output block, applied to the channels :math:`(i, v, f)` of its paths.
+        output block, columns :math:`(i, v, f)` as documented by the Kernel.
         """
-        if not self.channelwise:
-            return torch.cat(parts, dim=1)  # [N, dim_out]
-        if mix is None or len(mix) != len(self.plan.rs_out):
+        if self.channelwise and (mix is None or len(mix) != len(self.plan.rs_out)):
             raise ValueError("a channel-wise engine needs one mixing map per output block")
-        blocks: list[Tensor | None] = [None] * len(self.plan.rs_out)
-        columns = [0] * len(self.plan.rs_out)
-        for path, part in zip(self.paths, parts):
-            o, width = path.index_out, path.mul_in * path.n_filters
-            block = part.view(-1, width, path.dim_out)  # [N, v f, k]
-            mixed = torch.matmul(mix[o][:, columns[o] : columns[o] + width], block)  # [N, u, k]
-            blocks[o] = mixed if blocks[o] is None else blocks[o] + mixed
-            columns[o] += width
-        return torch.cat([b.flatten(1) for b in blocks], dim=1)  # [N, dim_out]
+        blocks = []
+        for o, (part, width, (mul, l, _)) in enumerate(
+            zip(parts, self.path_channels, self.plan.rs_out)
+        ):
+            channels = width if self.channelwise else mul
+            part = part.reshape(part.shape[0], 2 * l + 1, channels)  # [N, k, u] or [N, k, J_o]
+            if self.channelwise:
+                part = part @ mix[o][:, self.mix_permutation[o]].t()  # [N, k, u]
+            blocks.append(part.transpose(1, 2).flatten(1))  # [N, u k]
+        return torch.cat(blocks, dim=1)  # [N, dim_out]
+
+
+def _conventional_offsets(plan: KernelPlan, channelwise: bool) -> Tensor:
+    """The CONVENTIONS-layout column of every full-kernel weight index (identity if full)."""
+    if not channelwise:
+        return torch.arange(plan.n_path)
+    columns, offset = [], 0
+    for pair in plan.pairs:
+        nf = len(pair.filters)
+        for _ in range(pair.mul_out):
+            columns += range(offset, offset + pair.mul_in * nf)
+        offset += pair.mul_in * nf
+    return torch.tensor(columns, dtype=torch.long)

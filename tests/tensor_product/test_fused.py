@@ -173,15 +173,62 @@ def test_pair_edges():
         pair_edges(torch.zeros(3, 2, dtype=torch.long))
 
 
+class Wrapped(torch.nn.Module):
+    """A radial model that is not a RadialMLP: the engine permutes its output."""
+
+    def __init__(self, out_dim):
+        super().__init__()
+        self.inner = CosineBasisModel(out_dim, max_radius=RADIUS, number_of_basis=5, h=8, L=1)
+
+    def forward(self, lengths):
+        return self.inner(lengths)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_generic_radial_model_and_autograd_path(float64, mode):
+    """Any radial model, and the engine without recomputation, match the reference."""
+    torch.manual_seed(5)
+    rule = partial(selection_rule, lmax=3)
+    kernel = Kernel("2x0e+2x1o+1x2e", "1x0e+2x1o+2x2e", Wrapped, selection_rule=rule, mode=mode)
+    kernel.chunk_size = 7
+    pos = (1.5 * torch.randn(10, 3)).requires_grad_()
+    x = torch.randn(10, kernel.Rs_in.dim, requires_grad=True)
+    edge_index = radius_graph(pos.detach(), RADIUS)
+    pairing = pair_edges(edge_index)
+    kernel.engine = "reference"
+    expected = outputs_and_gradients(kernel, x, pos, edge_index, None)
+    kernel.engine = "fused"
+    for recompute in (True, False):
+        kernel.fused.recompute = recompute
+        got = outputs_and_gradients(kernel, x, pos, edge_index, pairing)
+        for a, b in zip(expected, got, strict=True):
+            assert max_relative(a, b) < 1e-12
+
+
+def test_weight_permutation_is_a_permutation():
+    for channelwise in (False, True):
+        plan = plan_kernel("3x0e+2x1o+2x2e", "2x0e+2x1o+1x2e", partial(selection_rule, lmax=3))
+        engine = FusedTensorProduct(plan, channelwise)
+        permutation = engine.weight_permutation.sort().values
+        assert torch.equal(permutation, torch.arange(engine.num_weights))
+        for o, order in enumerate(engine.mix_permutation):
+            assert torch.equal(order.sort().values, torch.arange(engine.mid_channels[o]))
+
+
 def test_engine_validation():
     plan = plan_kernel("2x0e", "1x0e+1x1o")
     engine = FusedTensorProduct(plan)
     assert engine.part_widths == [1, 3]
     with pytest.raises(ValueError, match="weights"):
-        engine(torch.randn(4, 3), torch.randn(4, engine.num_sh), torch.randn(4, 2))
+        engine(torch.randn(4, 3), torch.randn(4, engine.num_sh), torch.randn(4, 1, 2))
     with pytest.raises(ValueError, match="source features"):
-        engine(torch.randn(4, 4), torch.randn(4, engine.num_sh), torch.randn(4, 2), 2)
+        engine(torch.randn(4, 4), torch.randn(4, engine.num_sh), torch.randn(4, 3, 2))
     radial = partial(CosineBasisModel, max_radius=RADIUS, number_of_basis=5, h=4, L=1)
+    for mode in MODES:  # no edges
+        empty = Kernel("2x0e+1x1o", "1x0e+1x2e", radial, mode=mode).apply(
+            torch.zeros(0, 3), torch.zeros(0, 5)
+        )
+        assert empty.shape == (0, 6)
     with pytest.raises(ValueError, match="engine"):
         Kernel("2x0e", "1x0e", radial, engine="fast")
     with pytest.raises(ValueError, match="mode"):
