@@ -27,6 +27,11 @@ and the distance to the radial MLP's matrix-multiply floor.
 
     python benchmarks/bench_conv.py            # mol and big, 1 and 2 threads (~10 min)
     python benchmarks/bench_conv.py --quick    # mol only, 1 thread, fewer repeats
+    python benchmarks/bench_conv.py --compiled # adds the row "e3nn_pyg compiled"
+
+``--compiled`` adds ``Kernel(engine="compiled")`` (torch.compile of the engine's chunks)
+and prints, under each table, the time of its first calls (the cold compilation; run
+with ``TORCHINDUCTOR_CACHE_DIR`` set to an empty folder for a truly cold one).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from e3nn_pyg.tensor_product.fused import pair_edges
 from e3nn_pyg.tensor_product.paths import selection_rule
 
 RADIUS = 5.0
+STEPS = ("inference", "train", "force")
 NUMBER_OF_BASIS, HIDDEN = 10, 100
 FEATURES = "16x0e+8x1o+4x2e"
 KERNELS = {  # name: (Rs_in, Rs_out, largest filter order, mode)
@@ -95,16 +101,16 @@ def workload(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return pos, torch.stack([src, dst])  # sorted by target
 
 
-# -- the two implementations -----------------------------------------------------------------
+# -- the implementations ---------------------------------------------------------------------
 class Ours(torch.nn.Module):
-    def __init__(self, rs_in: str, rs_out: str, lmax: int, mode: str) -> None:
+    def __init__(self, rs_in: str, rs_out: str, lmax: int, mode: str, engine: str = "auto"):
         super().__init__()
         radial = partial(
             CosineBasisModel, max_radius=RADIUS, number_of_basis=NUMBER_OF_BASIS, h=HIDDEN,
             L=1, act=torch.nn.functional.silu,
         )  # fmt: skip
         rule = partial(selection_rule, lmax=lmax)
-        self.kernel = Kernel(rs_in, rs_out, radial, selection_rule=rule, mode=mode)
+        self.kernel = Kernel(rs_in, rs_out, radial, selection_rule=rule, mode=mode, engine=engine)
 
     def forward(self, x, pos, edge_index):
         edge_vec = pos[edge_index[0]] - pos[edge_index[1]]  # [E, 3]
@@ -159,7 +165,11 @@ class E3nn(torch.nn.Module):
         return out if self.linear is None else self.linear(out)
 
 
-IMPLEMENTATIONS = {"e3nn_pyg": Ours, "e3nn 0.6": E3nn}
+IMPLEMENTATIONS = {
+    "e3nn_pyg": Ours,
+    "e3nn_pyg compiled": partial(Ours, engine="compiled"),
+    "e3nn 0.6": E3nn,
+}
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -236,7 +246,7 @@ def memory_child(workload_name: str, kernel_name: str, implementation: str) -> N
     fns = steps(model, pos, edge_index, rs_in, rs_out)
     base = peak_rss_mb()
     peak = {}
-    for step in ("inference", "train", "force"):
+    for step in STEPS:
         fns[step]()
         peak[step] = peak_rss_mb() - base
     print(json.dumps(peak))
@@ -259,7 +269,7 @@ def memory(workload_name: str, kernel_name: str, implementation: str) -> dict[st
 
 
 # -- the tables ------------------------------------------------------------------------------
-def run(workloads, kernels, threads, repeats, with_memory) -> None:
+def run(workloads, kernels, threads, repeats, with_memory, names) -> None:
     torch.set_num_threads(threads)
     _, peak = mm_gflops(1024, 1024, 1024)
     print(f"\n## {threads} thread(s): torch.mm 1024^3 float32 = {peak:.1f} GFLOP/s")
@@ -276,25 +286,27 @@ def run(workloads, kernels, threads, repeats, with_memory) -> None:
             "inf/train/force | MB (peak) | GFLOP/s | %mm | x floor inf/train |"
         )
         print("|" + "---|" * 11)
+        notes = []
         for kernel_name in kernels:
             rs_in, rs_out, lmax, mode = KERNELS[kernel_name]
             torch.manual_seed(0)
-            models = {name: cls(rs_in, rs_out, lmax, mode) for name, cls in IMPLEMENTATIONS.items()}
+            models = {name: IMPLEMENTATIONS[name](rs_in, rs_out, lmax, mode) for name in names}
             n_w = models["e3nn_pyg"].kernel.n_path
             flops = nominal_flops(models["e3nn_pyg"].kernel, num_edges)
             floor = floor_ms(n_w, num_edges)
             fns = {name: steps(m, pos, edge_index, rs_in, rs_out) for name, m in models.items()}
             times = {name: {} for name in models}
-            for step in ("inference", "train", "force"):
-                for name in models:  # warm-up
+            first = {name: {} for name in models}
+            for step in STEPS:
+                for name in models:  # warm-up (compilation for "e3nn_pyg compiled")
+                    start = time.perf_counter()
                     fns[name][step]()
+                    first[name][step] = time.perf_counter() - start
                 for name in models:
                     times[name][step] = median_ms(fns[name][step], repeats[workload_name])
             for name in models:
                 t = times[name]
-                speed = "/".join(
-                    f"{times['e3nn 0.6'][s] / t[s]:.1f}" for s in ("inference", "train", "force")
-                )
+                speed = "/".join(f"{times['e3nn 0.6'][s] / t[s]:.1f}" for s in STEPS)
                 mb = memory(workload_name, kernel_name, name)["force"] if with_memory else math.nan
                 gflops = flops / t["inference"] / 1e6
                 print(
@@ -304,6 +316,11 @@ def run(workloads, kernels, threads, repeats, with_memory) -> None:
                     f"{t['inference'] / floor[0]:.2f}/{t['train'] / floor[1]:.2f} |",
                     flush=True,
                 )
+            if "e3nn_pyg compiled" in first:
+                cold = "/".join(f"{first['e3nn_pyg compiled'][s]:.1f}" for s in STEPS)
+                notes.append(f"{kernel_name}: first calls of e3nn_pyg compiled {cold} s")
+        for note in notes:
+            print(f"- {note} (inference/train/force, compilation included)")
 
 
 def main() -> None:
@@ -313,6 +330,9 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument(
+        "--compiled", action="store_true", help='add Kernel(engine="compiled") as a row'
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -327,8 +347,12 @@ def main() -> None:
     if args.quick:
         repeats, workloads, threads = {"mol": 3, "big": 3}, ["mol"], [1]
     print(f"# bench_conv: torch {torch.__version__}, float32, CPU")
+    names = (
+        ["e3nn_pyg", "e3nn_pyg compiled", "e3nn 0.6"] if args.compiled else ["e3nn_pyg", "e3nn 0.6"]
+    )
     for n in threads:
-        run(workloads, args.kernels, n, repeats, not args.no_memory and n == threads[0])
+        with_memory = not args.no_memory and n == threads[0]
+        run(workloads, args.kernels, n, repeats, with_memory, names)
 
 
 if __name__ == "__main__":

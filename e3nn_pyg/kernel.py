@@ -26,7 +26,7 @@ from .tensor_product.reference import apply_kernel, kernel_matrix
 
 __all__ = ["ENGINES", "MODES", "Kernel", "edge_lengths"]
 
-ENGINES = ("auto", "reference", "fused")
+ENGINES = ("auto", "reference", "fused", "compiled")
 MODES = ("full", "channelwise")
 
 
@@ -78,7 +78,17 @@ class Kernel(nn.Module):
     :attr:`chunk_size` rows. A :class:`~e3nn_pyg.radial.RadialMLP` then produces the
     weights directly in the engine's layout (its last layer's rows permuted). Both engines
     give the same values and gradients of every order up to rounding; ``"auto"`` is
-    ``"fused"``. The attribute ``engine`` can be changed after construction.
+    ``"fused"``. ``"compiled"`` is ``"fused"`` with the engine's forward and first-order
+    backward run through :func:`torch.compile` on chunks of exactly :attr:`chunk_size`
+    rows (the last one zero-padded, so one compilation serves every graph size; the
+    double backward of force training stays eager). It pays a cold compilation (about
+    3-4 s for the forward and 6-12 s for the backward per kernel on the kernels of
+    ``benchmarks/bench_conv.py``, plus ~10 s for the first one in a process) and needs a
+    C++ compiler at run time, for 1.2-1.7x over ``"fused"`` on channel-wise kernels, up
+    to 1.25x on fully connected ones and none on the tutorial's (measured with
+    ``bench_conv.py --compiled``, 1 thread; the force step barely changes), hence not
+    part of ``"auto"``. On any compiler failure it warns once and runs eagerly (same
+    values). The attribute ``engine`` can be changed after construction.
 
     Args:
         Rs_in (Rs-like): input representation.
@@ -98,8 +108,8 @@ class Kernel(nn.Module):
             (default: ``"component"``)
         mode (str, optional): ``"full"`` (one radial weight per path) or
             ``"channelwise"`` (see above). (default: ``"full"``)
-        engine (str, optional): ``"auto"``, ``"reference"`` or ``"fused"``.
-            (default: ``"auto"``)
+        engine (str, optional): ``"auto"``, ``"reference"``, ``"fused"`` or
+            ``"compiled"``. (default: ``"auto"``)
 
     Shapes:
         - **forward:** edge vectors :math:`(E, 3)` → kernels :math:`(E, \dim_o, \dim_i)`
@@ -116,11 +126,6 @@ class Kernel(nn.Module):
         >>> kernel.n_path, tuple(kernel(torch.randn(5, 3)).shape)
         (24, (5, 36, 2))
     """
-
-    #: Rows (edges or undirected pairs) per step of the fused convolution: bounds the
-    #: temporaries to O(chunk_size * n_path) and keeps them in cache (1024 measured best
-    #: on the 16x0e+8x1o+4x2e kernels of ``benchmarks/bench_conv.py``, 1 thread).
-    chunk_size: int = 1024
 
     def __init__(
         self,
@@ -141,11 +146,12 @@ class Kernel(nn.Module):
         self.Rs_out: Rs = self.plan.rs_out
         self.normalization = normalization
         self.mode = mode
-        self.engine = engine
         self.sh = (
             sh if sh is not None else partial(spherical_harmonics, normalization=normalization)
         )
         self.fused = FusedTensorProduct(self.plan, channelwise=mode == "channelwise")
+        self._chunk_size = 1024
+        self.engine = engine
         self.R = RadialModel(self.fused.num_weights)
         self.mix = nn.ParameterList(
             nn.Parameter(torch.empty(mul, channels))
@@ -163,7 +169,7 @@ class Kernel(nn.Module):
 
     @property
     def engine(self) -> str:
-        """``"auto"``, ``"reference"`` or ``"fused"`` (settable)."""
+        """``"auto"``, ``"reference"``, ``"fused"`` or ``"compiled"`` (settable)."""
         return self._engine
 
     @engine.setter
@@ -171,6 +177,24 @@ class Kernel(nn.Module):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self._engine = engine
+        self.fused.compile_rows = self._chunk_size if engine == "compiled" else None
+
+    @property
+    def chunk_size(self) -> int:
+        """Rows (edges or undirected pairs) per step of the fused convolution (settable).
+
+        Bounds the temporaries to O(chunk_size * n_path) and keeps them in cache (1024,
+        the default, measured best on the 16x0e+8x1o+4x2e kernels of
+        ``benchmarks/bench_conv.py``, 1 thread); the static chunk of ``"compiled"``.
+        """
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, rows: int) -> None:
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
+        self._chunk_size = rows
+        self.engine = self._engine  # the compiled engine's static chunk follows
 
     @property
     def uses_fused(self) -> bool:
@@ -229,20 +253,17 @@ class Kernel(nn.Module):
     def _engine_weights(self, lengths: Tensor) -> Tensor:
         """Radial weights ``[R, n_w]`` in the fused engine's layout.
 
-        A :class:`~e3nn_pyg.radial.RadialMLP` produces them directly: its last layer's
-        rows are permuted (and its envelope applied to the last hidden layer, which is
-        narrower than the output); any other radial model's output is permuted.
+        A :class:`~e3nn_pyg.radial.RadialMLP` produces them directly: the rows of its
+        :attr:`~e3nn_pyg.radial.RadialMLP.output_weight` are permuted and applied to its
+        :meth:`~e3nn_pyg.radial.RadialMLP.hidden_features` (envelope included); any other
+        radial model's output is permuted.
         """
         permutation = self.fused.weight_permutation
         model = self.R
         if not (isinstance(model, RadialMLP) and type(model).forward is RadialMLP.forward):
             return model(lengths).index_select(1, permutation)  # [R, n_w]
-        h = model.basis(lengths)  # [R, number_of_basis]
-        for weight, scale in zip(model.weights[:-1], model.scales[:-1]):
-            h = model.act(F.linear(h, weight * scale))  # [R, h]
-        h = h * model.cutoff(lengths).unsqueeze(-1)
-        last = model.weights[-1] * model.scales[-1]  # [n_w, h]
-        return F.linear(h, last.index_select(0, permutation))  # [R, n_w]
+        weight = model.output_weight.index_select(0, permutation)  # [n_w, h]
+        return F.linear(model.hidden_features(lengths), weight)  # [R, n_w]
 
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""

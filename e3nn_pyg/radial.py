@@ -420,13 +420,44 @@ class RadialMLP(nn.Module):
         for weight in self.weights:
             nn.init.normal_(weight)
 
-    def forward(self, edge_length: Tensor) -> Tensor:
+    def hidden_features(self, edge_length: Tensor) -> Tensor:
+        r"""The last hidden layer, scaled by the envelope: :math:`u(r/r_c)\, h(r)`.
+
+        The model is linear in it: ``forward(r) == hidden_features(r) @ output_weight.T``
+        (the envelope is applied before the last layer, which is the same map). A
+        consumer that wants the outputs in another order (or only some of them) can
+        therefore permute the rows of :attr:`output_weight` instead of the outputs.
+        For ``L = 0`` the "hidden layer" is the basis itself.
+
+        Args:
+            edge_length (Tensor): edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`.
+
+        Returns:
+            Tensor :math:`(|\mathcal{E}|, h)` (or :math:`(|\mathcal{E}|, \text{number\_of\_basis})`
+            for ``L = 0``).
+
+        Example:
+            >>> model = RadialMLP(4, CosineBasis(2.0, 3), h=5, L=1, act=torch.tanh)
+            >>> r = torch.tensor([0.5, 1.5, 2.5])
+            >>> torch.allclose(model.hidden_features(r) @ model.output_weight.T, model(r))
+            True
+        """
         x = self.basis(edge_length)  # [E, number_of_basis]
-        for i, (weight, scale) in enumerate(zip(self.weights, self.scales)):
-            x = F.linear(x, weight * scale)  # [E, h] or [E, out_dim]
-            if i < self.L:
-                x = self.act(x)  # [E, h]
-        return x * self.cutoff(edge_length).unsqueeze(-1)  # [E, out_dim]
+        # (no slicing of the ParameterList: it would re-wrap functional_call's tensors)
+        for weight, scale in itertools.islice(zip(self.weights, self.scales), self.L):
+            x = self.act(F.linear(x, weight * scale))  # [E, h]
+        return x * self.cutoff(edge_length).unsqueeze(-1)  # [E, h]
+
+    @property
+    def output_weight(self) -> Tensor:
+        r"""The last layer's matrix, normalization included: ``[out_dim, h]`` (differentiable).
+
+        See :meth:`hidden_features`.
+        """
+        return self.weights[-1] * self.scales[-1]  # [out_dim, h]
+
+    def forward(self, edge_length: Tensor) -> Tensor:
+        return F.linear(self.hidden_features(edge_length), self.output_weight)  # [E, out_dim]
 
     def __repr__(self) -> str:
         if type(self) is RadialMLP:

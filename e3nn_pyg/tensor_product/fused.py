@@ -44,10 +44,23 @@ intermediates in the backward, a hand-derived chain of batched products written 
 differentiable torch operations: the memory of training is that of the inputs, and
 gradients of every order (force training needs the double backward) equal the
 reference's up to rounding.
+
+**Compiled mode** (``compile_rows`` set). The forward and the first-order backward run
+through :func:`torch.compile` (Inductor), on pieces of exactly ``compile_rows`` rows (the
+last piece zero-padded; zero rows give zero messages and gradients), so that one
+compilation per number of directions serves every graph size. It is used only where no
+autograd graph has to be recorded through it: inference, the forward of the recomputing
+function, and its backward when ``create_graph`` is off; a double backward (force
+training) runs the eager backward, which is differentiable. The first call compiles
+(tens of seconds, and Inductor needs a C++ compiler at run time on CPU); if compilation
+fails the engine warns once and stays eager, which gives the same values.
 """
 
 from __future__ import annotations
 
+import types
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -154,12 +167,15 @@ class _FusedFunction(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         ctx.engine = engine
         ctx.save_for_backward(weights, sh, x)
-        return tuple(engine._messages(weights, sh, x))
+        return tuple(engine._run("_messages", weights, sh, x))
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, *grads: Tensor) -> tuple:
         weights, sh, x = ctx.saved_tensors
-        return (None, *ctx.engine._backward(weights, sh, x, grads, ctx.needs_input_grad[1:]))
+        needs = ctx.needs_input_grad[1:]
+        if torch.is_grad_enabled():  # create_graph: a differentiable (eager) backward
+            return (None, *ctx.engine._backward(weights, sh, x, grads, needs))
+        return (None, *ctx.engine._run("_backward", weights, sh, x, grads, needs))
 
 
 class FusedTensorProduct(nn.Module):
@@ -175,6 +191,9 @@ class FusedTensorProduct(nn.Module):
         recompute (bool, optional): run as a custom autograd function that recomputes
             its intermediates in the backward (memory of the inputs only); ``False``
             lets autograd record every operation. (default: ``True``)
+        compile_rows (int, optional): run through :func:`torch.compile` on pieces of this
+            many rows (see the module's *Compiled mode*); ``None`` runs eagerly. Settable
+            as the attribute of the same name. (default: ``None``)
 
     Shapes:
         - **input:** radial weights :math:`(R, n_w)` in the engine's layout (see
@@ -186,11 +205,18 @@ class FusedTensorProduct(nn.Module):
           (see :attr:`part_widths` and :meth:`assemble`)
     """
 
-    def __init__(self, plan: KernelPlan, channelwise: bool = False, recompute: bool = True):
+    def __init__(
+        self,
+        plan: KernelPlan,
+        channelwise: bool = False,
+        recompute: bool = True,
+        compile_rows: int | None = None,
+    ) -> None:
         super().__init__()
         self.plan = plan
         self.channelwise = channelwise
         self.recompute = recompute
+        self.compile_rows = compile_rows
         rs_in, rs_out = plan.rs_in, plan.rs_out
         orders = plan.filter_orders
         y_offset, offset = {}, 0
@@ -285,6 +311,17 @@ class FusedTensorProduct(nn.Module):
         self.mix_permutation = mix_permutation
 
     @property
+    def compile_rows(self) -> int | None:
+        """Rows per compiled piece, or ``None`` (eager); see the module's *Compiled mode*."""
+        return self._compile_rows
+
+    @compile_rows.setter
+    def compile_rows(self, rows: int | None) -> None:
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+            raise ValueError(f"compile_rows must be None or an int >= 1, got {rows!r}")
+        self._compile_rows = rows
+
+    @property
     def mid_channels(self) -> list[int]:
         """Channels :math:`(i, v, f)` of every output block before a channel-wise mixing."""
         return list(self.path_channels)
@@ -316,7 +353,73 @@ class FusedTensorProduct(nn.Module):
             weights.requires_grad or sh.requires_grad or x.requires_grad
         ):  # fmt: skip
             return list(_FusedFunction.apply(self, weights, sh, x))
-        return self._messages(weights, sh, x)
+        if torch.is_grad_enabled() and (
+            weights.requires_grad or sh.requires_grad or x.requires_grad
+        ):  # fmt: skip
+            return self._messages(weights, sh, x)  # recorded by autograd: eager
+        return self._run("_messages", weights, sh, x)
+
+    # -- compiled pieces ---------------------------------------------------------------
+    def _compiled_function(self, name: str) -> Callable | None:
+        """``FusedTensorProduct.<name>`` through :func:`torch.compile` for this engine.
+
+        TorchDynamo keeps its compilations per code object, up to a small limit
+        (``recompile_limit``, 8): every engine therefore compiles its own copy of the
+        function's code, so that the engines of a network do not evict each other. The
+        function is unbound (``self`` is an argument): copies of the module may share it.
+        """
+        if _COMPILE_ERROR:
+            return None
+        compiled = self.__dict__.setdefault("_compiled", {})
+        if name not in compiled:
+            function = getattr(FusedTensorProduct, name)
+            copy = types.FunctionType(
+                function.__code__.replace(), function.__globals__, function.__name__
+            )
+            compiled[name] = torch.compile(copy, dynamic=False)
+        return compiled[name]
+
+    def __getstate__(self) -> dict:  # copies and pickles compile again on first use
+        return {key: value for key, value in self.__dict__.items() if key != "_compiled"}
+
+    def _run(self, name: str, weights: Tensor, sh: Tensor, x: Tensor, *extra) -> list | tuple:
+        """``self.<name>(weights, sh, x, *extra)``, compiled on static pieces if enabled.
+
+        Only called where nothing is recorded by autograd. ``extra`` holds the backward's
+        gradients (row-wise, or ``None``) and its ``needs`` flags.
+        """
+        rows, size = x.shape[0], self._compile_rows
+        compiled = self._compiled_function(name) if size is not None and rows > 0 else None
+        if compiled is None:
+            return getattr(self, name)(weights, sh, x, *extra)
+        grads = extra[0] if extra else None
+        results = []
+        with torch.no_grad():
+            for start in range(0, rows, size):
+                stop = min(start + size, rows)
+
+                def piece(t: Tensor | None, start=start, stop=stop) -> Tensor | None:
+                    if t is None:
+                        return None
+                    t = t.detach()[start:stop]
+                    if stop - start == size:
+                        return t
+                    return torch.cat([t, t.new_zeros(size - (stop - start), *t.shape[1:])])
+
+                args = [piece(weights), piece(sh), piece(x)]
+                if grads is not None:
+                    args += [tuple(piece(g) for g in grads), *extra[1:]]
+                try:
+                    out = compiled(self, *args)
+                except Exception as error:  # any compiler failure: stay eager
+                    _compile_failed(error)
+                    return getattr(self, name)(weights, sh, x, *extra)
+                results.append([None if t is None else t[: stop - start] for t in out])
+        joined = [
+            parts[0] if len(results) == 1 or parts[0] is None else torch.cat(parts)
+            for parts in zip(*results)
+        ]
+        return joined if name == "_messages" else tuple(joined)
 
     # -- the computation ---------------------------------------------------------------
     def _coefficients(self, sh: Tensor, directions: int) -> Tensor:
@@ -337,6 +440,10 @@ class FusedTensorProduct(nn.Module):
             x_b = x[..., block]  # [R, D, v m_i]
             if di == 1:
                 c = m_b.unsqueeze(3) * x_b.unsqueeze(2)  # [R, D, F_b, v]
+            elif torch.compiler.is_compiling():  # unrolled over m_i: one fused loop
+                m_b = m_b.view(rows, directions, width, di)
+                x_b = x_b.view(rows, directions, mul, di)
+                c = sum(m_b[..., i, None] * x_b[..., None, :, i] for i in range(di))
             else:
                 c = torch.matmul(
                     m_b.view(rows, directions, width, di),
@@ -431,6 +538,12 @@ class FusedTensorProduct(nn.Module):
             m_b = m[..., self.m_offset[b] : self.m_offset[b] + width * di].reshape(
                 rows, directions, width, di
             )  # [R, D, F_b, m_i]
+            if torch.compiler.is_compiling():  # products with 2l+1 <= 7 outputs: reductions
+                if needs[2]:
+                    grad_x.append((g.unsqueeze(4) * m_b.unsqueeze(3)).sum(2).flatten(2))
+                if needs[1]:
+                    grad_m.append((g.unsqueeze(4) * x_b.unsqueeze(2)).sum(3).flatten(2))
+                continue
             if needs[2]:
                 grad_x.append(torch.matmul(g.transpose(2, 3), m_b).flatten(2))  # [R, D, v m_i]
             if needs[1]:
@@ -461,6 +574,19 @@ class FusedTensorProduct(nn.Module):
                 part = part @ mix[o][:, self.mix_permutation[o]].t()  # [N, k, u]
             blocks.append(part.transpose(1, 2).flatten(1))  # [N, u k]
         return torch.cat(blocks, dim=1)  # [N, dim_out]
+
+
+_COMPILE_ERROR: list[str] = []  # the first compiler failure: every engine then stays eager
+
+
+def _compile_failed(error: Exception) -> None:
+    _COMPILE_ERROR.append(f"{type(error).__name__}: {error}")
+    warnings.warn(
+        f"torch.compile failed, the fused engine runs eagerly from now on "
+        f"({_COMPILE_ERROR[0].splitlines()[0]})",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _conventional_offsets(plan: KernelPlan, channelwise: bool) -> Tensor:

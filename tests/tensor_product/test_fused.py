@@ -1,5 +1,6 @@
 """The fused engine and the channel-wise kernel against the reference path (the oracle)."""
 
+import warnings
 from functools import partial
 
 import pytest
@@ -71,6 +72,38 @@ def test_convolve_matches_reference(float64, rs_in, rs_out, lmax, mode):
         got = outputs_and_gradients(kernel, x, pos, edge_index, rows)
         for a, b in zip(expected, got, strict=True):
             assert max_relative(a, b) < 1e-12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_compiled_engine_matches_eager(float64, mode):
+    """``engine="compiled"`` (torch.compile, padded static chunks) equals the eager engine."""
+    torch.manual_seed(6)
+    kernel = make_kernel("3x0e+2x1o+2x2e", "2x0e+2x1o+1x2e+1x1e", 3, mode)
+    kernel.chunk_size = 16  # several chunks, the last ones padded
+    pos = (2 * torch.randn(24, 3)).requires_grad_()
+    x = torch.randn(24, kernel.Rs_in.dim, requires_grad=True)
+    edge_index = radius_graph(pos.detach(), RADIUS)
+    edge_index = torch.cat([edge_index[:, 1:], torch.tensor([[5], [5]])], dim=1)  # single rows
+    edge_vec = pos[edge_index[0]] - pos[edge_index[1]]
+    pairing = pair_edges(edge_index, edge_vec)
+    assert 0 < pairing.num_paired and pairing.num_rows - pairing.num_paired > 1
+    params = list(kernel.parameters())
+    results = {}
+    for engine in ("fused", "compiled"):
+        kernel.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a compiler failure fails the test
+            with torch.no_grad():
+                inference = kernel.convolve(x, edge_index, edge_vec, 24, pairing)
+                applied = kernel.apply(edge_vec, x[edge_index[0]])
+            out = kernel.convolve(x, edge_index, edge_vec, 24, pairing)
+            first = torch.autograd.grad(out.pow(2).sum(), [x, pos, *params], retain_graph=True)
+            higher = outputs_and_gradients(kernel, x, pos, edge_index, pairing)
+        results[engine] = [inference, applied, *first, *higher]
+    assert kernel.fused.compile_rows == 16
+    for a, b in zip(results["fused"], results["compiled"], strict=True):
+        assert max_relative(a, b) < 1e-12
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -231,6 +264,16 @@ def test_engine_validation():
         assert empty.shape == (0, 6)
     with pytest.raises(ValueError, match="engine"):
         Kernel("2x0e", "1x0e", radial, engine="fast")
+    with pytest.raises(ValueError, match="compile_rows"):
+        FusedTensorProduct(plan, compile_rows=0)
+    kernel = Kernel("2x0e", "1x0e", radial, engine="compiled")  # compiles on first use only
+    assert kernel.fused.compile_rows == kernel.chunk_size == 1024
+    kernel.chunk_size = 64
+    assert kernel.fused.compile_rows == 64
+    kernel.engine = "fused"
+    assert kernel.fused.compile_rows is None and kernel.uses_fused
+    with pytest.raises(ValueError, match="chunk_size"):
+        kernel.chunk_size = 0
     with pytest.raises(ValueError, match="mode"):
         Kernel("2x0e", "1x0e", radial, mode="depthwise")
     with pytest.raises(ValueError, match="channel-wise"):
