@@ -31,15 +31,8 @@ ENGINES = ["reference", "fused"]
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning"),
     pytest.mark.filterwarnings("ignore:Sparse CSR tensor support:UserWarning"),
+    pytest.mark.usefixtures("float64"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def make_conv(rs_in=RS_IN, rs_out=RS_OUT, seed=0, h=16, engine="auto", **kwargs):

@@ -33,12 +33,7 @@ TUTORIAL_RADIAL = partial(
 )
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class PolynomialRadial(nn.Module):

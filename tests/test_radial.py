@@ -38,14 +38,6 @@ def _unit_softplus():
 ACT = _unit_softplus()
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _model(cls, out_dim=5, number_of_basis=4, h=16, L=2, seed=0):
     torch.manual_seed(seed)
     return cls(out_dim, MAX_RADIUS, number_of_basis, h=h, L=L, act=ACT)

@@ -200,15 +200,9 @@ def test_invariance_check_can_fail():
 
 
 # -- wigner_3j: API --------------------------------------------------------------------------
-@pytest.fixture
-def default_float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
-def test_dtype_follows_the_default(default_float64):
+def test_dtype_follows_the_default(float64):
     assert wigner_3j(1, 1, 2).dtype == torch.float64
 
 

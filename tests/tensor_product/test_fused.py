@@ -23,14 +23,6 @@ CASES = [  # Rs_in, Rs_out, largest filter order
 MODES = ["full", "channelwise"]
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def make_kernel(rs_in, rs_out, lmax, mode, engine="auto"):
     radial = partial(CosineBasisModel, max_radius=RADIUS, number_of_basis=5, h=12, L=2)
     rule = partial(selection_rule, lmax=lmax)
