@@ -1,0 +1,473 @@
+r"""An E(3)-equivariant network for molecules with the interface of PyG's model zoo."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from ..conv import Convolution
+from ..graph import validate_batch, validate_pos
+from ..kernel import MODES as KERNEL_MODES
+from ..kernel import Kernel
+from ..non_linearities import GatedBlockParity, rescaled_act
+from ..o3 import Rs, RsLike
+from ..radial import BesselRadialModel
+from ..tensor_product.paths import selection_rule
+from .interaction_graph import RadiusInteractionGraph
+from .self_interaction import SelfInteraction
+
+__all__ = ["EquivariantNet", "layer_representations"]
+
+EVEN_SCALAR = (0, 1)
+READOUTS = ("add", "mean")
+
+
+def _connects(l_in: int, p_in: int, l_out: int, p_out: int, lmax: int) -> bool:
+    return bool(selection_rule(l_in, p_in, l_out, p_out, lmax=lmax))
+
+
+def layer_representations(hidden_Rs: RsLike, lmax: int, num_layers: int) -> list[Rs]:
+    r"""The representation after every layer of :class:`EquivariantNet`.
+
+    The network starts from even scalars (the atom embedding) and ends with even scalars
+    (the invariant readout). Layer :math:`k < L` keeps the entries of ``hidden_Rs`` that a
+    filter of order :math:`\le` ``lmax`` can reach from layer :math:`k - 1` *and* that can
+    still reach the final scalars in the remaining :math:`L - k` layers; irreps that could
+    not contribute to the output would only cost time. The last layer outputs the even
+    scalars of ``hidden_Rs``.
+
+    Example:
+        >>> layer_representations("16x0e + 8x1o + 4x1e + 4x2e", lmax=2, num_layers=4)
+        [Rs('16x0e+8x1o+4x2e'), Rs('16x0e+8x1o+4x1e+4x2e'), Rs('16x0e+8x1o+4x2e'), Rs('16x0e')]
+
+    The pseudovectors ``1e`` first appear in layer 2 (``1o`` times a filter of order 1) and
+    must be converted back (to ``1o``, then to ``0e``) before the readout, so they only live
+    in layer 2; with ``num_layers=3`` they would never be used (a warning says so).
+    """
+    hidden = Rs(hidden_Rs)
+    kinds = rs_kinds(hidden)
+    reached = [{EVEN_SCALAR}]
+    for _ in range(num_layers - 1):
+        reached.append(
+            {out for out in kinds if any(_connects(*src, *out, lmax) for src in reached[-1])}
+        )
+    needed = {EVEN_SCALAR}
+    layers = [Rs([(hidden_scalars(hidden), 0, 1)])]
+    for k in range(num_layers - 1, 0, -1):
+        needed = {src for src in reached[k] if any(_connects(*src, *out, lmax) for out in needed)}
+        layers.insert(0, Rs([(mul, l, p) for mul, l, p in hidden if mul and (l, p) in needed]))
+    unused = [
+        Rs([(1, l, p)]) for l, p in kinds if all((l, p) not in set(rs_kinds(rs)) for rs in layers)
+    ]
+    if unused:
+        warnings.warn(
+            f"hidden_Rs irreps {', '.join(map(str, unused))} are never used with lmax={lmax} "
+            f"and num_layers={num_layers}: they cannot be reached from the atom embedding or "
+            "cannot reach the invariant readout in time",
+            UserWarning,
+            stacklevel=3,
+        )
+    return layers
+
+
+def rs_kinds(rs: Rs) -> list[tuple[int, int]]:
+    """The ``(l, p)`` of every non-empty entry."""
+    return [(l, p) for mul, l, p in rs if mul > 0]
+
+
+def hidden_scalars(hidden: Rs) -> int:
+    """The number of even scalars (``0e``) of a representation."""
+    return sum(mul for mul, l, p in hidden if (l, p) == EVEN_SCALAR)
+
+
+class InteractionBlock(nn.Module):
+    r"""One layer of :class:`EquivariantNet`: convolution plus self-interaction, then a gate.
+
+    .. math::
+        \mathbf{x}'_i = \mathrm{Gate}\Big(\tfrac{1}{\sqrt 2}\big(
+        \mathrm{Conv}(\mathbf{x}, \mathbf{p})_i + \mathrm{SI}(\mathbf{x}_i)\big)\Big)
+
+    The convolution and the self-interaction both map ``Rs_in`` to the gate's input
+    ``scalars + gates + nonscalars`` (one ``0e`` gate per copy of an ``l > 0`` irrep);
+    scalars go through SiLU (even) or tanh (odd), gates through a sigmoid, all rescaled.
+
+    Args:
+        Rs_in (Rs-like): input representation.
+        Rs_out (Rs-like): output representation (scalars and gated irreps).
+        kernel (callable): ``kernel(Rs_in, Rs_out)`` builds the convolution's kernel.
+        n_norm (float): the convolution's normalization (typical number of neighbours).
+    """
+
+    def __init__(
+        self, Rs_in: RsLike, Rs_out: RsLike, kernel: Callable[..., Kernel], n_norm: float
+    ) -> None:
+        super().__init__()
+        Rs_out = Rs(Rs_out)
+        scalars = Rs([(mul, l, p) for mul, l, p in Rs_out if l == 0])
+        nonscalars = Rs([(mul, l, p) for mul, l, p in Rs_out if l > 0])
+        gates = Rs([(nonscalars.num_irreps, 0, 1)]) if nonscalars.num_irreps else Rs()
+        self.gate = GatedBlockParity(
+            scalars,
+            [rescaled_act.silu if p == 1 else rescaled_act.tanh for _, _, p in scalars],
+            gates,
+            rescaled_act.sigmoid,
+            nonscalars,
+        )
+        self.conv = Convolution(kernel, Rs_in, self.gate.Rs_in, n_norm=n_norm)
+        self.self_interaction = SelfInteraction(Rs_in, self.gate.Rs_in)
+        self.Rs_in, self.Rs_out = self.conv.Rs_in, self.gate.Rs_out
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+        self.self_interaction.reset_parameters()
+        self.gate.reset_parameters()
+
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
+        h = self.conv(x, pos, edge_index) + self.self_interaction(x)  # [N, dim(gate.Rs_in)]
+        return self.gate(h * math.sqrt(0.5))  # [N, dim(Rs_out)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}')"
+
+
+def _float_vector(
+    name: str, value: float | Sequence[float] | Tensor | None, default: float, size: int
+) -> Tensor:
+    if value is None:
+        return torch.full((size,), default)
+    out = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().flatten().clone()
+    if out.numel() == 1:
+        out = out.expand(size).clone()
+    if out.numel() != size or not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be a finite number or {size} numbers, got {value!r}")
+    return out  # [size]
+
+
+class EquivariantNet(nn.Module):
+    r"""An E(3)-equivariant network on molecules, a drop-in for PyG's
+    :class:`~torch_geometric.nn.models.SchNet`: ``forward(z, pos, batch)`` returns one
+    invariant prediction per molecule.
+
+    .. math::
+        \mathbf{x}^{(0)}_i &= \mathrm{Embedding}(z_i) \quad (\text{even scalars}) \\
+        \mathbf{x}^{(k)}_i &= \mathrm{Gate}\Big(\tfrac{1}{\sqrt 2}\Big(
+            \frac{1}{\sqrt{n}} \sum_{j \in \mathcal{N}(i)} K^{(k)}(\mathbf{p}_j - \mathbf{p}_i)\,
+            \mathbf{x}^{(k-1)}_j + W^{(k)} \mathbf{x}^{(k-1)}_i \Big)\Big),
+            \quad k = 1..L \\
+        y_G &= \bigoplus_{i \in G} \Big(\sigma_y\, \mathrm{MLP}(\mathbf{x}^{(L)}_i) + \mu_y
+            + \mathrm{atomref}(z_i)\Big)
+
+    with :math:`K^{(k)}` the e3nn kernel (:class:`~e3nn_pyg.kernel.Kernel`: Bessel radial
+    model with a smooth cutoff, spherical harmonics of order :math:`\le` ``lmax``),
+    :math:`W^{(k)}` the :class:`~e3nn_pyg.models.SelfInteraction`, the gate
+    :class:`~e3nn_pyg.non_linearities.GatedBlockParity`, and :math:`\bigoplus` the sum or
+    mean over the atoms of molecule :math:`G` (``readout``). Hidden features have the type
+    ``hidden_Rs`` (see :func:`layer_representations`); the last layer keeps its even scalars,
+    so :math:`y_G` is invariant under rotations, inversion, translations and permutations
+    of the atoms. ``mean``, ``std`` and ``atomref`` enter per atom as in SchNet: with
+    ``readout="add"`` a molecule of :math:`N` atoms gets :math:`N \mu_y`.
+
+    With ``derivative=True`` the forward also returns the forces
+    :math:`\mathbf{F}_i = -\partial y_G / \partial \mathbf{p}_i` (as PyG's ViSNet); the edge
+    vectors are always recomputed from ``pos``, so gradients reach the positions whatever
+    ``interaction_graph`` returns as edge weights.
+
+    Args:
+        hidden_Rs (Rs-like, optional): the hidden representation; every irrep needs a
+            parity and it must hold even scalars ``0e``. (default: ``"32x0e+16x1o+8x2e"``)
+        lmax (int, optional): the largest spherical-harmonic order of the filters.
+            (default: :obj:`None`: the largest ``l`` of ``hidden_Rs``)
+        num_layers (int, optional): the number of interaction blocks :math:`L`.
+            (default: :obj:`3`)
+        cutoff (float, optional): the cutoff radius of the graph and the radial functions,
+            in the unit of ``pos`` (Å for QM9). (default: :obj:`5.0`)
+        max_num_neighbors (int, optional): cap on the neighbours of each atom in the default
+            interaction graph; a cap that cuts breaks the exact symmetries.
+            (default: :obj:`None`, no cap)
+        num_basis (int, optional): the number of Bessel functions of the radial model.
+            (default: :obj:`8`)
+        radial_hidden (int, optional): width of the radial perceptron. (default: :obj:`64`)
+        radial_layers (int, optional): hidden layers of the radial perceptron.
+            (default: :obj:`1`)
+        avg_num_neighbors (float, optional): the convolution sums are divided by its square
+            root; set it to the mean in-degree of the data (QM9 at 5 Å: about 15.6).
+            (default: :obj:`16.0`)
+        readout (str, optional): ``"add"`` or ``"mean"`` over the atoms of a molecule.
+            (default: ``"add"``)
+        mean (float or list, optional): :math:`\mu_y`, added per atom.
+            (default: :obj:`None`: 0)
+        std (float or list, optional): :math:`\sigma_y`, scales the per-atom output.
+            (default: :obj:`None`: 1)
+        atomref (torch.Tensor, optional): per-element references ``[max_z, out_channels]``
+            added per atom, e.g. :meth:`~e3nn_pyg.datasets.QM9Pack.atomref`.
+            (default: :obj:`None`: 0)
+        out_channels (int, optional): outputs per molecule. (default: :obj:`1`)
+        max_z (int, optional): atomic numbers must lie in ``[0, max_z)``.
+            (default: :obj:`100`)
+        interaction_graph (callable, optional): ``(pos, batch) -> (edge_index, edge_weight)``
+            as PyG's ``RadiusInteractionGraph``; only ``edge_index`` is used.
+            (default: :obj:`None`: :class:`~e3nn_pyg.models.RadiusInteractionGraph` of
+            ``cutoff`` and ``max_num_neighbors``)
+        derivative (bool, optional): also return the forces :math:`-\partial y/\partial
+            \mathbf{p}` (needs ``out_channels=1``). (default: :obj:`False`)
+        kernel_mode (str, optional): ``"channelwise"`` (one radial weight per input channel
+            and path, channels mixed once per atom: fast) or ``"full"`` (one radial weight
+            per path, as in the e3nn tutorial). See :class:`~e3nn_pyg.kernel.Kernel`.
+            (default: ``"channelwise"``)
+
+    Shapes:
+        - **input:** atomic numbers :math:`(|\mathcal{V}|)` long, positions
+          :math:`(|\mathcal{V}|, 3)`, batch :math:`(|\mathcal{V}|)` (optional)
+        - **output:** :math:`(|\mathcal{G}|, \text{out\_channels})`, and with
+          ``derivative=True`` also forces :math:`(|\mathcal{V}|, 3)`
+
+    Example:
+        >>> model = EquivariantNet("8x0e + 4x1o", num_layers=2, cutoff=3.0)
+        >>> z = torch.tensor([8, 1, 1])
+        >>> pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+        >>> model(z, pos).shape
+        torch.Size([1, 1])
+    """
+
+    def __init__(
+        self,
+        hidden_Rs: RsLike = "32x0e + 16x1o + 8x2e",
+        lmax: int | None = None,
+        num_layers: int = 3,
+        cutoff: float = 5.0,
+        max_num_neighbors: int | None = None,
+        num_basis: int = 8,
+        radial_hidden: int = 64,
+        radial_layers: int = 1,
+        avg_num_neighbors: float = 16.0,
+        readout: str = "add",
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        atomref: Tensor | None = None,
+        out_channels: int = 1,
+        max_z: int = 100,
+        interaction_graph: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] | None = None,
+        derivative: bool = False,
+        kernel_mode: str = "channelwise",
+    ) -> None:
+        super().__init__()
+        hidden = Rs(hidden_Rs)
+        if any(p == 0 for mul, _, p in hidden if mul):
+            raise ValueError(
+                f"hidden_Rs = '{hidden}' has irreps without parity: write each as e (even) or "
+                "o (odd), e.g. '16x0e+8x1o+4x2e'"
+            )
+        if hidden_scalars(hidden) == 0:
+            raise ValueError(
+                f"hidden_Rs = '{hidden}' needs even scalars (0e) for the atom embedding and "
+                "the readout, e.g. '16x0e+8x1o+4x2e'"
+            )
+        for name, value, low in (
+            ("num_layers", num_layers, 1),
+            ("num_basis", num_basis, 1),
+            ("radial_hidden", radial_hidden, 1),
+            ("radial_layers", radial_layers, 0),
+            ("out_channels", out_channels, 1),
+            ("max_z", max_z, 1),
+            ("lmax", hidden.lmax if lmax is None else lmax, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if max_num_neighbors is not None and (
+            isinstance(max_num_neighbors, bool)
+            or not isinstance(max_num_neighbors, int)
+            or max_num_neighbors < 1
+        ):
+            raise ValueError(
+                f"max_num_neighbors must be None or an int >= 1, got {max_num_neighbors!r}"
+            )
+        for name, value in (("cutoff", cutoff), ("avg_num_neighbors", avg_num_neighbors)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if kernel_mode not in KERNEL_MODES:
+            raise ValueError(f"kernel_mode must be one of {KERNEL_MODES}, got {kernel_mode!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if derivative and out_channels != 1:
+            raise ValueError("derivative=True needs out_channels=1 (forces of one energy)")
+        if interaction_graph is not None and not callable(interaction_graph):
+            raise TypeError(f"interaction_graph must be callable, got {type(interaction_graph)}")
+
+        self.hidden_Rs = hidden
+        self.lmax = hidden.lmax if lmax is None else lmax
+        self.num_layers = num_layers
+        self.cutoff = float(cutoff)
+        self.max_num_neighbors = max_num_neighbors
+        self.num_basis = num_basis
+        self.radial_hidden = radial_hidden
+        self.radial_layers = radial_layers
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.readout = readout
+        self.out_channels = out_channels
+        self.max_z = max_z
+        self.derivative = derivative
+        self.kernel_mode = kernel_mode
+
+        if interaction_graph is None:
+            interaction_graph = RadiusInteractionGraph(self.cutoff, max_num_neighbors)
+        self.interaction_graph = interaction_graph
+
+        radial = partial(
+            BesselRadialModel,
+            max_radius=self.cutoff,
+            number_of_basis=num_basis,
+            h=radial_hidden,
+            L=radial_layers,
+        )
+        kernel = partial(
+            Kernel,
+            RadialModel=radial,
+            selection_rule=partial(selection_rule, lmax=self.lmax),
+            mode=kernel_mode,
+        )
+        num_scalars = hidden_scalars(hidden)
+        self.embedding = nn.Embedding(max_z, num_scalars)
+        blocks, Rs_in = [], Rs([(num_scalars, 0, 1)])
+        for Rs_out in layer_representations(hidden, self.lmax, num_layers):
+            blocks.append(InteractionBlock(Rs_in, Rs_out, kernel, self.avg_num_neighbors))
+            Rs_in = blocks[-1].Rs_out
+        self.interactions = nn.ModuleList(blocks)
+        self.lin1 = nn.Linear(num_scalars, max(num_scalars // 2, 1))
+        self.act = rescaled_act.silu
+        self.lin2 = nn.Linear(self.lin1.out_features, out_channels)
+
+        self.register_buffer("mean", _float_vector("mean", mean, 0.0, out_channels))
+        self.register_buffer("std", _float_vector("std", std, 1.0, out_channels))
+        if atomref is None:
+            atomref = torch.zeros(max_z, out_channels)
+        atomref = torch.as_tensor(atomref, dtype=torch.get_default_dtype()).detach().clone()
+        if atomref.dim() == 1:
+            atomref = atomref[:, None]
+        if atomref.shape != (max_z, out_channels):
+            raise ValueError(
+                f"atomref must have shape [max_z, out_channels] = [{max_z}, {out_channels}], "
+                f"got {list(atomref.shape)}"
+            )
+        self.register_buffer("atomref", atomref)  # [max_z, out_channels]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Re-initialize the learnable parameters (``mean``, ``std`` and ``atomref`` are
+        kept)."""
+        self.embedding.reset_parameters()
+        for block in self.interactions:
+            block.reset_parameters()
+        self.lin1.reset_parameters()
+        self.lin2.reset_parameters()
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that define the architecture (plain Python values).
+
+        ``mean``, ``std`` and ``atomref`` live in the buffers of the ``state_dict``;
+        a custom ``interaction_graph`` is not part of the config.
+        """
+        return {
+            "hidden_Rs": str(self.hidden_Rs),
+            "lmax": self.lmax,
+            "num_layers": self.num_layers,
+            "cutoff": self.cutoff,
+            "max_num_neighbors": self.max_num_neighbors,
+            "num_basis": self.num_basis,
+            "radial_hidden": self.radial_hidden,
+            "radial_layers": self.radial_layers,
+            "avg_num_neighbors": self.avg_num_neighbors,
+            "readout": self.readout,
+            "out_channels": self.out_channels,
+            "max_z": self.max_z,
+            "derivative": self.derivative,
+            "kernel_mode": self.kernel_mode,
+        }
+
+    def _check_inputs(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> None:
+        if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
+            what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
+            raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
+        validate_pos(pos)
+        if pos.shape[0] != z.shape[0]:
+            raise ValueError(f"z has {z.shape[0]} atoms but pos has {pos.shape[0]} rows")
+        if z.numel() and (int(z.min()) < 0 or int(z.max()) >= self.max_z):
+            bad = int(z.min()) if int(z.min()) < 0 else int(z.max())
+            raise ValueError(f"z holds atomic number {bad}, outside [0, max_z={self.max_z})")
+        if batch is not None:
+            validate_batch(batch, z.shape[0], pos.device)
+        if pos.dtype != self.std.dtype:
+            raise TypeError(
+                f"pos is {pos.dtype} but the model is {self.std.dtype}: convert one of them "
+                "(model.double() or pos.float())"
+            )
+
+    def _predict(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> Tensor:
+        edge_index, _ = self.interaction_graph(pos, batch)  # [2, E]; lengths from pos below
+        x = self.embedding(z)  # [N, num_scalars]
+        for block in self.interactions:
+            x = block(x, pos, edge_index)  # [N, dim(block.Rs_out)]
+        h = self.lin2(self.act(self.lin1(x)))  # [N, out_channels]
+        h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
+        if batch is None:
+            return scatter(h, z.new_zeros(z.shape), 0, dim_size=1, reduce=self.readout)
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        return scatter(h, batch, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
+
+    def forward(
+        self, z: Tensor, pos: Tensor, batch: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        r"""Predict one value per molecule (and the forces with ``derivative=True``).
+
+        Args:
+            z (torch.Tensor): atomic numbers ``[N]``, long.
+            pos (torch.Tensor): positions ``[N, 3]``, the model's dtype.
+            batch (torch.Tensor, optional): molecule of every atom ``[N]``, sorted.
+                (default: :obj:`None`, one molecule)
+
+        Returns:
+            ``[num_graphs, out_channels]``; with ``derivative=True`` the tuple
+            ``(energy [num_graphs, 1], forces [N, 3])``. Forces are computed even under
+            :func:`torch.no_grad`; in training mode they keep their graph for a force loss.
+        """
+        self._check_inputs(z, pos, batch)
+        if not self.derivative:
+            return self._predict(z, pos, batch)
+        grad_enabled = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            energy = self._predict(z, pos, batch)  # [G, 1]
+            gradient = None
+            if energy.requires_grad:
+                (gradient,) = torch.autograd.grad(
+                    energy,
+                    pos,
+                    grad_outputs=torch.ones_like(energy),
+                    create_graph=self.training and grad_enabled,
+                    allow_unused=True,
+                )  # [N, 3], None without edges
+        if gradient is None:
+            gradient = torch.zeros_like(pos)
+        if not grad_enabled:
+            energy = energy.detach()
+        return energy, -gradient
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(hidden_Rs='{self.hidden_Rs}', lmax={self.lmax}, "
+            f"num_layers={self.num_layers}, cutoff={self.cutoff}, "
+            f"max_num_neighbors={self.max_num_neighbors}, num_basis={self.num_basis}, "
+            f"readout={self.readout!r}, out_channels={self.out_channels}, "
+            f"kernel_mode={self.kernel_mode!r}, derivative={self.derivative})"
+        )

@@ -1,0 +1,118 @@
+r"""The self-interaction: an equivariant linear map acting on each node's own features."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..o3 import Rs, RsLike
+
+__all__ = ["SelfInteraction"]
+
+
+class SelfInteraction(nn.Module):
+    r"""Per-irrep linear mixing of the copies of each irrep type (the "self-interaction" of
+    Tensor Field Networks).
+
+    For every output block :math:`(m_o, l, p)` the copies :math:`u` are linear
+    combinations of the copies :math:`v` of all input blocks of the same type
+    :math:`(l, p)`, the same matrix for every component :math:`m`,
+
+    .. math::
+        \mathbf{y}_{u m} = \frac{1}{\sqrt{n_{l p}}} \sum_{v} W_{u v}\, \mathbf{x}_{v m}
+        \; + \; b_u \, [l = 0,\ p \ne -1],
+
+    where :math:`n_{l p}` is the number of input copies of type :math:`(l, p)` (so that
+    unit-variance inputs give unit-variance outputs with :math:`W \sim \mathcal{N}(0, 1)`).
+    A matrix that mixes only equal irreps commutes with every :math:`D^{l}_p(R)`, so the map
+    is equivariant; the bias only enters true scalars (``0e``, or ``0`` without parity).
+    Output blocks with no input of their type are zero.
+
+    Args:
+        Rs_in (Rs-like): input representation.
+        Rs_out (Rs-like): output representation.
+        bias (bool, optional): learn a bias for the scalar outputs. (default: :obj:`True`)
+
+    Shapes:
+        - **input:** :math:`(*, \dim(\mathrm{Rs\_in}))`
+        - **output:** :math:`(*, \dim(\mathrm{Rs\_out}))`
+
+    Example:
+        >>> lin = SelfInteraction("4x0e + 2x1o", "3x0e + 5x1o + 1x2e")
+        >>> lin(torch.randn(10, 10)).shape
+        torch.Size([10, 23])
+        >>> sum(p.numel() for p in lin.parameters())  # 3*4 + 5*2 weights, 3 biases
+        25
+    """
+
+    def __init__(self, Rs_in: RsLike, Rs_out: RsLike, bias: bool = True) -> None:
+        super().__init__()
+        self.Rs_in, self.Rs_out = Rs(Rs_in), Rs(Rs_out)
+        slices_in = self.Rs_in.slices()
+        # For each output block: the input blocks of its type (their slices and total mul).
+        self._sources: list[list[tuple[int, int, int]]] = []
+        weights, biases = [], []
+        for mul_o, l, p in self.Rs_out:
+            sources = [
+                (s.start, s.stop, mul_i)
+                for (mul_i, l_i, p_i), s in zip(self.Rs_in, slices_in)
+                if (l_i, p_i) == (l, p) and mul_i > 0
+            ]
+            self._sources.append(sources)
+            fan_in = sum(mul for _, _, mul in sources)
+            weights.append(nn.Parameter(torch.empty(mul_o, fan_in)) if fan_in and mul_o else None)
+            scalar = l == 0 and p != -1 and mul_o > 0
+            biases.append(nn.Parameter(torch.empty(mul_o)) if bias and scalar else None)
+        self.weights = nn.ParameterList([w for w in weights if w is not None])
+        self.biases = nn.ParameterList([b for b in biases if b is not None])
+        self._weight_index = _positions(weights)
+        self._bias_index = _positions(biases)
+        self.bias = bias
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Weights :math:`\mathcal{N}(0, 1)` (the :math:`1/\sqrt{n}` lives in the forward),
+        biases zero."""
+        for weight in self.weights:
+            nn.init.normal_(weight)
+        for bias in self.biases:
+            nn.init.zeros_(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != self.Rs_in.dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"SelfInteraction expects [..., {self.Rs_in.dim}] features for Rs_in "
+                f"'{self.Rs_in}', got {shape}"
+            )
+        batch_shape = x.shape[:-1]
+        out = []
+        for (mul_o, l, _), sources, w, b in zip(
+            self.Rs_out, self._sources, self._weight_index, self._bias_index
+        ):
+            if w < 0:
+                out.append(x.new_zeros(*batch_shape, mul_o * (2 * l + 1)))
+                continue
+            v = torch.cat(
+                [x[..., a:z].unflatten(-1, (mul, 2 * l + 1)) for a, z, mul in sources], dim=-2
+            )  # [..., n_lp, 2l+1]
+            weight = self.weights[w]  # [mul_o, n_lp]
+            y = torch.einsum("uv,...vm->...um", weight, v) / math.sqrt(weight.shape[1])
+            if b >= 0:
+                y = y + self.biases[b][:, None]  # [..., mul_o, 1]
+            out.append(y.flatten(-2))  # [..., mul_o * (2l+1)]
+        return torch.cat(out, dim=-1) if out else x[..., :0]  # [..., dim(Rs_out)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}', bias={self.bias})"
+
+
+def _positions(items: list) -> list[int]:
+    """Index of every non-``None`` item among the non-``None`` items, ``-1`` for ``None``."""
+    out, count = [], 0
+    for item in items:
+        out.append(count if item is not None else -1)
+        count += item is not None
+    return out

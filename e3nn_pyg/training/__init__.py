@@ -1,0 +1,40 @@
+"""Training: configuration, data and target offsets, the loop, checkpoints, plots, runs.
+
+- :class:`TrainConfig`: every setting of a run (command line and YAML share its keys).
+- :func:`train`: a whole run (the equivariant model, optionally SchNet, baselines, files);
+  :func:`evaluate` and :func:`predict_xyz` use its checkpoints.
+- :class:`Trainer`: the loop of one model (AdamW, schedule, early stopping, time budget,
+  resumable checkpoints).
+"""
+
+from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig, default_readout
+from .data import RunData, TargetStats, fit_target_stats, load_data
+from .loop import FitResult, Trainer, TrainingInterrupted, predict
+from .plots import plot_learning_curves, plot_parity
+from .run import evaluate, format_table, predict_xyz, read_xyz, train
+
+__all__ = [
+    "ConfigError",
+    "FitResult",
+    "RunData",
+    "TargetStats",
+    "TrainConfig",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_model",
+    "default_readout",
+    "evaluate",
+    "fit_target_stats",
+    "format_table",
+    "load_checkpoint",
+    "load_data",
+    "model_from_checkpoint",
+    "plot_learning_curves",
+    "plot_parity",
+    "predict",
+    "predict_xyz",
+    "read_xyz",
+    "save_checkpoint",
+    "train",
+]

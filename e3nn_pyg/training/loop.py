@@ -1,0 +1,377 @@
+r"""The training loop of one model: AdamW, a learning-rate schedule, early stopping, a time
+budget, progress bars, and checkpoints from which it resumes.
+
+The loss is computed on errors divided by the target's ``loss_scale`` (the typical error of
+the fitted offsets, see :mod:`e3nn_pyg.training.data`), so that learning rates transfer
+between targets:
+
+.. math::
+    \mathcal{L} = \frac{1}{|B|} \sum_{G \in B} \Big|\frac{\hat y_G - y_G}{s}\Big|
+    \quad (\text{``l1''}), \qquad
+    \frac{1}{|B|} \sum_{G \in B} \Big(\frac{\hat y_G - y_G}{s}\Big)^2 \quad (\text{``mse''}).
+
+The cosine schedule warms up linearly over the first ``warmup`` of the budget and then
+decays to 1% of ``lr``; its progress is the larger of the fraction of epochs done and the
+fraction of the time budget spent, so it ends when the budget does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.loader import DataLoader
+
+from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import RunData, TargetStats
+
+__all__ = ["FitResult", "Trainer", "TrainingInterrupted", "predict"]
+
+#: Keys of the run config that define the data and the models: a checkpoint resumes only
+#: under the same values.
+FIXED_KEYS = {
+    "equivariant": (
+        "dataset", "target", "num_molecules", "split", "seed", "hidden_Rs", "lmax",
+        "num_layers", "cutoff", "num_basis", "radial_hidden", "radial_layers", "kernel_mode",
+        "readout",
+    ),
+    "schnet": (
+        "dataset", "target", "num_molecules", "split", "seed", "cutoff", "readout",
+        "schnet_hidden", "schnet_interactions", "schnet_gaussians",
+    ),
+}  # fmt: skip
+EVAL_BATCH_SIZE = 256
+MIN_LR_FACTOR = 0.01
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; ``checkpoint`` is where the state was saved."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(f"interrupted; training state saved to {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class FitResult:
+    """How training of one model went."""
+
+    model: nn.Module  # the best model (by validation MAE)
+    history: list[dict[str, float]]
+    best_val_mae: float  # in the target's report unit
+    best_epoch: int
+    epochs: int
+    seconds: float
+    stop_reason: str
+    num_parameters: int
+
+
+def predict(model: nn.Module, dataset, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
+    """Predictions of ``model`` for every molecule of ``dataset``, float64 ``[M]``."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            prediction = model(batch.z, batch.pos, batch.batch)
+            if isinstance(prediction, tuple):  # (energy, forces)
+                prediction = prediction[0]
+            out.append(prediction[:, 0].double())  # [G]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def _progress_bar(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
+
+
+class Trainer:
+    r"""Trains one model of a run (``kind`` ``"equivariant"`` or ``"schnet"``).
+
+    Args:
+        name (str): the model's name in logs and files (its checkpoints go to
+            ``directory``).
+        kind (str): the model kind (see :func:`~e3nn_pyg.training.checkpoint.build_model`).
+        model_config (dict): the model's constructor arguments.
+        data (RunData): the dataset and its split.
+        stats (TargetStats): the fitted target offsets (for the loss scale).
+        config (TrainConfig): the run's settings.
+        directory (Path): where ``best.pt`` and ``last.pt`` go.
+        lr (float): the base learning rate of this model.
+        log (callable): prints one line.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        model_config: dict[str, Any],
+        data: RunData,
+        stats: TargetStats,
+        config: TrainConfig,
+        directory: Path,
+        lr: float,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.name, self.kind = name, kind
+        self.model_config = model_config
+        self.data, self.stats, self.config = data, stats, config
+        self.directory = Path(directory)
+        self.lr = lr
+        self.log = log
+        self.scale = data.target.report_scale  # target unit -> report unit
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.directory / "last.pt"
+
+    # -- state ---------------------------------------------------------------------------
+    def _payload(self, model: nn.Module, progress: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "model_config": self.model_config,
+            "model_state": model.state_dict(),
+            "run_config": self.config.to_dict(),
+            "stats": self.stats.to_dict(),
+            "target": {
+                "name": self.data.target.name,
+                "index": self.data.target.index,
+                "unit": self.data.target.unit,
+                "report_unit": self.data.target.report_unit,
+                "report_scale": self.data.target.report_scale,
+            },
+            "progress": progress,
+        }
+
+    def _check_resumable(self, payload: dict[str, Any]) -> None:
+        saved = payload["run_config"]
+        for key in FIXED_KEYS[self.kind]:
+            now = self.config.to_dict()[key]
+            if saved.get(key) != now:
+                raise ConfigError(
+                    f"checkpoint {self.last_path} was trained with {key}={saved.get(key)!r} but "
+                    f"this run asks for {key}={now!r}: use the checkpoint's setting to resume, "
+                    "or another --out (or --overwrite) to start over"
+                )
+
+    def _lr_factor(self, epoch: float, elapsed: float) -> float:
+        config = self.config
+        if config.scheduler != "cosine":
+            return 1.0
+        progress = epoch / config.epochs
+        if config.time_budget is not None:
+            progress = max(progress, elapsed / config.time_budget)
+        progress = min(progress, 1.0)
+        if progress < config.warmup:
+            return max(progress / config.warmup, MIN_LR_FACTOR)
+        decay = (progress - config.warmup) / (1.0 - config.warmup)
+        return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * decay))
+
+    def _loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        error = (prediction - target) / self.stats.loss_scale  # [G]
+        return error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
+
+    def _validate(self, model: nn.Module) -> float:
+        prediction = predict(model, self.data.subset("val"))
+        return float((prediction - self.data.targets("val")).abs().mean()) * self.scale
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train (or continue training) and return the best model.
+
+        With ``resume`` and an existing ``last.pt``, training continues from it (a finished
+        run is not trained further unless the budget grew); otherwise it starts from a
+        fresh initialization seeded by ``config.seed``.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C, after saving ``last.pt``.
+            ConfigError: when ``last.pt`` cannot be resumed under this config.
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        model = build_model(self.kind, self.model_config)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.lr, weight_decay=config.weight_decay
+        )
+        plateau = None
+        if config.scheduler == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=0.5, patience=max(config.patience // 4, 1)
+            )
+        progress: dict[str, Any] = {
+            "epoch": 0,
+            "elapsed": 0.0,
+            "history": [],
+            "best_val_mae": math.inf,
+            "best_epoch": 0,
+            "stop_reason": "",
+        }
+        if resume and self.last_path.exists():
+            payload = load_checkpoint(self.last_path)
+            self._check_resumable(payload)
+            self.model_config = payload["model_config"]
+            model = model_from_checkpoint(payload, self.last_path)
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=self.lr, weight_decay=config.weight_decay
+            )
+            optimizer.load_state_dict(payload["optimizer"])
+            if plateau is not None and payload.get("scheduler"):
+                plateau.load_state_dict(payload["scheduler"])
+            progress = payload["progress"]
+            self.log(
+                f"{self.name}: resuming from {self.last_path} after {progress['epoch']} epochs "
+                f"({progress['elapsed']:.0f} s)"
+            )
+
+        def save_last() -> None:
+            state = self._payload(model, progress)
+            state["optimizer"] = optimizer.state_dict()
+            state["scheduler"] = plateau.state_dict() if plateau is not None else None
+            save_checkpoint(self.last_path, state)
+
+        num_parameters = sum(p.numel() for p in model.parameters())
+        train_set = self.data.subset("train")
+        num_batches = math.ceil(len(train_set) / config.batch_size)
+        column = self.data.column
+        last_validation = 0.0
+        stop = self._stop_reason(progress)
+        if not stop:
+            self.log(
+                f"{self.name}: {num_parameters:,} parameters, {len(train_set)} training "
+                f"molecules, {num_batches} batches per epoch"
+            )
+        try:
+            while not stop:
+                epoch = progress["epoch"]
+                generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                loader = DataLoader(
+                    train_set, batch_size=config.batch_size, shuffle=True, generator=generator
+                )
+                bar = _progress_bar(
+                    loader, num_batches, f"{self.name} epoch {epoch + 1}", config.progress
+                )
+                model.train()
+                start = time.perf_counter()
+                elapsed_before = progress["elapsed"]
+                seen, loss_sum, abs_sum, out_of_time = 0, 0.0, 0.0, False
+                budget = config.time_budget
+                for step, batch in enumerate(bar):
+                    spent = elapsed_before + time.perf_counter() - start
+                    if step and budget is not None and spent + last_validation >= budget:
+                        out_of_time = True  # keep time for the validation
+                        break
+                    if config.scheduler == "cosine":
+                        factor = self._lr_factor(epoch + step / num_batches, spent)
+                        for group in optimizer.param_groups:
+                            group["lr"] = self.lr * factor
+                    prediction = model(batch.z, batch.pos, batch.batch)[:, 0]  # [G]
+                    target = batch.y[:, column]  # [G]
+                    loss = self._loss(prediction, target)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.max_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    progress["elapsed"] = elapsed_before + time.perf_counter() - start
+                    seen += batch.num_graphs
+                    loss_sum += loss.item() * batch.num_graphs
+                    abs_sum += (prediction.detach() - target).abs().sum().item()
+                    seconds = time.perf_counter() - start
+                    if bar is not loader:
+                        bar.set_postfix(
+                            loss=f"{loss_sum / seen:.4f}",
+                            mae=f"{abs_sum / seen * self.scale:.1f} {self.data.target.report_unit}",
+                            mol_s=f"{seen / seconds:.0f}",
+                        )
+                train_seconds = time.perf_counter() - start
+                val_start = time.perf_counter()
+                val_mae = self._validate(model)
+                last_validation = time.perf_counter() - val_start
+                if not math.isfinite(val_mae):
+                    raise ConfigError(
+                        f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
+                        f"lower the learning rate (now {self.lr:g})"
+                    )
+                progress["elapsed"] = elapsed_before + time.perf_counter() - start
+                progress["epoch"] = epoch + 1
+                if plateau is not None:
+                    plateau.step(val_mae)
+                lr = optimizer.param_groups[0]["lr"]
+                record = {
+                    "epoch": epoch + 1,
+                    "fraction": seen / len(train_set),
+                    "train_loss": loss_sum / max(seen, 1),
+                    "train_mae": abs_sum / max(seen, 1) * self.scale,
+                    "val_mae": val_mae,
+                    "lr": lr,
+                    "elapsed": progress["elapsed"],
+                    "molecules_per_second": seen / max(train_seconds, 1e-9),
+                }
+                progress["history"].append(record)
+                improved = val_mae < progress["best_val_mae"]
+                if improved:
+                    progress["best_val_mae"], progress["best_epoch"] = val_mae, epoch + 1
+                    save_checkpoint(self.best_path, self._payload(model, progress))
+                stop = self._stop_reason(progress, out_of_time, last_validation)
+                progress["stop_reason"] = stop
+                progress["time_budget"] = config.time_budget
+                save_last()
+                unit = self.data.target.report_unit
+                self.log(
+                    f"{self.name} epoch {epoch + 1:3d}: train loss {record['train_loss']:.4f}, "
+                    f"val MAE {val_mae:.2f} {unit}{' *' if improved else ''}, lr {lr:.2e}, "
+                    f"{record['molecules_per_second']:.0f} mol/s, {progress['elapsed']:.0f} s"
+                )
+        except KeyboardInterrupt:
+            save_last()
+            raise TrainingInterrupted(self.last_path) from None
+
+        best = model_from_checkpoint(load_checkpoint(self.best_path), self.best_path)
+        return FitResult(
+            model=best,
+            history=progress["history"],
+            best_val_mae=progress["best_val_mae"],
+            best_epoch=progress["best_epoch"],
+            epochs=progress["epoch"],
+            seconds=progress["elapsed"],
+            stop_reason=progress["stop_reason"],
+            num_parameters=num_parameters,
+        )
+
+    def _stop_reason(
+        self, progress: dict[str, Any], out_of_time: bool = False, reserve: float = 0.0
+    ) -> str:
+        """Why training is over (empty while it goes on). ``reserve``: seconds a next epoch
+        needs at least (its validation). A run resumed with a larger budget (epochs or
+        seconds) or patience goes on."""
+        config = self.config
+        budget = config.time_budget
+        if out_of_time or (budget is not None and progress["elapsed"] + reserve >= budget):
+            return "time budget"
+        if (
+            budget is not None
+            and progress["stop_reason"] == "time budget"
+            and progress.get("time_budget") == budget
+        ):
+            return "time budget"
+        if progress["epoch"] >= config.epochs:
+            return "epochs"
+        if progress["epoch"] and progress["epoch"] - progress["best_epoch"] >= config.patience:
+            return "early stopping"
+        return ""

@@ -1,0 +1,374 @@
+r"""A whole run: data, the equivariant model and its baselines, the final table, files.
+
+:func:`train` writes to ``config.out``:
+
+- ``config.yaml``: the resolved configuration (rerun with ``--config``);
+- ``equivariant_net/{best,last}.pt`` and ``schnet/{best,last}.pt``: checkpoints;
+- ``metrics.json``: test and validation MAEs of every model and baseline, sizes, times;
+- ``test_predictions.csv``: the test molecules with their DFT value and every prediction;
+- ``learning_curves.png`` and ``parity.png``.
+
+:func:`evaluate` and :func:`predict_xyz` use a checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..datasets import QM9_TARGET_INFO
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import ConfigError, TrainConfig, write_yaml
+from .data import TargetStats, average_degree, fit_target_stats, load_data
+from .loop import FitResult, Trainer, predict
+from .plots import plot_learning_curves, plot_parity
+
+__all__ = ["MODELS", "evaluate", "format_table", "predict_xyz", "read_xyz", "train"]
+
+#: name -> (kind, label in tables and plots)
+MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schnet", "SchNet")}
+_RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png")
+_SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17}
+
+Log = Callable[[str], None]
+
+
+def model_config(kind: str, config: TrainConfig, stats: TargetStats, degree: float) -> dict:
+    """The constructor arguments of a model of the run (offsets from the training set)."""
+    offsets = {"mean": stats.mean, "std": stats.std, "atomref": stats.atomref}
+    if kind == "schnet":
+        return {
+            "hidden_channels": config.schnet_hidden,
+            "num_filters": config.schnet_hidden,
+            "num_interactions": config.schnet_interactions,
+            "num_gaussians": config.schnet_gaussians,
+            "cutoff": config.cutoff,
+            "readout": stats.readout,
+            **offsets,
+        }
+    return {
+        "hidden_Rs": config.hidden_Rs,
+        "lmax": config.lmax,
+        "num_layers": config.num_layers,
+        "cutoff": config.cutoff,
+        "num_basis": config.num_basis,
+        "radial_hidden": config.radial_hidden,
+        "radial_layers": config.radial_layers,
+        "kernel_mode": config.kernel_mode,
+        "avg_num_neighbors": round(degree, 3),
+        "readout": stats.readout,
+        **offsets,
+    }
+
+
+def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder")
+    previous = [out / name / "last.pt" for name in MODELS] + [out / "metrics.json"]
+    if any(path.exists() for path in previous) and not (resume or overwrite):
+        raise ConfigError(
+            f"{out} already holds a run: pass --resume to continue it, --overwrite to replace "
+            "it, or another --out"
+        )
+    if overwrite:
+        for name in MODELS:
+            for file in ("best.pt", "last.pt"):
+                (out / name / file).unlink(missing_ok=True)
+        for file in (*_RUN_FILES, "config.yaml"):
+            (out / file).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _composition(subset, stats: TargetStats) -> Tensor:
+    """The per-element linear fit's prediction for every molecule of a subset, ``[M]``."""
+    index = torch.as_tensor(subset.indices(), dtype=torch.long)
+    slices = subset.slices["z"]
+    counts = slices[index + 1] - slices[index]  # [M]
+    z = torch.cat([subset._data.z[slices[i] : slices[i + 1]] for i in index.tolist()])
+    batch = torch.repeat_interleave(torch.arange(len(index)), counts)  # [N]
+    return stats.composition(z, batch, len(index))
+
+
+def _mae(prediction: Tensor, reference: Tensor, scale: float) -> float:
+    return float((prediction - reference).abs().mean()) * scale
+
+
+def train(
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, log: Log = print
+) -> dict[str, Any]:
+    """Train the equivariant model (and the baseline), evaluate on the test set, write the
+    files listed in the module docstring and return the metrics.
+
+    Raises:
+        ConfigError: for settings that cannot work (the message says what to fix).
+        TrainingInterrupted: on Ctrl-C, after saving a checkpoint.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: pick one")
+    start = time.perf_counter()
+    out = _prepare_output(config, resume, overwrite)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    data = load_data(config, log=config.progress)
+    stats = fit_target_stats(data, config.resolved_readout)
+    degree = average_degree(data.subset("train"), config.cutoff)
+    write_yaml(config.to_dict(), out / "config.yaml")
+    target = data.target
+    log(
+        f"{config.dataset}: {len(data.dataset)} molecules (train {len(data.train)}, val "
+        f"{len(data.val)}, test {len(data.test)}), target {target.name} ({target.description}, "
+        f"{target.unit}), readout {stats.readout}, {degree:.1f} neighbours within "
+        f"{config.cutoff} Å on average ({time.perf_counter() - start:.1f} s)"
+    )
+
+    names = ["equivariant_net"] + (["schnet"] if config.baseline == "schnet" else [])
+    fits: dict[str, FitResult] = {}
+    for name in names:
+        kind, label = MODELS[name]
+        lr = config.schnet_lr if kind == "schnet" else config.lr
+        try:
+            arguments = model_config(kind, config, stats, degree)
+            trainer = Trainer(label, kind, arguments, data, stats, config, out / name, lr, log)
+            fits[name] = trainer.fit(resume=resume)
+        except ValueError as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"invalid {label} settings: {error}") from None
+
+    test = data.subset("test")
+    y_test = data.targets("test")
+    scale = target.report_scale
+    predictions = {MODELS[name][1]: predict(fit.model, test) for name, fit in fits.items()}
+    results: dict[str, dict[str, Any]] = {}
+    for name, fit in fits.items():
+        label = MODELS[name][1]
+        results[name] = {
+            "label": label,
+            "test_mae": _mae(predictions[label], y_test, scale),
+            "best_val_mae": fit.best_val_mae,
+            "best_epoch": fit.best_epoch,
+            "epochs": fit.epochs,
+            "train_seconds": fit.seconds,
+            "stop_reason": fit.stop_reason,
+            "num_parameters": fit.num_parameters,
+            "checkpoint": str(out / name / "best.pt"),
+        }
+    y_val = data.targets("val")
+    if stats.atomref is not None:
+        results["per_element_linear"] = {
+            "label": "per-element linear fit",
+            "test_mae": _mae(_composition(test, stats), y_test, scale),
+            "val_mae": _mae(_composition(data.subset("val"), stats), y_val, scale),
+        }
+    results["mean_predictor"] = {
+        "label": "mean predictor",
+        "test_mae": _mae(torch.full_like(y_test, stats.train_mean), y_test, scale),
+        "val_mae": _mae(torch.full_like(y_val, stats.train_mean), y_val, scale),
+    }
+
+    curves, parity = out / "learning_curves.png", out / "parity.png"
+    histories = {MODELS[name][1]: fit.history for name, fit in fits.items()}
+    line = results.get("per_element_linear", results["mean_predictor"])
+    reference_lines = {f"{line['label']} (validation)": line["val_mae"]}
+    plotted = plot_learning_curves(histories, curves, target.name, target.report_unit,
+                                   reference_lines)  # fmt: skip
+    plotted &= plot_parity(predictions, y_test, parity, target.name, target.unit,
+                           target.report_unit, scale)  # fmt: skip
+    _write_predictions(out / "test_predictions.csv", test, y_test, predictions, target.unit)
+
+    metrics = {
+        "dataset": config.dataset,
+        "target": target.name,
+        "unit": target.unit,
+        "mae_unit": target.report_unit,
+        "num_molecules": len(data.dataset),
+        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "seed": config.seed,
+        "results": results,
+        "plots": [str(curves), str(parity)] if plotted else [],
+        "wall_seconds": time.perf_counter() - start,
+        "config": config.to_dict(),
+    }
+    with open(out / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2, default=float)
+    log("")
+    log(format_table(metrics))
+    if plotted:
+        log(f"plots: {curves}, {parity}")
+    log(f"metrics: {out / 'metrics.json'}; checkpoints: {out}/<model>/best.pt")
+    return metrics
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The final table of a run's ``metrics.json``."""
+    unit = metrics["mae_unit"]
+    lines = [
+        f"Test MAE of {metrics['target']} on {metrics['split']['test']} {metrics['dataset']} "
+        f"molecules (trained on {metrics['split']['train']}):",
+        f"  {'model':<24} {'test MAE':>14} {'parameters':>11} {'epochs':>7} {'time':>8}",
+    ]
+    for result in metrics["results"].values():
+        mae = f"{result['test_mae']:.1f} {unit}"
+        parameters = f"{result['num_parameters']:,}" if "num_parameters" in result else "-"
+        epochs = str(result.get("epochs", "-"))
+        seconds = f"{result['train_seconds']:.0f} s" if "train_seconds" in result else "-"
+        lines.append(f"  {result['label']:<24} {mae:>14} {parameters:>11} {epochs:>7} {seconds:>8}")
+    return "\n".join(lines)
+
+
+def _write_predictions(
+    path: Path, test, y: Tensor, predictions: dict[str, Tensor], unit: str
+) -> None:
+    names = [test[i].name for i in range(len(test))]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", f"dft_{unit}", *(f"{label}_{unit}" for label in predictions)])
+        for i, name in enumerate(names):
+            row = [name, f"{float(y[i]):.6f}"]
+            row += [f"{float(p[i]):.6f}" for p in predictions.values()]
+            writer.writerow(row)
+
+
+def _load(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], nn.Module]:
+    payload = load_checkpoint(checkpoint)
+    return payload, model_from_checkpoint(payload, checkpoint)
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    split: str = "test",
+    data_root: str | None = None,
+    log: Log = print,
+) -> dict[str, Any]:
+    """MAE of a checkpoint on a split of the data it was trained on.
+
+    Args:
+        checkpoint: a ``best.pt`` or ``last.pt``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        data_root: the dataset cache (default: the one of the run).
+    """
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"unknown split {split!r}: choose train, val or test")
+    payload, model = _load(checkpoint)
+    run_config = dict(payload["run_config"])
+    if data_root is not None:
+        run_config["data_root"] = data_root
+    config = TrainConfig.from_dict(run_config, source=f"checkpoint {checkpoint}")
+    data = load_data(config, log=False)
+    prediction = predict(model, data.subset(split))
+    target = data.target
+    mae = _mae(prediction, data.targets(split), target.report_scale)
+    result = {
+        "checkpoint": str(checkpoint),
+        "model": payload.get("name", payload["kind"]),
+        "target": target.name,
+        "split": split,
+        "num_molecules": len(prediction),
+        "mae": mae,
+        "mae_unit": target.report_unit,
+    }
+    log(
+        f"{result['model']} ({checkpoint}): {split} MAE of {target.name} on {len(prediction)} "
+        f"molecules: {mae:.2f} {target.report_unit}"
+    )
+    return result
+
+
+def read_xyz(path: str | os.PathLike) -> list[tuple[str, Tensor, Tensor]]:
+    """The molecules of an XYZ file (several may follow each other): ``(comment, z, pos)``.
+
+    Each molecule is a line with the number of atoms ``N``, a comment line, and ``N`` lines
+    ``symbol x y z`` (Å); the symbol may also be an atomic number.
+    """
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    molecules, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            count = int(lines[i].split()[0])
+        except ValueError:
+            raise ConfigError(
+                f"{path} line {i + 1}: expected the number of atoms of an XYZ block, got "
+                f"{lines[i].strip()[:40]!r}"
+            ) from None
+        if count < 1 or i + 2 + count > len(lines):
+            raise ConfigError(
+                f"{path} line {i + 1}: a block of {count} atoms does not fit the file"
+            )
+        comment = lines[i + 1].strip()
+        z, pos = [], []
+        for j in range(i + 2, i + 2 + count):
+            parts = lines[j].split()
+            try:
+                symbol = parts[0]
+                z.append(int(symbol) if symbol.isdigit() else _SYMBOLS[symbol.capitalize()])
+                pos.append([float(v) for v in parts[1:4]])
+                if len(pos[-1]) != 3:
+                    raise ValueError
+            except (IndexError, KeyError, ValueError):
+                raise ConfigError(
+                    f"{path} line {j + 1}: expected 'symbol x y z' with a symbol among "
+                    f"{', '.join(_SYMBOLS)}, got {lines[j].strip()[:40]!r}"
+                ) from None
+        molecules.append((comment, torch.tensor(z), torch.tensor(pos, dtype=torch.float32)))
+        i += 2 + count
+    if not molecules:
+        raise ConfigError(f"{path} holds no molecule: expected XYZ blocks")
+    return molecules
+
+
+def predict_xyz(
+    checkpoint: str | os.PathLike,
+    xyz: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    log: Log = print,
+) -> list[float]:
+    """Predict the target of a checkpoint for the molecules of an XYZ file.
+
+    Writes ``index,comment,<target>_<unit>`` rows to ``output`` (a CSV) or logs them.
+    """
+    payload, model = _load(checkpoint)
+    target = QM9_TARGET_INFO[payload["target"]["index"]]
+    molecules = read_xyz(xyz)
+    max_z = getattr(model, "max_z", 100)
+    dtype = next(model.parameters()).dtype
+    model.eval()
+    values = []
+    with torch.no_grad():
+        for number, (_, z, pos) in enumerate(molecules, start=1):
+            if int(z.max()) >= max_z:
+                raise ConfigError(f"{xyz}: molecule {number} has atomic number {int(z.max())}")
+            out = model(z, pos.to(dtype))
+            values.append(float((out[0] if isinstance(out, tuple) else out)[0, 0]))
+    header = ["index", "comment", f"{target.name}_{target.unit}"]
+    rows = [[i + 1, m[0], f"{v:.6f}"] for i, (m, v) in enumerate(zip(molecules, values))]
+    if output is not None:
+        with open(output, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        log(f"wrote {len(rows)} predictions of {target.name} ({target.unit}) to {output}")
+    else:
+        log(",".join(header))
+        for row in rows:
+            log(",".join(str(v) for v in row))
+    if any(not math.isfinite(v) for v in values):
+        raise ConfigError(f"{xyz}: some predictions are not finite; check the coordinates")
+    return values

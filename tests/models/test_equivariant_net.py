@@ -1,0 +1,303 @@
+"""EquivariantNet: the PyG zoo contract (shapes, batches, SchNet-style offsets), the
+symmetries of the energy and the forces, forces against finite differences, torch.compile,
+state_dict round trips, input validation."""
+
+import io
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn.models import SchNet
+
+from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph, layer_representations
+from e3nn_pyg.testing import assert_equivariant
+
+SMALL = dict(hidden_Rs="8x0e + 4x1o + 2x2e", num_layers=2, cutoff=3.0, radial_hidden=16)
+
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+def molecule(num_atoms: int, seed: int) -> Data:
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.tensor([1, 6, 7, 8, 9])[torch.randint(0, 5, (num_atoms,), generator=generator)]
+    pos = 1.5 * torch.randn(num_atoms, 3, generator=generator)
+    return Data(z=z, pos=pos)
+
+
+def make_model(seed: int = 0, **kwargs) -> EquivariantNet:
+    torch.manual_seed(seed)
+    return EquivariantNet(**{**SMALL, **kwargs})
+
+
+@pytest.fixture
+def batch() -> Batch:
+    return Batch.from_data_list([molecule(n, seed) for seed, n in enumerate((5, 7, 4))])
+
+
+@pytest.mark.parametrize("kernel_mode", ["channelwise", "full"])
+def test_energy_invariant_and_forces_equivariant(batch, kernel_mode):
+    model = make_model(kernel_mode=kernel_mode, derivative=True)
+    energy, forces = model(batch.z, batch.pos, batch.batch)
+    assert energy.shape == (3, 1) and forces.shape == (16, 3)
+    assert energy.abs().min() > 1e-3 and forces.abs().max() > 1e-3  # not trivially zero
+    errors = assert_equivariant(
+        model, [batch.z, batch.pos, batch.batch], [None, "pos", None], ["0e", "1o"]
+    )
+    assert set(errors) == {"rotation", "parity", "translation"}
+
+
+def test_equivariance_checker_catches_a_broken_model(batch):
+    class Broken(EquivariantNet):
+        def _predict(self, z, pos, batch):
+            return super()._predict(z, pos, batch) + pos[:1, :1]  # depends on x of atom 0
+
+    torch.manual_seed(0)
+    model = Broken(**SMALL)
+    with pytest.raises(AssertionError, match="not equivariant"):
+        assert_equivariant(model, [batch.z, batch.pos, batch.batch], [None, "pos", None], "0e")
+
+
+def test_permutation_invariance():
+    model = make_model(derivative=True)
+    data = molecule(9, seed=3)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
+    energy, forces = model(data.z, data.pos)
+    energy_p, forces_p = model(data.z[perm], data.pos[perm])
+    torch.testing.assert_close(energy_p, energy, atol=1e-12, rtol=0)
+    torch.testing.assert_close(forces_p, forces[perm], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("readout", ["add", "mean"])
+def test_batch_equals_molecules_one_by_one(batch, readout):
+    model = make_model(readout=readout, derivative=True)
+    energy, forces = model(batch.z, batch.pos, batch.batch)
+    for i, data in enumerate(batch.to_data_list()):
+        energy_i, forces_i = model(data.z, data.pos)
+        torch.testing.assert_close(energy[i : i + 1], energy_i, atol=1e-12, rtol=0)
+        torch.testing.assert_close(forces[batch.batch == i], forces_i, atol=1e-12, rtol=0)
+
+
+def test_forces_equal_finite_differences():
+    model = make_model(derivative=True)
+    data = molecule(6, seed=5)
+    _, forces = model(data.z, data.pos)
+    h = 1e-5
+    with torch.no_grad():
+        for i, k in [(0, 0), (1, 2), (3, 1), (5, 0), (5, 2)]:
+            step = torch.zeros_like(data.pos)
+            step[i, k] = h
+            plus = model(data.z, data.pos + step)[0]
+            minus = model(data.z, data.pos - step)[0]
+            numeric = -(plus - minus).item() / (2 * h)
+            assert forces[i, k].item() == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+
+
+def test_training_mode_forces_keep_their_graph():
+    model = make_model(derivative=True).train()
+    data = molecule(5, seed=2)
+    _, forces = model(data.z, data.pos)
+    forces.pow(2).sum().backward()  # a force loss reaches the parameters
+    assert model.embedding.weight.grad is not None
+    assert model.embedding.weight.grad.abs().sum() > 0
+
+
+def test_derivative_under_no_grad():
+    model = make_model(derivative=True).eval()
+    data = molecule(5, seed=2)
+    with torch.no_grad():
+        energy, forces = model(data.z, data.pos)
+    assert not energy.requires_grad and not forces.requires_grad
+    assert forces.abs().max() > 0
+    assert not data.pos.requires_grad  # the caller's tensor is left alone
+
+
+def test_isolated_atoms_have_zero_forces():
+    model = make_model(derivative=True)
+    z = torch.tensor([1, 8])
+    pos = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])  # beyond the cutoff
+    energy, forces = model(z, pos)
+    assert torch.equal(forces, torch.zeros_like(pos))
+    assert energy.shape == (1, 1)
+
+
+def test_mean_std_atomref_enter_per_atom_like_schnet(batch):
+    atomref = torch.zeros(100, 1)
+    atomref[[1, 6, 7, 8, 9], 0] = torch.tensor([-0.5, -38.0, -54.6, -75.1, -99.7])
+    model = make_model(mean=0.25, std=0.0, atomref=atomref)
+    out = model(batch.z, batch.pos, batch.batch)
+    counts = torch.bincount(batch.batch).double()
+    expected = 0.25 * counts + torch.zeros(3).index_add_(0, batch.batch, atomref[batch.z, 0])
+    torch.testing.assert_close(out[:, 0], expected, atol=1e-12, rtol=0)
+    model_mean = make_model(mean=0.25, std=0.0, readout="mean")
+    torch.testing.assert_close(
+        model_mean(batch.z, batch.pos, batch.batch), torch.full((3, 1), 0.25), atol=1e-12, rtol=0
+    )
+
+
+def test_out_channels_and_per_channel_mean(batch):
+    model = make_model(out_channels=3, mean=[1.0, 2.0, 3.0], std=[1.0, 0.0, 1.0])
+    out = model(batch.z, batch.pos, batch.batch)
+    assert out.shape == (3, 3)
+    torch.testing.assert_close(out[:, 1], 2.0 * torch.bincount(batch.batch).double())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+def test_torch_compile_gives_the_same_output(batch):
+    """Inductor's code gives the model's values (about a minute to compile on 2 cores)."""
+    model = make_model(derivative=False).eval()
+    expected = model(batch.z, batch.pos, batch.batch)
+    compiled = torch.compile(model)
+    out = compiled(batch.z, batch.pos, batch.batch)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+    moved = batch.pos + 0.01  # a second call with other values reuses the compiled graph
+    torch.testing.assert_close(
+        compiled(batch.z, moved, batch.batch), model(batch.z, moved, batch.batch)
+    )
+
+
+def test_state_dict_round_trip_is_exact(batch):
+    model = make_model(seed=0, mean=0.5, std=2.0, atomref=torch.randn(100, 1))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    other = make_model(seed=1)
+    assert not torch.equal(
+        other(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
+    )
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(
+        other(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
+    )
+    rebuilt = EquivariantNet(**model.config())
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(
+        rebuilt(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
+    )
+
+
+def test_reset_parameters_keeps_the_offsets(batch):
+    model = make_model(mean=0.5, std=2.0)
+    before = [p.clone() for p in model.parameters()]
+    model.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert model.mean.item() == 0.5 and model.std.item() == 2.0
+
+
+def test_repr_and_config():
+    model = make_model(max_num_neighbors=12)
+    text = repr(model)
+    for piece in ("hidden_Rs='8x0e+4x1o+2x2e'", "lmax=2", "num_layers=2", "cutoff=3.0",
+                  "max_num_neighbors=12", "readout='add'"):  # fmt: skip
+        assert piece in text
+    assert model.config()["hidden_Rs"] == "8x0e+4x1o+2x2e"
+
+
+def test_interaction_graph_weights_are_not_needed(batch):
+    """Forces come from edge vectors recomputed from pos, not from the graph's weights."""
+
+    def detached_graph(pos, batch_vector):
+        edge_index, weight = RadiusInteractionGraph(3.0)(pos, batch_vector)
+        return edge_index, weight.detach()
+
+    model = make_model(derivative=True)
+    custom = make_model(derivative=True, interaction_graph=detached_graph)
+    expected = model(batch.z, batch.pos, batch.batch)
+    got = custom(batch.z, batch.pos, batch.batch)
+    torch.testing.assert_close(got[0], expected[0], atol=0, rtol=0)
+    torch.testing.assert_close(got[1], expected[1], atol=0, rtol=0)
+
+
+def test_radius_interaction_graph_drives_pyg_schnet(batch):
+    torch.manual_seed(0)
+    schnet = SchNet(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=10,
+                    cutoff=3.0, interaction_graph=RadiusInteractionGraph(3.0))  # fmt: skip
+    pos = batch.pos.clone().requires_grad_(True)
+    out = schnet(batch.z, pos, batch.batch)
+    out.sum().backward()
+    assert out.shape == (3, 1) and pos.grad.abs().sum() > 0
+
+
+def test_max_num_neighbors_caps_the_graph():
+    data = molecule(12, seed=0)
+    full = make_model(cutoff=10.0)
+    capped = make_model(cutoff=10.0, max_num_neighbors=3)
+    with pytest.warns(UserWarning, match="max_num_neighbors=3"):
+        out = capped(data.z, data.pos)
+    assert not torch.allclose(out, full(data.z, data.pos))
+
+
+def test_layer_representations_prune_irreps_that_cannot_contribute():
+    layers = layer_representations("4x0e + 2x1o + 2x1e", lmax=1, num_layers=4)
+    assert [str(rs) for rs in layers] == [
+        "4x0e+2x1o",
+        "4x0e+2x1o+2x1e",
+        "4x0e+2x1o",
+        "4x0e",
+    ]
+    with pytest.warns(UserWarning, match="1e"):
+        layer_representations("4x0e + 2x1o + 2x1e", lmax=1, num_layers=2)
+    with pytest.warns(UserWarning, match="0o"):
+        layer_representations("4x0e + 2x1o + 2x1e + 1x0o", lmax=1, num_layers=4)
+
+
+def test_lmax_limits_the_filters():
+    model = make_model(hidden_Rs="8x0e + 4x1o", lmax=1)
+    assert model.interactions[0].conv.kernel.plan.filter_orders == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "z, pos, batch, error, match",
+    [
+        (torch.tensor([1.0, 6.0]), torch.zeros(2, 3), None, TypeError, "torch.long"),
+        (torch.tensor([[1, 6]]), torch.zeros(2, 3), None, TypeError, "1-D"),
+        (torch.tensor([1, 120]), torch.zeros(2, 3), None, ValueError, "120"),
+        (torch.tensor([1, -1]), torch.zeros(2, 3), None, ValueError, "-1"),
+        (torch.tensor([1, 6]), torch.zeros(2, 2), None, ValueError, r"\[N, 3\]"),
+        (torch.tensor([1, 6]), torch.zeros(3, 3), None, ValueError, "2 atoms"),
+        (torch.tensor([1, 6]), torch.zeros(2, 3), torch.tensor([0]), ValueError, "batch"),
+        (torch.tensor([1, 6]), torch.zeros(2, 3, dtype=torch.float32), None, TypeError, "float"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(z, pos, batch, error, match):
+    model = make_model()
+    with pytest.raises(error, match=match):
+        model(z, pos, batch)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(hidden_Rs="8x0o + 4x1o"), "even scalars"),
+        (dict(hidden_Rs="8x0 + 4x1"), "parity"),
+        (dict(readout="max"), "readout"),
+        (dict(derivative=True, out_channels=2), "out_channels=1"),
+        (dict(atomref=torch.zeros(50, 1)), "atomref"),
+        (dict(mean=[1.0, 2.0]), "mean"),
+        (dict(num_layers=0), "num_layers"),
+        (dict(cutoff=-1.0), "cutoff"),
+        (dict(max_num_neighbors=0), "max_num_neighbors"),
+        (dict(kernel_mode="depthwise"), "kernel_mode"),
+    ],
+)
+def test_bad_hyper_parameters_raise(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make_model(**kwargs)
+
+
+def test_consumes_pyg_qm9_batches(tmp_path):
+    """torch_geometric.datasets.QM9 (raw files written offline) feeds the model directly."""
+    from torch_geometric.datasets import QM9
+    from torch_geometric.loader import DataLoader
+
+    from e3nn_pyg.datasets import QM9Pack, write_pyg_raw
+
+    write_pyg_raw(QM9Pack(tmp_path / "ours", source="fixture", subset=12), tmp_path / "pyg",
+                  format="pt")  # fmt: skip
+    batch = next(iter(DataLoader(QM9(str(tmp_path / "pyg")), batch_size=12)))
+    model = make_model(derivative=True)
+    energy, forces = model(batch.z, batch.pos.double(), batch.batch)
+    assert energy.shape == (12, 1) and forces.shape == (batch.num_nodes, 3)
+    first = batch.get_example(0)
+    torch.testing.assert_close(energy[:1], model(first.z, first.pos.double())[0])

@@ -1,0 +1,54 @@
+"""SelfInteraction: equivariance, which blocks mix, normalization, validation."""
+
+import pytest
+import torch
+
+from e3nn_pyg.models import SelfInteraction
+from e3nn_pyg.testing import assert_equivariant
+
+RS_IN = "3x0e + 2x1o + 1x1e + 2x0o + 1x2e"
+RS_OUT = "4x0e + 3x1o + 2x1e + 1x0o + 2x3o"
+
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+def test_equivariant_with_parities():
+    torch.manual_seed(0)
+    layer = SelfInteraction(RS_IN, RS_OUT)
+    torch.nn.init.normal_(layer.biases[0])
+    errors = assert_equivariant(layer, [torch.randn(10, layer.Rs_in.dim)], [RS_IN], [RS_OUT])
+    assert set(errors) == {"rotation", "parity", "translation"}
+
+
+def test_only_equal_irreps_mix_and_unmatched_outputs_are_zero():
+    torch.manual_seed(0)
+    layer = SelfInteraction("2x1o + 1x1e", "1x1o + 1x1e + 1x2e")
+    x = torch.zeros(1, 9)
+    x[0, 6:9] = 1.0  # only the 1e input is set
+    y = layer(x)  # [1, 3 + 3 + 5]
+    assert torch.equal(y[0, :3], torch.zeros(3))  # 1o output ignores the 1e input
+    assert y[0, 3:6].abs().min() > 0  # 1e output reads it
+    assert torch.equal(y[0, 6:], torch.zeros(5))  # no 2e input: zero
+    assert [tuple(w.shape) for w in layer.weights] == [(1, 2), (1, 1)]
+
+
+def test_bias_only_on_true_scalars():
+    layer = SelfInteraction("2x0e + 2x0o", "3x0e + 1x0o + 1x1o")
+    assert [tuple(b.shape) for b in layer.biases] == [(3,)]
+    assert len(SelfInteraction("2x0e", "3x0e", bias=False).biases) == 0
+
+
+def test_unit_variance_is_preserved():
+    torch.manual_seed(0)
+    layer = SelfInteraction("64x0e + 32x1o", "64x0e + 32x1o")
+    y = layer(torch.randn(4000, layer.Rs_in.dim))
+    assert 0.8 < y.pow(2).mean().item() < 1.2
+
+
+def test_leading_batch_dimensions_and_bad_input():
+    layer = SelfInteraction("2x0e + 1x1o", "1x0e + 1x1o")
+    assert layer(torch.randn(2, 3, 5)).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match=r"expects \[\.\.\., 5\] features"):
+        layer(torch.randn(3, 4))
+    assert "2x0e+1x1o" in repr(layer)

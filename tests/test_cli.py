@@ -1,0 +1,171 @@
+"""The e3nn-pyg command: train / evaluate / predict with a tiny budget on the fixture, and a
+one-line error (status 2, no traceback) for every user mistake."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from e3nn_pyg.cli import build_parser, main
+
+TINY = [
+    "--dataset", "fixture", "--num-molecules", "40", "--hidden-Rs", "4x0e+2x1o",
+    "--num-layers", "2", "--cutoff", "4", "--radial-hidden", "8", "--num-basis", "4",
+    "--epochs", "2", "--batch-size", "16", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("qm9_cache"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    status = main(["train", *TINY, "--data-root", data_root, "--out", str(out)])
+    assert status == 0
+    return out
+
+
+def run_main(argv, capsys):
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line_error(status, err, *pieces):
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("e3nn-pyg: error: "), err
+    assert "Traceback" not in err
+    for piece in pieces:
+        assert piece in lines[0], (piece, lines[0])
+
+
+def test_train_writes_a_run(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["target"] == "U0" and metrics["config"]["epochs"] == 2
+    assert set(metrics["results"]) == {"equivariant_net", "per_element_linear", "mean_predictor"}
+    assert (trained / "parity.png").exists() and (trained / "learning_curves.png").exists()
+
+
+def test_train_from_a_config_file_with_flags_on_top(tmp_path, data_root, capsys):
+    (tmp_path / "run.yaml").write_text(
+        "dataset: fixture\nnum_molecules: 40\nhidden_Rs: 4x0e + 2x1o\nnum_layers: 2\n"
+        f"radial_hidden: 8\nepochs: 5\nbatch_size: 16\nprogress: false\ndata_root: {data_root}\n"
+        "target: gap\n"
+    )
+    out = tmp_path / "run"
+    status, stdout, _ = run_main(
+        ["train", "--config", str(tmp_path / "run.yaml"), "--epochs", "1", "--out", str(out)],
+        capsys,
+    )
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["epochs"] == 1 and metrics["target"] == "gap"
+    assert "Test MAE of gap" in stdout and "meV" in stdout
+
+
+def test_evaluate_and_predict(trained, tmp_path, data_root, capsys):
+    checkpoint = str(trained / "equivariant_net" / "best.pt")
+    status, stdout, _ = run_main(["evaluate", "--checkpoint", checkpoint], capsys)
+    assert status == 0 and "test MAE of U0 on 4 molecules" in stdout
+    (tmp_path / "water.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    status, stdout, _ = run_main(
+        ["predict", "--checkpoint", checkpoint, "--xyz", str(tmp_path / "water.xyz")], capsys
+    )
+    lines = stdout.strip().splitlines()
+    assert status == 0 and lines[0] == "index,comment,U0_eV"
+    assert lines[1].startswith("1,water,") and -3000 < float(lines[1].split(",")[2]) < -1000
+
+
+def test_resume_and_overwrite(trained, data_root, capsys):
+    base = ["train", *TINY, "--data-root", data_root, "--out", str(trained)]
+    status, _, err = run_main(base, capsys)
+    assert_one_line_error(status, err, "already holds a run", "--resume", "--overwrite")
+    status, _, _ = run_main([*base, "--resume", "--epochs", "3"], capsys)
+    assert status == 0
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["results"]["equivariant_net"]["epochs"] == 3
+
+
+def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
+    argv = ["train", *TINY, "--data-root", data_root, "--out", str(trained), "--resume",
+            "--num-layers", "3"]  # fmt: skip
+    status, _, err = run_main(argv, capsys)
+    assert_one_line_error(status, err, "num_layers=2", "num_layers=3", "another --out")
+
+
+@pytest.mark.parametrize(
+    "argv, pieces",
+    [
+        (["train", "--target", "U00"], ["unknown target 'U00'", "U0_atom"]),
+        (["train", "--dataset", "qm7"], ["unknown dataset 'qm7'", "qm9, fixture"]),
+        (["train", "--epochs", "ten"], ["--epochs", "invalid int value"]),
+        (["train", "--split", "0.8", "0.3", "0.1"], ["sum to at most 1"]),
+        (["train", "--num-molecules", "5"], ["num_molecules must be >= 10"]),
+        (["train", "--learning-rate", "1"], ["unrecognized arguments"]),
+        (["fit"], ["invalid choice: 'fit'"]),
+        (["evaluate"], ["--checkpoint"]),
+    ],
+)
+def test_bad_arguments(argv, pieces, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        status = exit_.code
+    assert_one_line_error(status, capsys.readouterr().err, *pieces)
+
+
+@pytest.mark.parametrize(
+    "text, pieces",
+    [
+        ("lr_rate: 0.1\n", ["unknown config key 'lr_rate'", "did you mean 'lr'"]),
+        ("epochs: many\n", ["'epochs' must be an integer, got 'many'"]),
+        ("lr: [1\n", ["not valid YAML at line"]),
+        ("target: Uzero\n", ["unknown target 'Uzero'"]),
+    ],
+)
+def test_bad_config_files(tmp_path, text, pieces, capsys):
+    (tmp_path / "bad.yaml").write_text(text)
+    status, _, err = run_main(["train", "--config", str(tmp_path / "bad.yaml")], capsys)
+    assert_one_line_error(status, err, *pieces)
+
+
+def test_missing_config_file(tmp_path, capsys):
+    status, _, err = run_main(["train", "--config", str(tmp_path / "nope.yaml")], capsys)
+    assert_one_line_error(status, err, "cannot read config file")
+
+
+def test_unreadable_checkpoints(tmp_path, capsys):
+    (tmp_path / "broken.pt").write_text("this is not a checkpoint")
+    for command in (["evaluate"], ["predict", "--xyz", "x.xyz"]):
+        status, _, err = run_main([*command, "--checkpoint", str(tmp_path / "broken.pt")], capsys)
+        assert_one_line_error(status, err, "cannot read checkpoint", "best.pt or last.pt")
+    status, _, err = run_main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")], capsys)
+    assert_one_line_error(status, err, "does not exist")
+
+
+def test_every_config_key_is_a_flag():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    flags = ["--num-molecules", "--time-budget", "--baseline", "--batch-size", "--lr", "--seed",
+             "--out", "--hidden-Rs", "--resume", "--overwrite", "--config"]  # fmt: skip
+    for flag in flags:
+        assert flag in help_text
+
+
+def test_console_entry_point_reports_errors_without_traceback(tmp_path):
+    """The installed command path: a fresh interpreter, exit status 2, one line on stderr."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, "-m", "e3nn_pyg.cli", "train", "--target", "nonsense"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "e3nn-pyg: error: unknown target 'nonsense': choose one of mu, alpha, homo, lumo, gap, "
+        "r2, zpve, U0, U, H, G, cv, U0_atom, U_atom, H_atom, G_atom, A, B, C"
+    ]
