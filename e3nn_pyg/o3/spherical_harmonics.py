@@ -35,36 +35,58 @@ _NORMALIZATIONS = ("component", "norm", "integral")
 
 
 @cache
-def _recurrence(lmax: int) -> tuple[tuple[float, ...], dict, dict]:
-    r"""Coefficients of the normalised associated Legendre recurrence ('component').
+def _recurrence(lmax: int) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+    r"""Tables of the Legendre recurrence in monic form, for :math:`0 \le m \le l \le l_{max}`.
 
-    ``q[l, m] = N_lm P_l^m / sin^m`` (times :math:`\sqrt{4\pi}`) obeys
-    ``q[m, m] = sqrt((2m+1)/(2m)) q[m-1, m-1]`` and
-    ``q[l, m] = a_lm Z q[l-1, m] - b_lm r^2 q[l-2, m]``.
+    The normalised :math:`q_{lm} = \sqrt{4\pi} N_{lm} P^m_l / \sin^m\theta` ('component')
+    obey :math:`q_{mm} = \sqrt{(2m+1)/(2m)}\, q_{m-1,m-1}` (:math:`q_{00} = 1`) and
+    :math:`q_{lm} = a_{lm} Z q_{l-1,m} - b_{lm} r^2 q_{l-2,m}` with
+    :math:`a_{lm} = \sqrt{\frac{(2l+1)(2l-1)}{(l-m)(l+m)}}`,
+    :math:`b_{lm} = \sqrt{\frac{(2l+1)(l+m-1)(l-m-1)}{(2l-3)(l-m)(l+m)}}`. Writing
+    :math:`q_{lm} = c_{lm} p_{lm}` with :math:`c_{lm} = a_{lm} c_{l-1,m}`, :math:`c_{mm} = q_{mm}`,
+    takes the :math:`a_{lm}` out of the loop:
+
+    .. math::
+        p_{mm} = 1, \quad p_{m+1,m} = Z, \quad
+        p_{lm} = Z p_{l-1,m} - \beta_{lm} r^2 p_{l-2,m}, \quad
+        \beta_{lm} = b_{lm} c_{l-2,m} / c_{lm}.
+
+    Returns ``(beta, c)``, keyed by ``(l, m)``.
     """
-    diagonal = [1.0]
-    for m in range(1, lmax + 1):
-        diagonal.append(diagonal[-1] * math.sqrt((2 * m + 1) / (2 * m)))
-    a, b = {}, {}
+    beta, c = {}, {}
     for m in range(lmax + 1):
+        c[m, m] = math.prod(math.sqrt((2 * k + 1) / (2 * k)) for k in range(1, m + 1))
         for l in range(m + 1, lmax + 1):
-            a[l, m] = math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m)))
+            c[l, m] = c[l - 1, m] * math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m)))
             if l >= m + 2:
-                b[l, m] = math.sqrt(
+                b = math.sqrt(
                     (2 * l + 1) * (l + m - 1) * (l - m - 1) / ((2 * l - 3) * (l - m) * (l + m))
                 )
-    return tuple(diagonal), a, b
+                beta[l, m] = b * c[l - 2, m] / c[l, m]
+    return beta, c
 
 
 def _unit_vectors(vectors: Tensor) -> Tensor:
-    """``v / |v|`` computed without overflow, underflow or NaN gradients; ``0`` at ``v = 0``."""
-    scale = vectors.abs().amax(dim=-1, keepdim=True)  # [..., 1]
-    nonzero = scale > 0  # [..., 1]
-    scaled = vectors / torch.where(nonzero, scale, torch.ones_like(scale))  # max |.| is 1
-    squared = scaled.pow(2).sum(dim=-1, keepdim=True)  # 1 <= squared <= 3, or 0
-    # mask before the sqrt: sqrt'(0) = inf would turn the masked-out zero gradient into NaN
-    norm = torch.where(nonzero, squared, torch.ones_like(squared)).sqrt()  # [..., 1]
-    return scaled / norm
+    r"""``v / |v|`` without overflow, underflow or NaN gradients; ``0`` at ``v = 0``.
+
+    With :math:`s = \max_i |v_i|` (``1`` at the origin), :math:`w = v / s` has
+    :math:`1 \le |w|^2 \le 3` and :math:`v / |v| = w / |w|` for every :math:`s > 0`, so
+    :math:`s` is held constant for autograd (no gradient flows through the max). At the
+    origin :math:`|w|^2 = 0` is clamped to ``1``: the value is ``0`` and the Jacobian ``I``.
+    Computed in float64 and rounded once to the input dtype: the steep high-``l`` harmonics
+    near the poles magnify the rounding of :math:`v/|v|` (float32 ``l = 10`` errors drop by a
+    third in RMS), and three components cost little next to the harmonics.
+    """
+    work = vectors if vectors.device.type == "mps" else vectors.double()  # mps has no float64
+    with torch.no_grad():
+        scale = work.abs().amax(dim=-1, keepdim=True)  # [..., 1]
+        scale = scale.masked_fill_(scale == 0, 1.0)
+    scaled = work / scale  # [..., 3], max |.| is exactly 1 (or all 0)
+    ones = scaled.new_ones(3, 1)
+    # row sums and broadcasts by matmul: their backward is a matmul, not a slow size-3 reduction
+    squared = (scaled * scaled) @ ones  # [..., 1], in [1, 3], or 0 at the origin
+    inverse_norm = squared.clamp_min(1.0).rsqrt()  # [..., 1]
+    return (scaled * (inverse_norm @ ones.T)).to(vectors.dtype)  # [..., 3]
 
 
 def _check_ls(ls: int | Sequence[int]) -> list[int]:
@@ -119,41 +141,62 @@ def spherical_harmonics(
 
     lmax = max(ls)
     r = _unit_vectors(vectors) if normalize else vectors
-    x, y, z = r.unbind(-1)
-    polar, r2 = y, (r * r).sum(-1)  # Z = y, and |r|^2 (1 on the sphere, 0 at the origin)
-    diagonal, a, b = _recurrence(lmax)
+    if normalization == "component":
+        factors = [1.0] * (lmax + 1)
+    elif normalization == "norm":
+        factors = [1.0 / math.sqrt(2 * l + 1) for l in range(lmax + 1)]
+    else:
+        factors = [1.0 / math.sqrt(4 * math.pi)] * (lmax + 1)
 
-    # cos_sin[m] = (Re, Im) of (z + i x)^m = sin^m(theta) (cos m phi, sin m phi)
-    cos_sin = [(torch.ones_like(x), torch.zeros_like(x))]
-    for _ in range(lmax):
-        c, s = cos_sin[-1]
-        cos_sin.append((z * c - x * s, z * s + x * c))
+    blocks = {0: r.new_full((1,), factors[0]).expand(*r.shape[:-1], 1)}  # Y^0 is a constant
+    if lmax >= 1:
+        blocks[1] = r * (math.sqrt(3.0) * factors[1])  # Y^1 = sqrt(3) r, order (x, y, z)
+    if lmax >= 2:
+        blocks.update(_higher_orders(r, lmax, factors))
+    return torch.cat([blocks[l] for l in ls], dim=-1)  # [..., sum(2l+1)]
 
-    # legendre[l][m] = q_lm(Z), the normalised P_l^m / sin^m, by the stable recurrence
-    legendre: list[list[Tensor]] = [[] for _ in range(lmax + 1)]
-    for m in range(lmax + 1):
-        legendre[m].append(torch.full_like(x, diagonal[m]))
-        for l in range(m + 1, lmax + 1):
-            value = a[l, m] * polar * legendre[l - 1][m]
-            if l >= m + 2:
-                value = value - b[l, m] * r2 * legendre[l - 2][m]
-            legendre[l].append(value)
 
-    sqrt2 = math.sqrt(2.0)
-    blocks = []
-    for l in ls:
-        if normalization == "component":
-            factor = 1.0
-        elif normalization == "norm":
-            factor = 1.0 / math.sqrt(2 * l + 1)
-        else:
-            factor = 1.0 / math.sqrt(4 * math.pi)
-        row = [sqrt2 * legendre[l][k] * cos_sin[k][1] for k in range(l, 0, -1)]  # m = -l..-1
-        row.append(legendre[l][0])  # m = 0
-        row += [sqrt2 * legendre[l][k] * cos_sin[k][0] for k in range(1, l + 1)]  # m = 1..l
-        block = torch.stack(row, dim=-1)  # [..., 2l+1]
-        blocks.append(block * factor if factor != 1.0 else block)
-    return torch.cat(blocks, dim=-1)
+def _higher_orders(r: Tensor, lmax: int, factors: list[float]) -> dict[int, Tensor]:
+    r"""The blocks :math:`Y^l` for :math:`2 \le l \le l_{max}` at ``r`` (unit or not).
+
+    :math:`Y^l_{\pm m} = \sqrt2 f_l c_{lm} p_{lm}(Z, r^2) (\cos, \sin)_m` and
+    :math:`Y^l_0 = f_l c_{l0} p_{l0}` (:func:`_recurrence`; :math:`f_l` the normalization),
+    where :math:`(\cos, \sin)_m = ` (Re, Im) of :math:`(z + ix)^m`. All constants are
+    folded into one multiplication per :math:`(l, m)`.
+    """
+    # contiguous columns: every op below is a dense elementwise op on [...] tensors
+    x, y, z = r.movedim(-1, 0).contiguous().unbind(0)  # [...] each
+    polar = y  # Z = y
+    r2 = torch.addcmul(torch.addcmul(x * x, y, y), z, z)  # |r|^2: 1 on the sphere, 0 at 0
+    polar2 = polar * polar  # [...]
+    beta, c = _recurrence(lmax)
+
+    # cos_sin[m] = (Re, Im) of (z + i x)^m = sin^m(theta) (cos m phi, sin m phi), m >= 1
+    cos_sin = {1: (z, x)}
+    for m in range(2, lmax + 1):
+        cos, sin = cos_sin[m - 1]
+        cos_sin[m] = (torch.addcmul(z * cos, x, sin, value=-1.0), torch.addcmul(z * sin, x, cos))
+
+    # p[l, m] by the monic recurrence; p[m, m] = 1 is left out (a number)
+    p: dict[tuple[int, int], Tensor] = {}
+    for m in range(lmax):
+        p[m + 1, m] = polar
+        if m + 2 <= lmax:
+            p[m + 2, m] = torch.add(polar2, r2, alpha=-beta[m + 2, m])
+        for l in range(m + 3, lmax + 1):
+            p[l, m] = torch.addcmul(polar * p[l - 1, m], r2, p[l - 2, m], value=-beta[l, m])
+
+    blocks = {}
+    for l in range(2, lmax + 1):
+        sines, cosines = [], []
+        for m in range(1, l + 1):
+            weight = math.sqrt(2.0) * factors[l] * c[l, m]
+            scaled = weight * p[l, m] if m < l else weight  # [...] or a number
+            cosines.append(scaled * cos_sin[m][0])
+            sines.append(scaled * cos_sin[m][1])
+        zonal = factors[l] * c[l, 0] * p[l, 0]  # m = 0
+        blocks[l] = torch.stack([*sines[::-1], zonal, *cosines], dim=-1)  # [..., 2l+1]
+    return blocks
 
 
 #: The tutorial's names: both are the (fully differentiable) :func:`spherical_harmonics`.

@@ -412,3 +412,29 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=atol)
         (grad,) = torch.autograd.grad(got.sum(), r_cuda)
         assert torch.isfinite(grad).all()
+
+
+def test_jacobian_at_the_origin_normalized():
+    # r / |r| is taken as r at the origin: Y^1 = sqrt(3) r there, so its Jacobian is sqrt(3) I
+    origin = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    y = spherical_harmonics(1, origin)
+    for i in range(3):
+        (grad,) = torch.autograd.grad(y[0, i], origin, retain_graph=True)
+        expected = torch.zeros(1, 3, dtype=torch.float64)
+        expected[0, i] = math.sqrt(3)
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_finite_second_derivatives_at_hard_points(normalize):
+    # second derivatives scale as |r|^(l-2): at 1e+-300 they overflow float64 for real, so
+    # the checked points stop at 1e+-30 (the origin, the axes and the near pole included)
+    points = [p for p in _hard_points(torch.float64) if max(map(abs, p)) < 1e100]
+    points = [p for p in points if max(map(abs, p)) == 0 or max(map(abs, p)) > 1e-100]
+    points = torch.tensor(points, dtype=torch.float64, requires_grad=True)  # [P, 3]
+    y = spherical_harmonics(list(range(LMAX + 1)), points, normalize=normalize)
+    weights = torch.linspace(-1, 1, y.shape[-1], dtype=torch.float64)
+    (grad,) = torch.autograd.grad((y * weights).sum(), points, create_graph=True)
+    for i in range(3):
+        (hessian_row,) = torch.autograd.grad(grad[:, i].sum(), points, retain_graph=True)
+        assert torch.isfinite(hessian_row).all(), (i, hessian_row)
