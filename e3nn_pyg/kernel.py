@@ -11,7 +11,7 @@ A :class:`Kernel` is a radial model, spherical harmonics and a plan of paths (se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
@@ -183,9 +183,11 @@ class Kernel(nn.Module):
     def chunk_size(self) -> int:
         """Rows (edges or undirected pairs) per step of the fused convolution (settable).
 
-        Bounds the temporaries to O(chunk_size * n_path) and keeps them in cache (1024,
-        the default, measured best on the 16x0e+8x1o+4x2e kernels of
-        ``benchmarks/bench_conv.py``, 1 thread); the static chunk of ``"compiled"``.
+        Bounds the engine's temporaries to O(chunk_size * n_path) and keeps them in cache
+        (1024, the default, measured best on the 16x0e+8x1o+4x2e kernels of
+        ``benchmarks/bench_conv.py``, 1 thread; a
+        :class:`~e3nn_pyg.radial.RadialMLP`'s hidden layer is evaluated for all rows at
+        once, O(rows * h)); the static chunk of ``"compiled"``.
         """
         return self._chunk_size
 
@@ -250,20 +252,31 @@ class Kernel(nn.Module):
         weights = self.R(edge_lengths(edge_vec))  # [E, n_path]
         return weights, self.sh(self.plan.filter_orders, edge_vec)  # [E, sum(2l_f+1)]
 
-    def _engine_weights(self, lengths: Tensor) -> Tensor:
-        """Radial weights ``[R, n_w]`` in the fused engine's layout.
+    def _engine_weights(self, lengths: Tensor, sizes: list[int] | None = None) -> Iterator[Tensor]:
+        """Radial weights ``[R, n_w]`` in the fused engine's layout, in chunks of ``sizes`` rows.
 
         A :class:`~e3nn_pyg.radial.RadialMLP` produces them directly: the rows of its
         :attr:`~e3nn_pyg.radial.RadialMLP.output_weight` are permuted and applied to its
-        :meth:`~e3nn_pyg.radial.RadialMLP.hidden_features` (envelope included); any other
-        radial model's output is permuted.
+        :meth:`~e3nn_pyg.radial.RadialMLP.hidden_features` (envelope included), which are
+        evaluated once for all rows (few large operations instead of many small ones), the
+        last layer chunk by chunk as the chunks are consumed (the envelope multiplies
+        whichever of the hidden features and the weights is narrower); any other radial
+        model runs chunk by chunk and its output is permuted. ``sizes=None``: one chunk of
+        all rows.
         """
+        sizes = [lengths.shape[0]] if sizes is None else sizes
         permutation = self.fused.weight_permutation
         model = self.R
         if not (isinstance(model, RadialMLP) and type(model).forward is RadialMLP.forward):
-            return model(lengths).index_select(1, permutation)  # [R, n_w]
+            return (model(r).index_select(1, permutation) for r in lengths.split(sizes))
         weight = model.output_weight.index_select(0, permutation)  # [n_w, h]
-        return F.linear(model.hidden_features(lengths), weight)  # [R, n_w]
+        if weight.shape[0] >= weight.shape[1]:
+            hidden = model.hidden_features(lengths).split(sizes)  # [R, h] each
+            return (F.linear(h, weight) for h in hidden)  # [R, n_w] each
+        # fewer weights than hidden features: the envelope multiplies the weights instead
+        hidden = model.hidden_features(lengths, envelope=False).split(sizes)  # [R, h] each
+        envelope = model.cutoff(lengths).unsqueeze(-1).split(sizes)  # [R, 1] each
+        return (F.linear(h, weight) * u for h, u in zip(hidden, envelope))  # [R, n_w] each
 
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""
@@ -304,7 +317,7 @@ class Kernel(nn.Module):
         if not self.uses_fused:
             weights, sh = self.edge_terms(edge_vec)
             return apply_kernel(self.plan, self.full_weights(weights), sh, self._cg, x_source)
-        weights = self._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
+        (weights,) = self._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
         y = self.sh(self.plan.filter_orders, edge_vec)  # [E, n_Y]
         parts = self.fused(weights, y, x_source.unsqueeze(1))  # [E, 1, width] each
         return self.fused.assemble([p.squeeze(1) for p in parts], list(self.mix))
@@ -357,17 +370,22 @@ class Kernel(nn.Module):
              torch.stack([pairing.dst[:paired], pairing.src[:paired]], dim=1)),
             (paired, pairing.num_rows, 1, pairing.src[paired:, None], pairing.dst[paired:, None]),
         )  # fmt: skip
-        for first, last, directions, src, dst in groups:
-            for start in range(first, last, self.chunk_size):
-                stop = min(start + self.chunk_size, last)
-                rows = slice(start - first, stop - first)
-                weights = self._engine_weights(lengths[start:stop])  # [R, n_w]
-                features = x.index_select(0, src[rows].reshape(-1)).view(
-                    stop - start, directions, -1
-                )  # [R, D, dim_in]
-                parts = self.fused(weights, y[start:stop], features)  # [R, D, width] each
-                target = dst[rows].reshape(-1)  # [R D]
-                out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
+        chunks = [  # (directions, source index, target index) of every chunk of rows
+            (directions, src[start - first : stop - first], dst[start - first : stop - first])
+            for first, last, directions, src, dst in groups
+            for start in range(first, last, self.chunk_size)
+            for stop in [min(start + self.chunk_size, last)]
+        ]
+        sizes = [src.shape[0] for _, src, _ in chunks]
+        # split (not sliced) per chunk: one backward node gathers the chunks' gradients
+        all_weights = self._engine_weights(lengths, sizes)  # [R, n_w] each
+        for (directions, src, dst), weights, y_rows in zip(chunks, all_weights, y.split(sizes)):
+            features = x.index_select(0, src.reshape(-1)).view(
+                src.shape[0], directions, -1
+            )  # [R, D, dim_in]
+            parts = self.fused(weights, y_rows, features)  # [R, D, width] each
+            target = dst.reshape(-1)  # [R D]
+            out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
         return self.fused.assemble(out, list(self.mix))  # [N_t, dim_out]
 
     def extra_repr(self) -> str:

@@ -420,7 +420,7 @@ class RadialMLP(nn.Module):
         for weight in self.weights:
             nn.init.normal_(weight)
 
-    def hidden_features(self, edge_length: Tensor) -> Tensor:
+    def hidden_features(self, edge_length: Tensor, envelope: bool = True) -> Tensor:
         r"""The last hidden layer, scaled by the envelope: :math:`u(r/r_c)\, h(r)`.
 
         The model is linear in it: ``forward(r) == hidden_features(r) @ output_weight.T``
@@ -431,6 +431,9 @@ class RadialMLP(nn.Module):
 
         Args:
             edge_length (Tensor): edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`.
+            envelope (bool, optional): multiply by the envelope :math:`u(r/r_c)`; without
+                it, a consumer applies :attr:`cutoff` itself, e.g. on a narrower tensor.
+                (default: ``True``)
 
         Returns:
             Tensor :math:`(|\mathcal{E}|, h)` (or :math:`(|\mathcal{E}|, \text{number\_of\_basis})`
@@ -446,7 +449,7 @@ class RadialMLP(nn.Module):
         # (no slicing of the ParameterList: it would re-wrap functional_call's tensors)
         for weight, scale in itertools.islice(zip(self.weights, self.scales), self.L):
             x = self.act(F.linear(x, weight * scale))  # [E, h]
-        return x * self.cutoff(edge_length).unsqueeze(-1)  # [E, h]
+        return x * self.cutoff(edge_length).unsqueeze(-1) if envelope else x  # [E, h]
 
     @property
     def output_weight(self) -> Tensor:

@@ -128,9 +128,15 @@ def pair_edges(
     if not symmetric or bool((sorted_key[1:] == sorted_key[:-1]).any()):  # or a multigraph
         return EdgePairing(order, src[order], dst[order], 0)
     reverse_key = src * num_nodes + dst  # [E]
-    position = torch.searchsorted(sorted_key, reverse_key).clamp(max=num_edges - 1)  # [E]
-    reverse = order[position]  # [E] candidate reverse edge
-    paired = (sorted_key[position] == reverse_key) & (src != dst)  # [E]
+    sorted_reverse, reverse_order = torch.sort(reverse_key, stable=True)  # [E] (radix: faster)
+    if torch.equal(sorted_reverse, sorted_key):  # every edge has its reverse: match the sorts
+        reverse = torch.empty_like(order)
+        reverse[reverse_order] = order  # [E] (a sort is faster than a search here)
+        paired = src != dst  # [E]
+    else:
+        position = torch.searchsorted(sorted_key, reverse_key).clamp(max=num_edges - 1)  # [E]
+        reverse = order[position]  # [E] candidate reverse edge
+        paired = (sorted_key[position] == reverse_key) & (src != dst)  # [E]
     if edge_vec is not None:
         opposite = (edge_vec.detach()[reverse] == -edge_vec.detach()).all(dim=1)  # [E]
         paired &= opposite & opposite[reverse]

@@ -190,6 +190,13 @@ def test_pair_edges():
     vec = torch.randn(6, 3)
     vec[0] = -vec[1]
     assert pair_edges(edge_index, vec).num_paired == 1  # 1 <-> 2 vectors not opposite
+    symmetric = torch.tensor([[0, 1, 2, 1, 3], [1, 0, 1, 2, 3]])  # every edge has its reverse
+    pairing = pair_edges(symmetric)
+    assert pairing.num_paired == 2 and pairing.edge.tolist() == [1, 2, 4]
+    assert pairing.dst.tolist() == [0, 1, 3] and pairing.src.tolist() == [1, 2, 3]
+    vec = torch.randn(5, 3)
+    vec[0] = -vec[1]
+    assert pair_edges(symmetric, vec).edge.tolist() == [1, 2, 3, 4]  # 1 <-> 2 not opposite
     multigraph = torch.tensor([[0, 0, 1], [1, 1, 0]])
     assert pair_edges(multigraph).num_paired == 0
     assert pair_edges(edge_index, symmetric=False).dst.tolist() == [0, 0, 1, 1, 2, 3]
