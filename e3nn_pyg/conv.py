@@ -144,14 +144,7 @@ class Convolution(MessagePassing):
             raise TypeError(
                 f"{name} is {x.dtype} on {x.device} but positions are {pos.dtype} on {pos.device}"
             )
-        parameter = next(self.parameters(), None)
-        if parameter is not None and (
-            pos.dtype != parameter.dtype or pos.device != parameter.device
-        ):
-            raise TypeError(
-                f"{name} and positions are {pos.dtype} on {pos.device} but the layer's "
-                f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
-            )
+        self.kernel.check_like_parameters(pos, f"{name} and positions")
 
     def forward(
         self,

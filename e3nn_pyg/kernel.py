@@ -225,18 +225,22 @@ class Kernel(nn.Module):
     def _cg(self, l_in: int, l_f: int, l_out: int) -> Tensor:
         return getattr(self, self._cg_names[l_in, l_f, l_out])
 
+    def check_like_parameters(self, tensor: Tensor, what: str) -> None:
+        """Raise ``TypeError`` unless ``tensor`` has the parameters' dtype and device."""
+        parameter = next(self.parameters(), None)
+        if parameter is not None and (
+            tensor.dtype != parameter.dtype or tensor.device != parameter.device
+        ):
+            raise TypeError(
+                f"{what} are {tensor.dtype} on {tensor.device} but the kernel's "
+                f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
+            )
+
     def _check_edge_vec(self, edge_vec: Tensor) -> None:
         if not isinstance(edge_vec, Tensor) or edge_vec.dim() != 2 or edge_vec.shape[1] != 3:
             shape = tuple(edge_vec.shape) if isinstance(edge_vec, Tensor) else type(edge_vec)
             raise ValueError(f"edge vectors must have shape [num_edges, 3], got {shape}")
-        parameter = next(self.R.parameters(), None)
-        if parameter is not None and (
-            edge_vec.dtype != parameter.dtype or edge_vec.device != parameter.device
-        ):
-            raise TypeError(
-                f"edge vectors are {edge_vec.dtype} on {edge_vec.device} but the kernel's "
-                f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
-            )
+        self.check_like_parameters(edge_vec, "edge vectors")
 
     def _check_features(self, x: Tensor, rows: int | None, what: str) -> None:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.Rs_in.dim:
