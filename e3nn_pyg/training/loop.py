@@ -73,6 +73,11 @@ class FitResult:
     num_parameters: int
 
 
+def mean_absolute_error(prediction: Tensor, reference: Tensor, scale: float) -> float:
+    """MAE of ``prediction`` in the report unit (``scale``: target unit -> report unit)."""
+    return float((prediction - reference).abs().mean()) * scale
+
+
 def predict(model: nn.Module, dataset, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
     """Predictions of ``model`` for every molecule of ``dataset``, float64 ``[M]``."""
     model.eval()
@@ -189,7 +194,7 @@ class Trainer:
 
     def _validate(self, model: nn.Module) -> float:
         prediction = predict(model, self.data.subset("val"))
-        return float((prediction - self.data.targets("val")).abs().mean()) * self.scale
+        return mean_absolute_error(prediction, self.data.targets("val"), self.scale)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FitResult:

@@ -29,7 +29,7 @@ from ..datasets import QM9_TARGET_INFO
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import TargetStats, average_degree, fit_target_stats, load_data
-from .loop import FitResult, Trainer, predict
+from .loop import FitResult, Trainer, mean_absolute_error, predict
 from .plots import plot_learning_curves, plot_parity
 
 __all__ = ["MODELS", "evaluate", "format_table", "predict_xyz", "read_xyz", "train"]
@@ -100,10 +100,6 @@ def _composition(subset, stats: TargetStats) -> Tensor:
     return stats.composition(z, batch, len(index))
 
 
-def _mae(prediction: Tensor, reference: Tensor, scale: float) -> float:
-    return float((prediction - reference).abs().mean()) * scale
-
-
 def train(
     config: TrainConfig, resume: bool = False, overwrite: bool = False, log: Log = print
 ) -> dict[str, Any]:
@@ -155,7 +151,7 @@ def train(
         label = MODELS[name][1]
         results[name] = {
             "label": label,
-            "test_mae": _mae(predictions[label], y_test, scale),
+            "test_mae": mean_absolute_error(predictions[label], y_test, scale),
             "best_val_mae": fit.best_val_mae,
             "best_epoch": fit.best_epoch,
             "epochs": fit.epochs,
@@ -168,13 +164,13 @@ def train(
     if stats.atomref is not None:
         results["per_element_linear"] = {
             "label": "per-element linear fit",
-            "test_mae": _mae(_composition(test, stats), y_test, scale),
-            "val_mae": _mae(_composition(data.subset("val"), stats), y_val, scale),
+            "test_mae": mean_absolute_error(_composition(test, stats), y_test, scale),
+            "val_mae": mean_absolute_error(_composition(data.subset("val"), stats), y_val, scale),
         }
     results["mean_predictor"] = {
         "label": "mean predictor",
-        "test_mae": _mae(torch.full_like(y_test, stats.train_mean), y_test, scale),
-        "val_mae": _mae(torch.full_like(y_val, stats.train_mean), y_val, scale),
+        "test_mae": mean_absolute_error(torch.full_like(y_test, stats.train_mean), y_test, scale),
+        "val_mae": mean_absolute_error(torch.full_like(y_val, stats.train_mean), y_val, scale),
     }
 
     curves, parity = out / "learning_curves.png", out / "parity.png"
@@ -268,7 +264,7 @@ def evaluate(
     data = load_data(config, log=False)
     prediction = predict(model, data.subset(split))
     target = data.target
-    mae = _mae(prediction, data.targets(split), target.report_scale)
+    mae = mean_absolute_error(prediction, data.targets(split), target.report_scale)
     result = {
         "checkpoint": str(checkpoint),
         "model": payload.get("name", payload["kind"]),
