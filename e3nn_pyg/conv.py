@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch_geometric import EdgeIndex
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import is_sparse, to_edge_index
 
@@ -18,6 +19,7 @@ from .tensor_product.fused import pair_edges
 __all__ = ["Convolution"]
 
 PairTensor = tuple[Tensor, Tensor]
+Adj = Tensor  # a [2, E] tensor, an EdgeIndex or a transposed sparse adjacency
 
 
 def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device) -> Tensor:
@@ -29,7 +31,8 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
         raise TypeError(
             f"edge_index must be a tensor or a sparse adjacency, got {type(edge_index)}"
         )
-    edge_index = edge_index.as_subclass(Tensor)  # EdgeIndex -> plain tensor
+    if isinstance(edge_index, EdgeIndex):
+        edge_index = edge_index.as_tensor()  # (as_subclass would keep the wrapper)
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index must have shape [2, num_edges], got {list(edge_index.shape)}")
     if edge_index.dtype not in (torch.int32, torch.int64):
@@ -40,11 +43,24 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
         for row, name, bound in ((0, "source", num_src), (1, "target", num_dst)):
             low, high = int(edge_index[row].min()), int(edge_index[row].max())
             if low < 0 or high >= bound:
-                raise ValueError(
+                raise IndexError(
                     f"edge_index has {name} node {low if low < 0 else high} out of range "
                     f"[0, {bound}) for {bound} {name} nodes"
                 )
     return edge_index.long()
+
+
+def _sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> EdgeIndex:
+    """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on."""
+    if (
+        isinstance(edge_index, EdgeIndex)
+        and edge_index.is_sorted_by_col
+        and edge_index.sparse_size() == (num_src, num_dst)
+    ):
+        _as_edge_index(edge_index, num_src, num_dst, device)  # dtype, device and range
+        return edge_index
+    plain = _as_edge_index(edge_index, num_src, num_dst, device)  # [2, E]
+    return EdgeIndex(plain, sparse_size=(num_src, num_dst)).sort_by("col").values
 
 
 class Convolution(MessagePassing):
@@ -57,14 +73,16 @@ class Convolution(MessagePassing):
 
     with :math:`K(\mathbf{r}) = R(|\mathbf{r}|) Y(\hat{\mathbf{r}})` coupled to
     :math:`\mathbf{x}_j` by Clebsch-Gordan coefficients (:class:`~e3nn_pyg.kernel.Kernel`).
-    With the kernel's ``"reference"`` engine the messages are computed through
-    :meth:`Kernel.apply` (no ``[E, dim_out, dim_in]`` matrix is built) and summed at their
-    targets by :meth:`propagate`; with the ``"fused"`` engine (the default, see
-    :class:`~e3nn_pyg.kernel.Kernel`) :meth:`Kernel.convolve` gathers, applies and sums
-    in chunks, and on a symmetric graph evaluates the radial model once per undirected pair
-    of edges (:func:`~e3nn_pyg.tensor_product.fused.pair_edges`). Both give the same values
-    and gradients. A channel-wise kernel (``Kernel(..., mode="channelwise")``) sums its
-    unmixed channels over the neighbours and mixes them once per target node. Without
+    Every call goes through :meth:`propagate`, on the graph as an ``EdgeIndex`` sorted by
+    target, so PyG dispatches it to :meth:`message_and_aggregate`: the kernel's engine
+    (:mod:`~e3nn_pyg.tensor_product.engines`) gathers, applies and sums without storing
+    per-edge messages where it can, and on a symmetric graph evaluates the radial model once
+    per undirected pair of edges (:func:`~e3nn_pyg.tensor_product.fused.pair_edges`). In
+    explain mode (``explain=True``, GNNExplainer) PyG calls :meth:`message` instead, one
+    message per edge through :meth:`Kernel.apply`, and the propagate, message and aggregate
+    hooks see them. Both paths give the same values and gradients. A channel-wise kernel
+    (``Kernel(..., mode="channelwise")``) sums its unmixed channels over the neighbours and
+    mixes them once per target node. Without
     ``edge_index`` the layer builds the radius graph of ``max_radius`` on ``pos`` and
     ``batch``; it is exact (no neighbour cap) unless ``max_num_neighbors`` is given.
 
@@ -102,6 +120,8 @@ class Convolution(MessagePassing):
         >>> conv(torch.randn(12, 2), 2 * torch.randn(12, 3)).shape
         torch.Size([12, 16])
     """
+
+    SUPPORTS_FUSED_EDGE_INDEX = True  # propagate fuses on EdgeIndex sorted by target
 
     def __init__(
         self,
@@ -150,11 +170,23 @@ class Convolution(MessagePassing):
         self,
         x: Tensor | PairTensor,
         pos: Tensor | PairTensor,
-        edge_index: Tensor | None = None,
+        edge_index: Adj | None = None,
         batch: Tensor | None = None,
         n_norm: float | None = None,
+        size: tuple[int, int] | None = None,
     ) -> Tensor:
-        """Convolve ``x`` over the graph; see the class docstring for shapes."""
+        """Convolve ``x`` over the graph; see the class docstring for shapes.
+
+        Args:
+            x (Tensor or (Tensor, Tensor)): node features, or (source, target) features.
+            pos (Tensor or (Tensor, Tensor)): positions, or (source, target) positions.
+            edge_index (Tensor, EdgeIndex or sparse adjacency, optional): the graph
+                (default: the radius graph of ``pos`` and ``batch``).
+            batch (Tensor, optional): the structure of every node, for the radius graph.
+            n_norm (float, optional): overrides the layer's ``n_norm`` for this call.
+            size ((int, int), optional): (sources, targets); the output has ``size[1]``
+                rows. (default: the rows of the source and target positions)
+        """
         x_src, x_dst = x if isinstance(x, (tuple, list)) else (x, None)
         pos_src, pos_dst = pos if isinstance(pos, (tuple, list)) else (pos, pos)
         validate_pos(pos_src, "pos" if pos_dst is pos_src else "source pos")
@@ -165,7 +197,7 @@ class Convolution(MessagePassing):
             raise ValueError(
                 f"target x has {x_dst.shape[0]} rows but target pos has {pos_dst.shape[0]}"
             )
-        num_src, num_dst = pos_src.shape[0], pos_dst.shape[0]
+        num_src, num_dst = size = self._sizes(size, pos_src, pos_dst)
 
         if edge_index is None:
             if pos_dst is not pos_src:
@@ -181,22 +213,56 @@ class Convolution(MessagePassing):
                 pos_src, self.max_radius, batch, loop=self.loop,
                 max_num_neighbors=self.max_num_neighbors, backend=self.graph_backend,
             )  # fmt: skip
-        else:
-            edge_index = _as_edge_index(edge_index, num_src, num_dst, pos_src.device)
-
-        edge_vec = pos_src[edge_index[0]] - pos_dst[edge_index[1]]  # [E, 3]
-        if self.kernel.uses_fused:
-            pairing = pair_edges(edge_index, edge_vec, symmetric=pos_dst is pos_src)
-            out = self.kernel.convolve(x_src, edge_index, edge_vec, num_dst, pairing)
-        else:
-            out = self.propagate(
-                edge_index, x=(x_src, x_dst), edge_vec=edge_vec, size=(num_src, num_dst)
-            )
+            if num_dst < num_src:  # size=(N, M): the first M nodes are the targets
+                edge_index = edge_index[:, edge_index[1] < num_dst]
+        graph = _sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
+        symmetric = pos_dst is pos_src  # edges may pair with their reverse
+        out = self.propagate(
+            graph, x=(x_src, x_dst), pos=(pos_src, pos_dst), symmetric=symmetric, size=size
+        )  # [N_dst, dim_out]
         scale = self.n_norm if n_norm is None else n_norm
         return out / math.sqrt(scale)  # [N_dst, dim_out]
 
-    def message(self, x_j: Tensor, edge_vec: Tensor) -> Tensor:
-        return self.kernel.apply(edge_vec, x_j)  # [E, dim_out]
+    def _sizes(self, size, pos_src: Tensor, pos_dst: Tensor) -> tuple[int, int]:
+        if size is None:
+            return pos_src.shape[0], pos_dst.shape[0]
+        if not (
+            isinstance(size, (tuple, list))
+            and len(size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)
+        ):
+            raise ValueError(f"size must be a pair of non-negative ints, got {size!r}")
+        num_src, num_dst = size
+        if num_src != pos_src.shape[0]:
+            raise ValueError(f"size[0] = {num_src} but there are {pos_src.shape[0]} source nodes")
+        if num_dst > pos_dst.shape[0]:
+            raise ValueError(
+                f"size[1] = {num_dst} but there are only {pos_dst.shape[0]} target positions"
+            )
+        return num_src, num_dst
+
+    def message(self, x_j: Tensor, pos_i: Tensor, pos_j: Tensor) -> Tensor:
+        r""":math:`K(\mathbf{p}_j - \mathbf{p}_i)\, \mathbf{x}_j` for every edge (explain mode)."""
+        return self.kernel.apply(pos_j - pos_i, x_j)  # [E, dim_out]
+
+    def message_and_aggregate(
+        self, edge_index: Adj, x: PairTensor, pos: PairTensor, symmetric: bool
+    ) -> Tensor:
+        r"""The sums :math:`\sum_j K(\mathbf{p}_j - \mathbf{p}_i)\, \mathbf{x}_j` with the
+        kernel's engine, without per-edge messages where the engine allows."""
+        if is_sparse(edge_index):  # a sparse adjacency handed to propagate directly
+            num_dst = edge_index.size(0)
+            edge_index = to_edge_index(edge_index)[0].flip(0)
+        else:
+            num_dst = None
+            if isinstance(edge_index, EdgeIndex):
+                num_dst = edge_index.sparse_size(1)
+                edge_index = edge_index.as_tensor()
+        num_dst = pos[1].shape[0] if num_dst is None else num_dst
+        src, dst = edge_index[0], edge_index[1]  # [E]
+        edge_vec = pos[0].index_select(0, src) - pos[1].index_select(0, dst)  # [E, 3]
+        pairing = pair_edges(edge_index, edge_vec, symmetric=symmetric)
+        return self.kernel.convolve(x[0], edge_index, edge_vec, num_dst, pairing)
 
     def __repr__(self) -> str:
         return (

@@ -19,22 +19,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
-from .radial import RadialMLP
-from .tensor_product.fused import EdgePairing, FusedTensorProduct, pair_edges
+from .radial import RadialMLP, edge_lengths
+from .tensor_product.engines import ENGINES, Engine, make_engine
+from .tensor_product.fused import EdgePairing, FusedTensorProduct
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
-from .tensor_product.reference import apply_kernel, kernel_matrix
+from .tensor_product.reference import kernel_matrix
 
 __all__ = ["ENGINES", "MODES", "Kernel", "edge_lengths"]
 
-ENGINES = ("auto", "reference", "fused", "compiled")
 MODES = ("full", "channelwise")
-
-
-def edge_lengths(edge_vec: Tensor) -> Tensor:
-    r""":math:`|r|` of every edge, with a zero (not NaN) gradient for zero-length edges."""
-    squared = edge_vec.pow(2).sum(dim=-1)  # [E]
-    nonzero = squared > 0
-    return torch.where(nonzero, squared, torch.ones_like(squared)).sqrt() * nonzero
 
 
 class Kernel(nn.Module):
@@ -174,10 +167,14 @@ class Kernel(nn.Module):
 
     @engine.setter
     def engine(self, engine: str) -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self._engine_impl = make_engine(engine, self)
         self._engine = engine
         self.fused.compile_rows = self._chunk_size if engine == "compiled" else None
+
+    @property
+    def engine_impl(self) -> Engine:
+        """The engine object that :attr:`engine` names (``"auto"`` resolved)."""
+        return self._engine_impl
 
     @property
     def chunk_size(self) -> int:
@@ -197,10 +194,6 @@ class Kernel(nn.Module):
             raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
         self._chunk_size = rows
         self.engine = self._engine  # the compiled engine's static chunk follows
-
-    @property
-    def uses_fused(self) -> bool:
-        return self._engine != "reference"
 
     @property
     def n_path(self) -> int:
@@ -318,13 +311,7 @@ class Kernel(nn.Module):
         r""":math:`K(r_e)\, x_e` for every edge ``[E, dim(Rs_out)]``, never building K."""
         self._check_edge_vec(edge_vec)
         self._check_features(x_source, edge_vec.shape[0], "source features")
-        if not self.uses_fused:
-            weights, sh = self.edge_terms(edge_vec)
-            return apply_kernel(self.plan, self.full_weights(weights), sh, self._cg, x_source)
-        (weights,) = self._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
-        y = self.sh(self.plan.filter_orders, edge_vec)  # [E, n_Y]
-        parts = self.fused(weights, y, x_source.unsqueeze(1))  # [E, 1, width] each
-        return self.fused.assemble([p.squeeze(1) for p in parts], list(self.mix))
+        return self._engine_impl.messages(self, edge_vec, x_source)  # [E, dim_out]
 
     def convolve(
         self,
@@ -358,39 +345,7 @@ class Kernel(nn.Module):
             raise ValueError(
                 f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"
             )
-        if not self.uses_fused:
-            messages = self.apply(edge_vec, x.index_select(0, edge_index[0]))  # [E, dim_out]
-            out = messages.new_zeros(num_nodes, self.Rs_out.dim)
-            return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
-        if pairing is None:
-            pairing = pair_edges(edge_index, symmetric=False)
-        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
-        lengths = edge_lengths(rows_vec)  # [rows]
-        y = self.sh(self.plan.filter_orders, rows_vec)  # [rows, n_Y]
-        out = [x.new_zeros(num_nodes, width) for width in self.fused.part_widths]  # [N_t, *]
-        paired = pairing.num_paired
-        groups = (  # (first row, last row, directions, source index, target index)
-            (0, paired, 2, torch.stack([pairing.src[:paired], pairing.dst[:paired]], dim=1),
-             torch.stack([pairing.dst[:paired], pairing.src[:paired]], dim=1)),
-            (paired, pairing.num_rows, 1, pairing.src[paired:, None], pairing.dst[paired:, None]),
-        )  # fmt: skip
-        chunks = [  # (directions, source index, target index) of every chunk of rows
-            (directions, src[start - first : stop - first], dst[start - first : stop - first])
-            for first, last, directions, src, dst in groups
-            for start in range(first, last, self.chunk_size)
-            for stop in [min(start + self.chunk_size, last)]
-        ]
-        sizes = [src.shape[0] for _, src, _ in chunks]
-        # split (not sliced) per chunk: one backward node gathers the chunks' gradients
-        all_weights = self._engine_weights(lengths, sizes)  # [R, n_w] each
-        for (directions, src, dst), weights, y_rows in zip(chunks, all_weights, y.split(sizes)):
-            features = x.index_select(0, src.reshape(-1)).view(
-                src.shape[0], directions, -1
-            )  # [R, D, dim_in]
-            parts = self.fused(weights, y_rows, features)  # [R, D, width] each
-            target = dst.reshape(-1)  # [R D]
-            out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
-        return self.fused.assemble(out, list(self.mix))  # [N_t, dim_out]
+        return self._engine_impl.convolve(self, x, edge_index, edge_vec, num_nodes, pairing)
 
     def extra_repr(self) -> str:
         return (

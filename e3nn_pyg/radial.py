@@ -49,6 +49,7 @@ __all__ = [
     "PolynomialCutoff",
     "RadialBasis",
     "RadialMLP",
+    "edge_lengths",
     "polynomial_cutoff",
 ]
 
@@ -98,6 +99,13 @@ def _check_edge_length(edge_length: object) -> Tensor:
     if bool((edge_length < 0).any()):
         raise ValueError("edge_length must be >= 0 (lengths of edge vectors), got negative values")
     return edge_length
+
+
+def edge_lengths(edge_vec: Tensor) -> Tensor:
+    r""":math:`|r|` of every edge vector ``[E, 3]``, with a zero (not NaN) gradient at zero."""
+    squared = edge_vec.pow(2).sum(dim=-1)  # [E]
+    nonzero = squared > 0
+    return torch.where(nonzero, squared, torch.ones_like(squared)).sqrt() * nonzero
 
 
 def polynomial_cutoff(edge_length: Tensor, max_radius: float, p: int = 6) -> Tensor:

@@ -355,9 +355,9 @@ def test_rejects_bad_batch(guarded):
 
 def test_rejects_bad_edge_index(guarded):
     x, pos = features(5), molecule(5)
-    with pytest.raises(ValueError, match="source node 5 out of range"):
+    with pytest.raises(IndexError, match="source node 5 out of range"):
         guarded(x, pos, torch.tensor([[0, 5], [1, 0]]))
-    with pytest.raises(ValueError, match="target node -1 out of range"):
+    with pytest.raises(IndexError, match="target node -1 out of range"):
         guarded(x, pos, torch.tensor([[0, 1], [1, -1]]))
     with pytest.raises(ValueError, match=r"\[2, num_edges\]"):
         guarded(x, pos, torch.tensor([[0, 1, 2]]))

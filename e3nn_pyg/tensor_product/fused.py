@@ -38,20 +38,19 @@ the radial model runs once per pair and every weight is read once for two messag
 second direction uses ``G`` with the columns of odd filters negated).
 :func:`pair_edges` finds the pairs.
 
-**Gradients.** :class:`FusedTensorProduct` runs as a custom
-:class:`torch.autograd.Function` that keeps only its inputs and recomputes the
-intermediates in the backward, a hand-derived chain of batched products written with
-differentiable torch operations: the memory of training is that of the inputs, and
-gradients of every order (force training needs the double backward) equal the
+**Gradients.** :class:`FusedTensorProduct` runs as a trilinear operation
+(:func:`~e3nn_pyg.tensor_product.trilinear.trilinear`) that keeps only its inputs and
+recomputes the intermediates in its backward, a hand-derived chain of batched products:
+the memory of training is that of the inputs, and gradients of every order (force
+training needs the double backward) run on the same two kernels and equal the
 reference's up to rounding.
 
 **Compiled mode** (``compile_rows`` set). The forward and the first-order backward run
 through :func:`torch.compile` (Inductor), on pieces of exactly ``compile_rows`` rows (the
 last piece zero-padded; zero rows give zero messages and gradients), so that one
 compilation per number of directions serves every graph size. It is used only where no
-autograd graph has to be recorded through it: inference, the forward of the recomputing
-function, and its backward when ``create_graph`` is off; a double backward (force
-training) runs the eager backward, which is differentiable. The first call compiles
+autograd graph has to be recorded through it: the two kernels of the trilinear
+operation, at every order of differentiation. The first call compiles
 (tens of seconds, and Inductor needs a C++ compiler at run time on CPU); if compilation
 fails the engine warns once and stays eager, which gives the same values.
 """
@@ -68,6 +67,7 @@ from torch import Tensor, nn
 
 from ..o3 import wigner_3j
 from .paths import KernelPlan
+from .trilinear import trilinear
 
 __all__ = ["EdgePairing", "FusedTensorProduct", "pair_edges"]
 
@@ -160,28 +160,19 @@ class _Piece:
     j_offset: int  # first column of the piece in the output block's J_o (ordered f, v)
 
 
-class _FusedFunction(torch.autograd.Function):
-    """The engine's forward; the backward recomputes the intermediates (see the module)."""
+class _Kernels:
+    """The engine's forward and backward as a :class:`~.trilinear.TrilinearOp`."""
 
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        engine: FusedTensorProduct,
-        weights: Tensor,
-        sh: Tensor,
-        x: Tensor,
-    ) -> tuple[Tensor, ...]:
-        ctx.engine = engine
-        ctx.save_for_backward(weights, sh, x)
-        return tuple(engine._run("_messages", weights, sh, x))
+    def __init__(self, engine: FusedTensorProduct) -> None:
+        self.engine = engine
 
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, *grads: Tensor) -> tuple:
-        weights, sh, x = ctx.saved_tensors
-        needs = ctx.needs_input_grad[1:]
-        if torch.is_grad_enabled():  # create_graph: a differentiable (eager) backward
-            return (None, *ctx.engine._backward(weights, sh, x, grads, needs))
-        return (None, *ctx.engine._run("_backward", weights, sh, x, grads, needs))
+    def forward(self, weights: Tensor, sh: Tensor, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.engine._run("_messages", weights, sh, x))
+
+    def backward(
+        self, weights: Tensor, sh: Tensor, x: Tensor, grads: tuple[Tensor, ...], needs: tuple
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        return self.engine._run("_backward", weights, sh, x, grads, needs)
 
 
 class FusedTensorProduct(nn.Module):
@@ -358,7 +349,7 @@ class FusedTensorProduct(nn.Module):
         if self.recompute and torch.is_grad_enabled() and (
             weights.requires_grad or sh.requires_grad or x.requires_grad
         ):  # fmt: skip
-            return list(_FusedFunction.apply(self, weights, sh, x))
+            return list(trilinear(_Kernels(self), weights, sh, x))
         if torch.is_grad_enabled() and (
             weights.requires_grad or sh.requires_grad or x.requires_grad
         ):  # fmt: skip

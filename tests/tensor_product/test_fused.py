@@ -10,6 +10,7 @@ from e3nn_pyg.conv import Convolution
 from e3nn_pyg.graph import radius_graph
 from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.radial import CosineBasisModel
+from e3nn_pyg.tensor_product import native
 from e3nn_pyg.tensor_product.fused import FusedTensorProduct, pair_edges
 from e3nn_pyg.tensor_product.paths import plan_kernel, selection_rule
 from e3nn_pyg.testing import assert_equivariant
@@ -167,7 +168,8 @@ def test_convolution_engines_agree_and_are_equivariant(float64, mode):
     radial = partial(CosineBasisModel, max_radius=RADIUS, number_of_basis=5, h=12, L=1)
     rs_in, rs_out = "2x0e+1x1o+1x2e", "1x0e+2x1o+1x2e+1x1e"
     conv = Convolution(partial(Kernel, RadialModel=radial, mode=mode), rs_in, rs_out, n_norm=3)
-    assert conv.kernel.engine == "auto" and conv.kernel.uses_fused
+    expected = "native" if mode == "channelwise" and native.available() else "fused"
+    assert conv.kernel.engine == "auto" and conv.kernel.engine_impl.name == expected
     pos = 1.5 * torch.randn(16, 3)
     batch = torch.arange(16) // 8
     x = torch.randn(16, conv.Rs_in.dim)
@@ -270,7 +272,7 @@ def test_engine_validation():
     kernel.chunk_size = 64
     assert kernel.fused.compile_rows == 64
     kernel.engine = "fused"
-    assert kernel.fused.compile_rows is None and kernel.uses_fused
+    assert kernel.fused.compile_rows is None and kernel.engine_impl.name == "fused"
     with pytest.raises(ValueError, match="chunk_size"):
         kernel.chunk_size = 0
     with pytest.raises(ValueError, match="mode"):

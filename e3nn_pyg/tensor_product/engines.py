@@ -1,0 +1,185 @@
+r"""Engines: the ways a :class:`~e3nn_pyg.kernel.Kernel` is applied, one object per way.
+
+An engine is chosen once per kernel (``Kernel(engine=...)``) and has one small interface:
+
+- :meth:`Engine.messages`: :math:`K(r_e)\, x_e` for every edge, ``[E, dim_out]`` (PyG's
+  ``message``, used by explain mode and per-message hooks);
+- :meth:`Engine.convolve`: :math:`\sum_{e:\, j \to i} K(r_e)\, x_j` for every target,
+  ``[N_t, dim_out]`` (PyG's ``message_and_aggregate``).
+
+They read the kernel's plan, radial model, harmonics and mixing maps, and keep no state of
+their own but their tables. Every engine gives the same values and gradients of every
+order, up to rounding:
+
+========================  ================================================================
+``"reference"``           per block pair einsums (:mod:`.reference`), the tests' oracle
+``"fused"``               every path in a few batched products per chunk of rows
+                          (:mod:`.fused`), eager; any device and dtype
+``"compiled"``            ``"fused"`` with its chunks through :func:`torch.compile`
+``"native"``              channel-wise kernels on CPU: gather, sparse Clebsch-Gordan
+                          coupling and sum in one C loop (:mod:`.native`)
+``"auto"``                ``"native"`` where it applies (channel-wise, CPU, float32 or
+                          float64, a C compiler), ``"fused"`` otherwise, decided per call
+========================  ================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..radial import edge_lengths
+from . import native
+from .fused import EdgePairing, pair_edges
+from .reference import apply_kernel
+
+__all__ = ["ENGINES", "Engine", "make_engine"]
+
+ENGINES = ("auto", "reference", "fused", "compiled", "native")
+
+
+class Engine:
+    """How a kernel computes messages and their sums (see the module docstring)."""
+
+    name = "engine"
+
+    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
+        """:math:`K(r_e) x_e` ``[E, dim_out]`` for edge vectors ``[E, 3]`` and features."""
+        raise NotImplementedError
+
+    def convolve(
+        self,
+        kernel: Any,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        num_nodes: int,
+        pairing: EdgePairing | None,
+    ) -> Tensor:
+        """The sums of the messages at their targets ``[num_nodes, dim_out]``."""
+        messages = self.messages(kernel, edge_vec, x.index_select(0, edge_index[0]))
+        out = messages.new_zeros(num_nodes, messages.shape[1])
+        return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReferenceEngine(Engine):
+    """One block pair at a time with einsums (:func:`.reference.apply_kernel`)."""
+
+    name = "reference"
+
+    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
+        weights, sh = kernel.edge_terms(edge_vec)
+        return apply_kernel(kernel.plan, kernel.full_weights(weights), sh, kernel._cg, x_source)
+
+
+class FusedEngine(Engine):
+    """Batched products over chunks of rows (:class:`.fused.FusedTensorProduct`)."""
+
+    name = "fused"
+
+    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
+        fused = kernel.fused
+        (weights,) = kernel._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
+        y = kernel.sh(kernel.plan.filter_orders, edge_vec)  # [E, n_Y]
+        parts = fused(weights, y, x_source.unsqueeze(1))  # [E, 1, width] each
+        return fused.assemble([p.squeeze(1) for p in parts], list(kernel.mix))
+
+    def convolve(
+        self,
+        kernel: Any,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        num_nodes: int,
+        pairing: EdgePairing | None,
+    ) -> Tensor:
+        fused, chunk_size = kernel.fused, kernel.chunk_size
+        if pairing is None:
+            pairing = pair_edges(edge_index, symmetric=False)
+        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
+        lengths = edge_lengths(rows_vec)  # [rows]
+        y = kernel.sh(kernel.plan.filter_orders, rows_vec)  # [rows, n_Y]
+        out = [x.new_zeros(num_nodes, width) for width in fused.part_widths]  # [N_t, *]
+        paired = pairing.num_paired
+        groups = (  # (first row, last row, directions, source index, target index)
+            (0, paired, 2, torch.stack([pairing.src[:paired], pairing.dst[:paired]], dim=1),
+             torch.stack([pairing.dst[:paired], pairing.src[:paired]], dim=1)),
+            (paired, pairing.num_rows, 1, pairing.src[paired:, None], pairing.dst[paired:, None]),
+        )  # fmt: skip
+        chunks = [  # (directions, source index, target index) of every chunk of rows
+            (directions, src[start - first : stop - first], dst[start - first : stop - first])
+            for first, last, directions, src, dst in groups
+            for start in range(first, last, chunk_size)
+            for stop in [min(start + chunk_size, last)]
+        ]
+        sizes = [src.shape[0] for _, src, _ in chunks]
+        # split (not sliced) per chunk: one backward node gathers the chunks' gradients
+        all_weights = kernel._engine_weights(lengths, sizes)  # [R, n_w] each
+        for (directions, src, dst), weights, y_rows in zip(chunks, all_weights, y.split(sizes)):
+            features = x.index_select(0, src.reshape(-1)).view(
+                src.shape[0], directions, -1
+            )  # [R, D, dim_in]
+            parts = fused(weights, y_rows, features)  # [R, D, width] each
+            target = dst.reshape(-1)  # [R D]
+            out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
+        return fused.assemble(out, list(kernel.mix))  # [N_t, dim_out]
+
+
+class CompiledEngine(FusedEngine):
+    """:class:`FusedEngine` with its chunks through :func:`torch.compile`."""
+
+    name = "compiled"
+
+
+class NativeEngine(FusedEngine):
+    """The channel-wise convolution in one C loop (:mod:`.native`); ``"fused"`` elsewhere.
+
+    ``messages`` (one message per edge, for explain mode) is the fused engine's; so is
+    everything on tensors the C kernels do not take (CUDA, half precision).
+    """
+
+    name = "native"
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernels = native.NativeChannelwise(kernel.fused)
+
+    def convolve(
+        self,
+        kernel: Any,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        num_nodes: int,
+        pairing: EdgePairing | None,
+    ) -> Tensor:
+        if not self.kernels.supports(x, edge_vec):
+            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, pairing)
+        if pairing is None:
+            pairing = pair_edges(edge_index, symmetric=False)
+        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
+        (weights,) = kernel._engine_weights(edge_lengths(rows_vec))  # [rows, n_w]
+        y = kernel.sh(kernel.plan.filter_orders, rows_vec)  # [rows, n_Y]
+        parts = self.kernels.convolve(weights, y, x, pairing, num_nodes)  # [N_t, width] each
+        return kernel.fused.assemble(parts, list(kernel.mix))  # [N_t, dim_out]
+
+
+def make_engine(name: str, kernel: Any) -> Engine:
+    """The engine called ``name`` for ``kernel`` (``"auto"`` resolved, see the table)."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
+    channelwise = kernel.mode == "channelwise"
+    if name == "native":
+        if not channelwise:
+            raise ValueError('engine="native" implements channel-wise kernels only')
+        if not native.available():
+            raise RuntimeError(f'engine="native" is not available: {native.build_error()}')
+        return NativeEngine(kernel)
+    if name == "auto":
+        return NativeEngine(kernel) if channelwise and native.available() else FusedEngine()
+    engines = {"reference": ReferenceEngine, "fused": FusedEngine, "compiled": CompiledEngine}
+    return engines[name]()
