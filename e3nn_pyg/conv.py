@@ -215,7 +215,10 @@ class Convolution(MessagePassing):
             )  # fmt: skip
             if num_dst < num_src:  # size=(N, M): the first M nodes are the targets
                 edge_index = edge_index[:, edge_index[1] < num_dst]
-        graph = _sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
+        if self.explain:  # PyG's edge masks follow the caller's edge order: keep it
+            graph = _as_edge_index(edge_index, num_src, num_dst, pos_src.device)
+        else:
+            graph = _sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
         symmetric = pos_dst is pos_src  # edges may pair with their reverse
         out = self.propagate(
             graph, x=(x_src, x_dst), pos=(pos_src, pos_dst), symmetric=symmetric, size=size

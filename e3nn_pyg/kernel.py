@@ -341,6 +341,11 @@ class Kernel(nn.Module):
         self._check_edge_vec(edge_vec)
         self._check_features(x, None, "node features")
         num_edges = edge_vec.shape[0]
+        if type(edge_index) is not Tensor:  # engines index raw memory
+            raise TypeError(
+                f"edge_index must be a plain tensor, got {type(edge_index).__name__} "
+                "(convert an EdgeIndex with as_tensor())"
+            )
         if edge_index.shape != (2, num_edges):
             raise ValueError(
                 f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"

@@ -20,13 +20,14 @@ from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.non_linearities import rescaled_act
 from e3nn_pyg.o3 import Rs
 from e3nn_pyg.radial import CosineBasisModel
+from e3nn_pyg.tensor_product import native
 from e3nn_pyg.testing import assert_equivariant
 
 MAX_RADIUS = 3.0
 RS_IN = "2x0e + 1x1o"
 RS_OUT = "2x0e + 2x1o + 1x2e + 1x1e"
 TUTORIAL_IN, TUTORIAL_OUT = [(2, 0)], [(4, 0), (4, 1), (4, 2)]
-ENGINES = ["reference", "fused"]
+ENGINES = ["reference", "fused", *(["native"] if native.available() else [])]
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning"),
@@ -35,7 +36,9 @@ pytestmark = [
 ]
 
 
-def make_conv(rs_in=RS_IN, rs_out=RS_OUT, seed=0, h=16, engine="auto", **kwargs):
+def make_conv(rs_in=RS_IN, rs_out=RS_OUT, seed=0, h=16, engine="auto", mode=None, **kwargs):
+    """A convolution; channel-wise for the native engine (the kernels it implements)."""
+    mode = mode or ("channelwise" if engine == "native" else "full")
     torch.manual_seed(seed)
     radial = partial(
         CosineBasisModel,
@@ -45,7 +48,7 @@ def make_conv(rs_in=RS_IN, rs_out=RS_OUT, seed=0, h=16, engine="auto", **kwargs)
         L=2,
         act=rescaled_act.Softplus(beta=5),
     )
-    kernel = partial(Kernel, RadialModel=radial, engine=engine)
+    kernel = partial(Kernel, RadialModel=radial, engine=engine, mode=mode)
     return Convolution(kernel, rs_in, rs_out, **kwargs)
 
 
@@ -162,6 +165,64 @@ def test_bipartite_inputs(engine):
         [RS_OUT],
     )
     assert set(errors) == {"rotation", "parity", "translation"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_call_goes_through_propagate_and_message_and_aggregate(engine):
+    conv = make_conv(engine=engine)
+    pos, x = molecule(8), features(8)
+    calls = []
+    conv.register_propagate_forward_hook(lambda module, inputs, out: calls.append("propagate"))
+    conv.register_message_and_aggregate_forward_hook(
+        lambda module, inputs, out: calls.append("message_and_aggregate")
+    )
+    conv.register_message_forward_hook(lambda module, inputs, out: calls.append("message"))
+    out = conv(x, pos)
+    assert calls == ["message_and_aggregate", "propagate"]
+    edge_index = brute_force_edges(pos, MAX_RADIUS)
+    assert torch.allclose(out, dense_oracle(conv, x, pos, pos, edge_index), atol=1e-12)
+    # a hook's result replaces the output, as in every PyG layer
+    conv.register_propagate_forward_hook(lambda module, inputs, out: 2 * out)
+    assert torch.allclose(conv(x, pos), 2 * out, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_explain_mode_masks_each_message_in_the_callers_edge_order(engine):
+    from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
+
+    conv = make_conv(engine=engine)
+    pos, x = molecule(8), features(8)
+    edge_index = brute_force_edges(pos, MAX_RADIUS).flip(1)  # not sorted by target
+    mask = torch.randn(edge_index.shape[1])
+    set_masks(conv, mask, edge_index, apply_sigmoid=True)
+    seen = []
+    conv.register_message_forward_hook(lambda module, inputs, out: seen.append(out.shape))
+    out = conv(x, pos, edge_index)
+    clear_masks(conv)
+    src, dst = edge_index
+    messages = conv.kernel.apply(pos[src] - pos[dst], x[src]) * mask.sigmoid()[:, None]
+    expected = torch.zeros(8, conv.Rs_out.dim).index_add_(0, dst, messages)
+    assert seen == [(edge_index.shape[1], conv.Rs_out.dim)]
+    assert torch.allclose(out, expected / math.sqrt(conv.n_norm), atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_size_selects_the_first_nodes_as_targets(engine):
+    conv = make_conv(engine=engine)
+    pos, x = molecule(10), features(10)
+    full = conv(x, pos)
+    assert torch.allclose(conv(x, pos, size=(10, 4)), full[:4], atol=1e-12)
+    edge_index = brute_force_edges(pos, MAX_RADIUS)
+    edge_index = edge_index[:, edge_index[1] < 4]
+    assert torch.allclose(conv(x, pos, edge_index, size=(10, 4)), full[:4], atol=1e-12)
+    with pytest.raises(ValueError, match="size must be a pair"):
+        conv(x, pos, size=(10,))
+    with pytest.raises(ValueError, match=r"size\[0\] = 9 but there are 10 source nodes"):
+        conv(x, pos, size=(9, 4))
+    with pytest.raises(ValueError, match=r"size\[1\] = 11 but there are only 10"):
+        conv(x, pos, size=(10, 11))
+    with pytest.raises(IndexError, match="target node 9 out of range"):
+        conv(x, pos, brute_force_edges(pos, MAX_RADIUS), size=(10, 4))
 
 
 def test_dataloader_batch_equals_molecules_one_by_one():
@@ -428,7 +489,7 @@ def test_memory_grows_with_edges_times_widths_not_their_product(engine):
     num_edges = brute_force_edges(pos, MAX_RADIUS).shape[1]
     assert num_edges == 12 * 11
     dim = conv.Rs_in.dim
-    assert (dim, conv.kernel.n_path) == (288, 14336)
+    assert (dim, conv.kernel.n_path) == (288, 14336 if engine != "native" else 448)
     linear = num_edges * (dim + dim + conv.kernel.n_path)
     product = num_edges * dim * dim
     assert product > 4 * linear

@@ -458,7 +458,12 @@ class FusedTensorProduct(nn.Module):
             pieces[piece.index_out].append(
                 c[:, :, rows_f].reshape(*c.shape[:2], piece.dim_out, piece.n_filters * piece.mul_in)
             )  # [R, D, k, f v]
-        return [p[0] if len(p) == 1 else torch.cat(p, dim=3) for p in pieces]
+        like = next(c for c in coupled if c is not None)  # [R, D, F_b, v]
+        return [
+            torch.cat(p, dim=3) if len(p) > 1 else p[0] if p  # [R, D, k, J_o]
+            else like.new_zeros(*like.shape[:2], 2 * l + 1, 0)  # a block of multiplicity 0
+            for p, (_, l, _) in zip(pieces, self.plan.rs_out)
+        ]  # fmt: skip
 
     def _block_weights(self, weights: Tensor, o: int) -> Tensor:
         width = self.path_channels[o]
@@ -466,7 +471,7 @@ class FusedTensorProduct(nn.Module):
         if self.channelwise:
             return weights[:, start : start + width]  # [R, J_o]
         mul = self.plan.rs_out[o].mul
-        return weights[:, start : start + width * mul].view(-1, width, mul)  # [R, J_o, u]
+        return weights[:, start : start + width * mul].view(weights.shape[0], width, mul)
 
     def _messages(self, weights: Tensor, sh: Tensor, x: Tensor) -> list[Tensor]:
         rows, directions = x.shape[:2]

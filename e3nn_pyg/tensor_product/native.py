@@ -196,8 +196,12 @@ class NativeChannelwise:
 
     def to_ir_mul(self, x: Tensor) -> Tensor:
         """Node features ``[N, dim_in]`` (e3nn's ``mul_ir``) to the kernels' ``ir_mul``."""
+        rows = x.shape[0]
         blocks = [
-            x[:, block].reshape(-1, mul, 2 * l + 1).transpose(1, 2).reshape(x.shape[0], -1)
+            x[:, block]
+            .reshape(rows, mul, 2 * l + 1)
+            .transpose(1, 2)
+            .reshape(rows, block.stop - block.start)
             for (mul, l, _), block in zip(self.rs_in, self.rs_in.slices())
             if mul > 0
         ]
