@@ -54,11 +54,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check e3nn_pyg tests examples benchmarks
 	$(PY) -m ruff format --check e3nn_pyg tests examples benchmarks
 
-bench: $(STAMP)
+bench: $(QM9_STAMP)
 	$(PIP) install -q $(TORCH) e3nn==0.6.0
 	$(PY) benchmarks/bench_sh.py
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_conv.py --threads 1 2
+	$(PY) benchmarks/bench_model.py --threads 1 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
