@@ -25,7 +25,7 @@
 /* Path table columns. */
 enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, P_COLS };
 
-#define DEFINE_KERNELS(T, SUFFIX)                                                          \
+#define DEFINE_ROWS(T, SUFFIX)                                                          \
   static void forward_rows_##SUFFIX(                                                       \
       int64_t r0, int64_t r1, int64_t directions, const int64_t *src, const int64_t *dst,  \
       const T *w, int64_t w_stride, const T *y, int64_t y_stride, const T *x,              \
@@ -127,6 +127,8 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
     }                                                                                      \
   }                                                                                        \
                                                                                            \
+
+#define DEFINE_DRIVERS(T, SUFFIX)                                                          \
   /* Sum the private node buffers of threads 1.. into the shared one, in thread order. */  \
   static void reduce_##SUFFIX(T *target, T **buffers, int count, int64_t size) {           \
     for (int t = 1; t < count; ++t) {                                                      \
@@ -221,5 +223,11 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
 #define SET_THREAD(t, team) ((void)(t), (void)(team))
 #endif
 
-DEFINE_KERNELS(float, f32)
-DEFINE_KERNELS(double, f64)
+/* The row loops: table-driven here; a generated source specialised to one table (constants
+ * and loop bounds baked in, see native.py) defines them itself before including this file. */
+#ifndef SPECIALIZED
+DEFINE_ROWS(float, f32)
+DEFINE_ROWS(double, f64)
+#endif
+DEFINE_DRIVERS(float, f32)
+DEFINE_DRIVERS(double, f64)
