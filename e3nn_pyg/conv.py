@@ -14,9 +14,9 @@ from torch_geometric.utils import is_sparse, to_edge_index
 from .graph import radius_graph, validate_batch, validate_pos
 from .kernel import Kernel
 from .o3 import Rs, RsLike
-from .tensor_product.fused import pair_edges
+from .tensor_product.fused import EdgePairing, pair_edges
 
-__all__ = ["Convolution"]
+__all__ = ["Convolution", "sorted_edge_index"]
 
 PairTensor = tuple[Tensor, Tensor]
 Adj = Tensor  # a [2, E] tensor, an EdgeIndex or a transposed sparse adjacency
@@ -50,8 +50,12 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
     return edge_index.long()
 
 
-def _sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> EdgeIndex:
-    """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on."""
+def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> EdgeIndex:
+    """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on.
+
+    A model that runs several convolutions on one graph converts it once; the convolutions
+    then also share the pairing of its edges (:func:`_pairing`).
+    """
     if (
         isinstance(edge_index, EdgeIndex)
         and edge_index.is_sorted_by_col
@@ -61,6 +65,27 @@ def _sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> E
         return edge_index
     plain = _as_edge_index(edge_index, num_src, num_dst, device)  # [2, E]
     return EdgeIndex(plain, sparse_size=(num_src, num_dst)).sort_by("col").values
+
+
+def _pairing(
+    graph: Adj, plain: Tensor, edge_vec: Tensor, pos: PairTensor, symmetric: bool
+) -> EdgePairing:
+    """:func:`pair_edges` of the graph, kept on an ``EdgeIndex`` for the next layer.
+
+    The pairing depends on the edges and, through the check that paired vectors are
+    exactly opposite, on the positions: it is reused only for the same position tensors,
+    unmodified (same ``_version``).
+    """
+    key = (pos[0], pos[1], pos[0]._version, pos[1]._version, symmetric)
+    cached = getattr(graph, "_e3nn_pyg_pairing", None)
+    if cached is not None and all(
+        a is b if isinstance(a, Tensor) else a == b for a, b in zip(cached[0], key)
+    ):
+        return cached[1]
+    pairing = pair_edges(plain, edge_vec, symmetric=symmetric)
+    if isinstance(graph, EdgeIndex):
+        graph._e3nn_pyg_pairing = (key, pairing)
+    return pairing
 
 
 class Convolution(MessagePassing):
@@ -218,7 +243,7 @@ class Convolution(MessagePassing):
         if self.explain:  # PyG's edge masks follow the caller's edge order: keep it
             graph = _as_edge_index(edge_index, num_src, num_dst, pos_src.device)
         else:
-            graph = _sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
+            graph = sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
         symmetric = pos_dst is pos_src  # edges may pair with their reverse
         out = self.propagate(
             graph, x=(x_src, x_dst), pos=(pos_src, pos_dst), symmetric=symmetric, size=size
@@ -255,17 +280,17 @@ class Convolution(MessagePassing):
         kernel's engine, without per-edge messages where the engine allows."""
         if is_sparse(edge_index):  # a sparse adjacency handed to propagate directly
             num_dst = edge_index.size(0)
-            edge_index = to_edge_index(edge_index)[0].flip(0)
+            plain = to_edge_index(edge_index)[0].flip(0)
+        elif isinstance(edge_index, EdgeIndex):
+            num_dst = edge_index.sparse_size(1)
+            plain = edge_index.as_tensor()
         else:
-            num_dst = None
-            if isinstance(edge_index, EdgeIndex):
-                num_dst = edge_index.sparse_size(1)
-                edge_index = edge_index.as_tensor()
+            num_dst, plain = None, edge_index
         num_dst = pos[1].shape[0] if num_dst is None else num_dst
-        src, dst = edge_index[0], edge_index[1]  # [E]
+        src, dst = plain[0], plain[1]  # [E]
         edge_vec = pos[0].index_select(0, src) - pos[1].index_select(0, dst)  # [E, 3]
-        pairing = pair_edges(edge_index, edge_vec, symmetric=symmetric)
-        return self.kernel.convolve(x[0], edge_index, edge_vec, num_dst, pairing)
+        pairing = _pairing(edge_index, plain, edge_vec, pos, symmetric)
+        return self.kernel.convolve(x[0], plain, edge_vec, num_dst, pairing)
 
     def __repr__(self) -> str:
         return (

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from ..conv import Convolution
+from ..conv import Convolution, sorted_edge_index
 from ..graph import validate_batch, validate_pos
 from ..kernel import MODES as KERNEL_MODES
 from ..kernel import Kernel
@@ -414,6 +414,9 @@ class EquivariantNet(nn.Module):
 
     def _predict(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> Tensor:
         edge_index, _ = self.interaction_graph(pos, batch)  # [2, E]; lengths from pos below
+        num_nodes = pos.shape[0]
+        # sorted once for the layers, which then share the pairing of the edges too
+        edge_index = sorted_edge_index(edge_index, num_nodes, num_nodes, pos.device)
         x = self.embedding(z)  # [N, num_scalars]
         for block in self.interactions:
             x = block(x, pos, edge_index)  # [N, dim(block.Rs_out)]
