@@ -14,7 +14,8 @@ from torch_geometric.utils import is_sparse, to_edge_index
 from .graph import radius_graph, validate_batch, validate_pos
 from .kernel import Kernel
 from .o3 import Rs, RsLike
-from .tensor_product.fused import EdgePairing, pair_edges
+from .tensor_product.engines import RowGeometry
+from .tensor_product.fused import pair_edges
 
 __all__ = ["Convolution", "sorted_edge_index"]
 
@@ -54,7 +55,7 @@ def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Ed
     """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on.
 
     A model that runs several convolutions on one graph converts it once; the convolutions
-    then also share the pairing of its edges (:func:`_pairing`).
+    then also share the pairing of its edges and their harmonics (:func:`_geometry`).
     """
     if (
         isinstance(edge_index, EdgeIndex)
@@ -67,25 +68,29 @@ def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Ed
     return EdgeIndex(plain, sparse_size=(num_src, num_dst)).sort_by("col").values
 
 
-def _pairing(
+def _geometry(
     graph: Adj, plain: Tensor, edge_vec: Tensor, pos: PairTensor, symmetric: bool
-) -> EdgePairing:
-    """:func:`pair_edges` of the graph, kept on an ``EdgeIndex`` for the next layer.
+) -> RowGeometry:
+    """The engine's rows of the graph, kept on an ``EdgeIndex`` for the next layer.
 
-    The pairing depends on the edges and, through the check that paired vectors are
-    exactly opposite, on the positions: it is reused only for the same position tensors,
-    unmodified (same ``_version``).
+    The pairing (:func:`pair_edges`) and the rows' lengths and harmonics depend on the
+    positions: they are reused only for the same position tensors, unmodified (same
+    ``_version``), under the same autograd mode (a cached tensor must carry the graph to
+    the positions that this call's gradients need).
     """
-    key = (pos[0], pos[1], pos[0]._version, pos[1]._version, symmetric)
-    cached = getattr(graph, "_e3nn_pyg_pairing", None)
+    key = (
+        pos[0], pos[1], pos[0]._version, pos[1]._version, symmetric,
+        torch.is_grad_enabled(), pos[0].requires_grad, pos[1].requires_grad,
+    )  # fmt: skip
+    cached = getattr(graph, "_e3nn_pyg_geometry", None)
     if cached is not None and all(
         a is b if isinstance(a, Tensor) else a == b for a, b in zip(cached[0], key)
     ):
         return cached[1]
-    pairing = pair_edges(plain, edge_vec, symmetric=symmetric)
+    geometry = RowGeometry(edge_vec, pair_edges(plain, edge_vec, symmetric=symmetric))
     if isinstance(graph, EdgeIndex):
-        graph._e3nn_pyg_pairing = (key, pairing)
-    return pairing
+        graph._e3nn_pyg_geometry = (key, geometry)
+    return geometry
 
 
 class Convolution(MessagePassing):
@@ -289,8 +294,8 @@ class Convolution(MessagePassing):
         num_dst = pos[1].shape[0] if num_dst is None else num_dst
         src, dst = plain[0], plain[1]  # [E]
         edge_vec = pos[0].index_select(0, src) - pos[1].index_select(0, dst)  # [E, 3]
-        pairing = _pairing(edge_index, plain, edge_vec, pos, symmetric)
-        return self.kernel.convolve(x[0], plain, edge_vec, num_dst, pairing)
+        geometry = _geometry(edge_index, plain, edge_vec, pos, symmetric)
+        return self.kernel.convolve(x[0], plain, edge_vec, num_dst, geometry=geometry)
 
     def __repr__(self) -> str:
         return (

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
 from .radial import RadialMLP, edge_lengths
-from .tensor_product.engines import ENGINES, Engine, make_engine
+from .tensor_product.engines import ENGINES, Engine, RowGeometry, make_engine
 from .tensor_product.fused import EdgePairing, FusedTensorProduct
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
 from .tensor_product.reference import kernel_matrix
@@ -142,6 +142,8 @@ class Kernel(nn.Module):
         self.sh = (
             sh if sh is not None else partial(spherical_harmonics, normalization=normalization)
         )
+        # kernels with equal keys compute equal harmonics of the same vectors (shareable)
+        self.sh_key = None if sh is not None else ("spherical_harmonics", normalization)
         self.fused = FusedTensorProduct(self.plan, channelwise=mode == "channelwise")
         self._chunk_size = 1024
         self.engine = engine
@@ -320,6 +322,7 @@ class Kernel(nn.Module):
         edge_vec: Tensor,
         num_nodes: int,
         pairing: EdgePairing | None = None,
+        geometry: RowGeometry | None = None,
     ) -> Tensor:
         r""":math:`\sum_{e:\, j \to i} K(r_e)\, x_j` for every target :math:`i`.
 
@@ -334,6 +337,9 @@ class Kernel(nn.Module):
                 gradient with respect to ``edge_vec`` lands on the pair's first edge,
                 the gradient with respect to positions is unchanged). ``None``: one row
                 per edge. Ignored by the reference engine. (default: ``None``)
+            geometry (RowGeometry, optional): the rows' vectors, lengths and harmonics,
+                shared by the kernels of a network that convolve on the same graph (its
+                ``pairing`` is then the one used). (default: ``None``)
 
         Returns:
             Tensor ``[N_t, dim(Rs_out)]``.
@@ -350,7 +356,9 @@ class Kernel(nn.Module):
             raise ValueError(
                 f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"
             )
-        return self._engine_impl.convolve(self, x, edge_index, edge_vec, num_nodes, pairing)
+        return self._engine_impl.convolve(
+            self, x, edge_index, edge_vec, num_nodes, pairing, geometry
+        )
 
     def extra_repr(self) -> str:
         return (

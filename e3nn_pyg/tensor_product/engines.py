@@ -35,9 +35,42 @@ from . import native
 from .fused import EdgePairing, pair_edges
 from .reference import apply_kernel
 
-__all__ = ["ENGINES", "Engine", "make_engine"]
+__all__ = ["ENGINES", "Engine", "RowGeometry", "make_engine"]
 
 ENGINES = ("auto", "reference", "fused", "compiled", "native")
+
+
+class RowGeometry:
+    r"""The rows of an :class:`~.fused.EdgePairing`: their vectors, lengths and spherical
+    harmonics, each computed once for every kernel (layer) that convolves on them.
+
+    Args:
+        edge_vec (Tensor): the edge vectors ``[E, 3]``.
+        pairing (EdgePairing): the rows.
+    """
+
+    def __init__(self, edge_vec: Tensor, pairing: EdgePairing) -> None:
+        self.pairing = pairing
+        self.vectors = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
+        self._lengths: Tensor | None = None
+        self._sh: dict[Any, Tensor] = {}
+
+    @property
+    def lengths(self) -> Tensor:
+        """:math:`|r|` of every row ``[rows]``."""
+        if self._lengths is None:
+            self._lengths = edge_lengths(self.vectors)
+        return self._lengths
+
+    def sh(self, kernel: Any) -> Tensor:
+        """The kernel's spherical harmonics of the rows ``[rows, n_Y]`` (shared by kernels
+        of equal :attr:`~e3nn_pyg.kernel.Kernel.sh_key`)."""
+        if kernel.sh_key is None:  # a custom function: nothing says two kernels' agree
+            return kernel.sh(kernel.plan.filter_orders, self.vectors)
+        key = (kernel.sh_key, tuple(kernel.plan.filter_orders))
+        if key not in self._sh:
+            self._sh[key] = kernel.sh(kernel.plan.filter_orders, self.vectors)
+        return self._sh[key]
 
 
 class Engine:
@@ -57,6 +90,7 @@ class Engine:
         edge_vec: Tensor,
         num_nodes: int,
         pairing: EdgePairing | None,
+        geometry: RowGeometry | None = None,
     ) -> Tensor:
         """The sums of the messages at their targets ``[num_nodes, dim_out]``."""
         messages = self.messages(kernel, edge_vec, x.index_select(0, edge_index[0]))
@@ -97,13 +131,12 @@ class FusedEngine(Engine):
         edge_vec: Tensor,
         num_nodes: int,
         pairing: EdgePairing | None,
+        geometry: RowGeometry | None = None,
     ) -> Tensor:
         fused, chunk_size = kernel.fused, kernel.chunk_size
-        if pairing is None:
-            pairing = pair_edges(edge_index, symmetric=False)
-        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
-        lengths = edge_lengths(rows_vec)  # [rows]
-        y = kernel.sh(kernel.plan.filter_orders, rows_vec)  # [rows, n_Y]
+        geometry = geometry or _geometry(edge_index, edge_vec, pairing)
+        pairing = geometry.pairing
+        lengths, y = geometry.lengths, geometry.sh(kernel)  # [rows], [rows, n_Y]
         out = [x.new_zeros(num_nodes, width) for width in fused.part_widths]  # [N_t, *]
         paired = pairing.num_paired
         groups = (  # (first row, last row, directions, source index, target index)
@@ -156,16 +189,22 @@ class NativeEngine(FusedEngine):
         edge_vec: Tensor,
         num_nodes: int,
         pairing: EdgePairing | None,
+        geometry: RowGeometry | None = None,
     ) -> Tensor:
+        geometry = geometry or _geometry(edge_index, edge_vec, pairing)
         if not self.kernels.supports(x, edge_vec):
-            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, pairing)
-        if pairing is None:
-            pairing = pair_edges(edge_index, symmetric=False)
-        rows_vec = edge_vec.index_select(0, pairing.edge)  # [rows, 3]
-        (weights,) = kernel._engine_weights(edge_lengths(rows_vec))  # [rows, n_w]
-        y = kernel.sh(kernel.plan.filter_orders, rows_vec)  # [rows, n_Y]
-        parts = self.kernels.convolve(weights, y, x, pairing, num_nodes)  # [N_t, width] each
+            args = (kernel, x, edge_index, edge_vec, num_nodes, None, geometry)
+            return super().convolve(*args)
+        (weights,) = kernel._engine_weights(geometry.lengths)  # [rows, n_w]
+        y = geometry.sh(kernel)  # [rows, n_Y]
+        parts = self.kernels.convolve(weights, y, x, geometry.pairing, num_nodes)  # [N_t, *]
         return kernel.fused.assemble(parts, list(kernel.mix))  # [N_t, dim_out]
+
+
+def _geometry(edge_index: Tensor, edge_vec: Tensor, pairing: EdgePairing | None) -> RowGeometry:
+    if pairing is None:
+        pairing = pair_edges(edge_index, symmetric=False)
+    return RowGeometry(edge_vec, pairing)
 
 
 def make_engine(name: str, kernel: Any) -> Engine:
