@@ -23,7 +23,7 @@
 #endif
 
 /* Path table columns. */
-enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, P_COLS };
+enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, P_U, P_COLS };
 
 #define DEFINE_ROWS(T, SUFFIX)                                                          \
   static void forward_rows_##SUFFIX(                                                       \

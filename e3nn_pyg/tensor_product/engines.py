@@ -16,10 +16,10 @@ order, up to rounding:
 ``"fused"``               every path in a few batched products per chunk of rows
                           (:mod:`.fused`), eager; any device and dtype
 ``"compiled"``            ``"fused"`` with its chunks through :func:`torch.compile`
-``"native"``              channel-wise kernels on CPU: gather, sparse Clebsch-Gordan
-                          coupling and sum in one C loop (:mod:`.native`)
-``"auto"``                ``"native"`` where it applies (channel-wise, CPU, float32 or
-                          float64, a C compiler), ``"fused"`` otherwise, decided per call
+``"native"``              on CPU: gather, sparse Clebsch-Gordan coupling, radial weights
+                          and sum in one C loop per table of paths (:mod:`.native`)
+``"auto"``                ``"native"`` where it applies (CPU, float32 or float64, a C
+                          compiler), ``"fused"`` otherwise, decided per call
 ========================  ================================================================
 """
 
@@ -170,7 +170,7 @@ class CompiledEngine(FusedEngine):
 
 
 class NativeEngine(FusedEngine):
-    """The channel-wise convolution in one C loop (:mod:`.native`); ``"fused"`` elsewhere.
+    """The convolution in one C loop (:mod:`.native`); ``"fused"`` where that cannot run.
 
     ``messages`` (one message per edge, for explain mode) is the fused engine's; so is
     everything on tensors the C kernels do not take (CUDA, half precision).
@@ -179,7 +179,7 @@ class NativeEngine(FusedEngine):
     name = "native"
 
     def __init__(self, kernel: Any) -> None:
-        self.kernels = native.NativeChannelwise(kernel.fused)
+        self.kernels = native.NativeKernels(kernel.fused)
 
     def convolve(
         self,
@@ -211,14 +211,11 @@ def make_engine(name: str, kernel: Any) -> Engine:
     """The engine called ``name`` for ``kernel`` (``"auto"`` resolved, see the table)."""
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
-    channelwise = kernel.mode == "channelwise"
     if name == "native":
-        if not channelwise:
-            raise ValueError('engine="native" implements channel-wise kernels only')
         if not native.available():
             raise RuntimeError(f'engine="native" is not available: {native.build_error()}')
         return NativeEngine(kernel)
     if name == "auto":
-        return NativeEngine(kernel) if channelwise and native.available() else FusedEngine()
+        return NativeEngine(kernel) if native.available() else FusedEngine()
     engines = {"reference": ReferenceEngine, "fused": FusedEngine, "compiled": CompiledEngine}
     return engines[name]()

@@ -43,7 +43,7 @@ from ..o3 import wigner_3j
 from .fused import EdgePairing, FusedTensorProduct
 from .trilinear import trilinear
 
-__all__ = ["NativeChannelwise", "available", "build_error"]
+__all__ = ["NativeKernels", "available", "build_error"]
 
 _SOURCE = Path(__file__).with_name("_native_channelwise.c")
 _FLAGS = [
@@ -51,7 +51,7 @@ _FLAGS = [
     ["-O3", "-fopenmp", "-fPIC", "-shared"],
     ["-O3", "-fPIC", "-shared"],
 ]
-_PATH_COLUMNS = 10  # V, x/out/w offsets, out stride, odd l_f, entries, 2l_i+1, 2l_o+1
+_PATH_COLUMNS = 11  # V, x/out/w offsets, out stride, odd l_f, entries, 2l_i+1, 2l_o+1, U
 _lock = threading.Lock()
 _library: list = []  # [ctypes.CDLL] once built, [None] when building failed
 _error: list[str] = []
@@ -124,21 +124,21 @@ def _pointer(t: Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-class NativeChannelwise:
-    r"""The native kernels for one channel-wise engine (its tables of paths).
+class NativeKernels:
+    r"""The native kernels for one engine's table of paths.
 
     Args:
-        engine (FusedTensorProduct): a channel-wise engine; its radial weight layout
+        engine (FusedTensorProduct): the engine whose radial weight layout
             (:attr:`~FusedTensorProduct.weight_permutation`) and message parts
             (:attr:`~FusedTensorProduct.part_widths`, :meth:`~FusedTensorProduct.assemble`)
-            are shared.
+            the kernels share. Channel-wise kernels have table-driven generic loops as
+            well; fully connected ones exist only specialised (see :meth:`library`).
     """
 
     def __init__(self, engine: FusedTensorProduct) -> None:
-        if not engine.channelwise:
-            raise ValueError("the native engine implements channel-wise kernels only")
         plan = engine.plan
         self.engine = engine
+        self.channelwise = engine.channelwise
         by_pair = {(pair.index_in, pair.index_out): pair for pair in plan.pairs}
         y_offset, offset = {}, 0
         for l_f in plan.filter_orders:
@@ -161,17 +161,19 @@ class NativeChannelwise:
                     ijk.append([i, y_offset[l_f] + j, k])
                     coefficients.append(float(cg[i, j, k]))
                 j_column = piece.j_offset + t * mul
+                u = 0 if self.channelwise else pair.mul_out  # 0: one weight per channel v
                 paths.append([
                     mul,
                     x_offset[piece.index_in],
-                    part_offset[piece.index_out] + j_column,
-                    engine.path_channels[piece.index_out],
-                    engine.weight_offset[piece.index_out] + j_column,
+                    part_offset[piece.index_out] + (j_column if self.channelwise else 0),
+                    engine.path_channels[piece.index_out] if self.channelwise else u,
+                    engine.weight_offset[piece.index_out] + j_column * max(u, 1),
                     l_f % 2,
                     start,
                     len(coefficients),
                     di,
                     2 * pair.l_out + 1,
+                    u,
                 ])  # fmt: skip
                 # forward: [2l_i+1, V]; backward: two [2l_o+1, V]
                 scratch = max(scratch, di * mul, 2 * (2 * pair.l_out + 1) * mul)
@@ -189,8 +191,9 @@ class NativeChannelwise:
         self.rs_in = plan.rs_in
         self._specialized: list = []  # [CDLL] once built, [None] when building failed
 
-    def library(self) -> ctypes.CDLL:
-        """The kernels specialised to this table (built on first use), else the generic ones.
+    def library(self) -> ctypes.CDLL | None:
+        """The kernels specialised to this table (built on first use), else the generic ones
+        (channel-wise only; ``None`` for a fully connected table that could not be built).
 
         Specialised kernels have the table's constants, offsets and loop bounds compiled in
         (no per-entry table reads, loops of known length): several times faster than the
@@ -199,14 +202,16 @@ class NativeChannelwise:
         if not self._specialized:
             try:
                 self._specialized.append(_compile(specialized_source(self), "channelwise-plan"))
-            except Exception:  # the generic kernels are always a correct fallback
+            except Exception:  # the generic kernels (or the fused engine) are correct too
                 self._specialized.append(None)
-        return self._specialized[0] or _load()
+        if self._specialized[0] is not None or not self.channelwise:
+            return self._specialized[0]
+        return _load()
 
     def supports(self, *tensors: Tensor) -> bool:
         """Whether the kernels run on these tensors (CPU, float32 or float64, built)."""
         on_cpu = all(t.device.type == "cpu" and t.dtype in _SUFFIX for t in tensors)
-        return on_cpu and available()
+        return on_cpu and available() and self.library() is not None
 
     def to_ir_mul(self, x: Tensor) -> Tensor:
         """Node features ``[N, dim_in]`` (e3nn's ``mul_ir``) to the kernels' ``ir_mul``."""
@@ -244,7 +249,7 @@ class _GraphOp:
     """The native forward and backward on one graph (a :class:`~.trilinear.TrilinearOp`)."""
 
     def __init__(
-        self, native: NativeChannelwise, pairing: EdgePairing, num_src: int, num_dst: int
+        self, native: NativeKernels, pairing: EdgePairing, num_src: int, num_dst: int
     ) -> None:
         self.native = native
         paired = pairing.num_paired
@@ -336,7 +341,7 @@ def _literal(value: float) -> str:
     return f"({value!r})"
 
 
-def _rows_source(native: NativeChannelwise, c_type: str, suffix: str) -> str:
+def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
     """The row loops of ``_native_channelwise.c`` with this table's constants baked in."""
     n_w, n_y = native.weight_width, native.sh_width
     x_width, out_width = native.rs_in.dim, native.out_width
@@ -365,16 +370,6 @@ def _rows_source(native: NativeChannelwise, c_type: str, suffix: str) -> str:
         f"const {t} *xs = x + s * {x_width};",
     ]
 
-    def path_terms(path):
-        v_count, x_off, o_off, o_stride, w_off, odd, start, stop, di, do = path
-        entries = []
-        for n in range(start, stop):
-            i, j, k = ijk[n]
-            entries.append((n - start, i, j, k, coefficients[n]))
-        sign = "sgn * " if odd else ""
-        q = [f"const {t} q{m} = {sign}({t}){_literal(c)} * y{j};" for m, i, j, k, c in entries]
-        return v_count, x_off, o_off, o_stride, w_off, sign, di, do, entries, q
-
     forward = [f"static void forward_rows_{suffix}({head}, {t} *out, int64_t out_stride, "
                f"{table}, {t} *scratch) {{", unused + " (void)out_stride;", *row_start,
                f"{t} *ot = out + e * {out_width};"]  # fmt: skip
@@ -386,54 +381,110 @@ def _rows_source(native: NativeChannelwise, c_type: str, suffix: str) -> str:
                 f"{t} *gyr = grad_y ? grad_y + r * {n_y} : 0;",
                 f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;"]  # fmt: skip
     for path in paths:
-        v_count, x_off, o_off, o_stride, w_off, sign, di, do, entries, q = path_terms(path)
-        xs = [f"const {t} x{i} = xs[{x_off + i * v_count} + v];" for i in range(di)]
-        gs = [f"const {t} g{k} = gt[{o_off + k * o_stride} + v];" for k in range(do)]
-        w_load = f"const {t} wv = wr[{w_off} + v];"
-        simd = f"_Pragma(\"omp simd\") for (int64_t v = 0; v < {v_count}; ++v) {{"
-        by_k = {k: [m for m, i, j, kk, c in entries if kk == k] for k in range(do)}
-        by_i = {i: [m for m, ii, j, k, c in entries if ii == i] for i in range(di)}
-        by_j = sorted({j for _, _, j, _, _ in entries})
-        index = {m: (i, j, k) for m, i, j, k, c in entries}
-        forward += ["{", *q, simd, *xs, w_load]
-        for k, terms in by_k.items():
-            if terms:
-                total = " + ".join(f"q{m} * x{index[m][0]}" for m in terms)
-                forward.append(f"ot[{o_off + k * o_stride} + v] += wv * ({total});")
-        forward += ["}", "}"]
-        backward += ["{", *q]
-        backward += ["if (gxs) {", simd, *gs, w_load]
-        for i, terms in by_i.items():
-            if terms:
-                total = " + ".join(f"q{m} * g{index[m][2]}" for m in terms)
-                backward.append(f"gxs[{x_off + i * v_count} + v] += wv * ({total});")
-        backward += ["}", "}"]
-        backward += ["if (gwr) {", simd, *xs, *gs]
-        total = " + ".join(
-            f"g{k} * ({' + '.join(f'q{m} * x{index[m][0]}' for m in terms)})"
-            for k, terms in by_k.items()
-            if terms
-        )
-        backward += [f"gwr[{w_off} + v] += {total};", "}", "}"]
-        sums = ", ".join(f"s{j}" for j in by_j)
-        backward += ["if (gyr) {", *[f"{t} s{j} = 0;" for j in by_j]]
-        backward += [
-            f"_Pragma(\"omp simd reduction(+ : {sums})\") "
-            f"for (int64_t v = 0; v < {v_count}; ++v) {{",
-            *xs, *gs, w_load,
-        ]  # fmt: skip
-        for j in by_j:
-            terms = [
-                f"{sign}({t}){_literal(c)} * x{i} * g{k}" for m, i, jj, k, c in entries if jj == j
-            ]
-            backward.append(f"s{j} += wv * ({' + '.join(terms)});")
-        backward += ["}", *[f"gyr[{j}] += s{j};" for j in by_j], "}"]
-        backward.append("}")
+        start, stop = path[6], path[7]
+        entries = [(n - start, *ijk[n], coefficients[n]) for n in range(start, stop)]
+        generate = _channelwise_path if path[10] == 0 else _full_path
+        path_forward, path_backward = generate(t, path, entries)
+        forward += path_forward
+        backward += path_backward
     closing = ["}", "}", "}"]
     return "\n".join(forward + closing + backward + closing)
 
 
-def specialized_source(native: NativeChannelwise) -> str:
+class _Path:
+    """One row of the table of paths, with the expressions its generated code shares."""
+
+    def __init__(self, c_type: str, path: list[int], entries: list[tuple]) -> None:
+        t = c_type
+        (self.v, self.x_off, self.o_off, self.o_stride, self.w_off, odd, _, _, self.di,
+         self.do, self.u) = path  # fmt: skip
+        self.entries = entries  # (m, i, j, k, c)
+        self.sign = "sgn * " if odd else ""
+        self.q = [
+            f"const {t} q{m} = {self.sign}({t}){_literal(c)} * y{j};" for m, i, j, k, c in entries
+        ]  # the coefficients times Y_j(+-r) of this row and direction
+        self.by_k = {k: [e for e in entries if e[3] == k] for k in range(self.do)}
+        self.by_i = {i: [e for e in entries if e[1] == i] for i in range(self.di)}
+        self.by_j = {j: [e for e in entries if e[2] == j] for j in sorted({e[2] for e in entries})}
+        self.x = [f"const {t} x{i} = xs[{self.x_off + i * self.v} + v];" for i in range(self.di)]
+
+    def z(self, k: int) -> str:
+        """The unweighted coupled feature of output component k: sum of q x."""
+        return " + ".join(f"q{m} * x{i}" for m, i, _, _, _ in self.by_k[k])
+
+    def y_terms(self, j: int, t: str, factor: str) -> str:
+        """sum over the entries of Y_j of sign c x_i <factor>_k (for the gradient of Y_j)."""
+        return " + ".join(
+            f"{self.sign}({t}){_literal(c)} * x{i} * {factor}{k}" for _, i, _, k, c in self.by_j[j]
+        )
+
+
+def _channelwise_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, list]:
+    """out[k, v] += w[v] z_k[v] and its three gradients, vectorised over the channels v."""
+    p = _Path(t, path, entries)
+    gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
+    w_load = f"const {t} wv = wr[{p.w_off} + v];"
+    simd = f"_Pragma(\"omp simd\") for (int64_t v = 0; v < {p.v}; ++v) {{"
+    forward = ["{", *p.q, simd, *p.x, w_load]
+    forward += [
+        f"ot[{p.o_off + k * p.o_stride} + v] += wv * ({p.z(k)});" for k in p.by_k if p.by_k[k]
+    ]
+    forward += ["}", "}"]
+    backward = ["{", *p.q, "if (gxs) {", simd, *gs, w_load]
+    for i, terms in p.by_i.items():
+        if terms:
+            total = " + ".join(f"q{m} * g{k}" for m, _, _, k, _ in terms)
+            backward.append(f"gxs[{p.x_off + i * p.v} + v] += wv * ({total});")
+    backward += ["}", "}", "if (gwr) {", simd, *p.x, *gs]
+    total = " + ".join(f"g{k} * ({p.z(k)})" for k in p.by_k if p.by_k[k])
+    backward += [f"gwr[{p.w_off} + v] += {total};", "}", "}"]
+    sums = ", ".join(f"s{j}" for j in p.by_j)
+    backward += ["if (gyr) {", *[f"{t} s{j} = 0;" for j in p.by_j]]
+    backward += [
+        f"_Pragma(\"omp simd reduction(+ : {sums})\") for (int64_t v = 0; v < {p.v}; ++v) {{",
+        *p.x, *gs, w_load,
+    ]  # fmt: skip
+    backward += [f"s{j} += wv * ({p.y_terms(j, t, 'g')});" for j in p.by_j]
+    backward += ["}", *[f"gyr[{j}] += s{j};" for j in p.by_j], "}", "}"]
+    return forward, backward
+
+
+def _full_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, list]:
+    """out[k, u] += sum_v w[v, u] z_k[v] and its three gradients, vectorised over u."""
+    p = _Path(t, path, entries)
+    ks = [k for k in p.by_k if p.by_k[k]]
+    u_loop = f"for (int64_t u = 0; u < {p.u}; ++u) {{"
+    forward = ["{", *p.q, *[f"{t} a{k}[{p.u}] = {{0}};" for k in ks]]
+    forward += [f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
+    forward += [f"const {t} z{k} = {p.z(k)};" for k in ks]
+    forward += [f"const {t} *wv = wr + {p.w_off} + v * {p.u};", '_Pragma("omp simd") ' + u_loop]
+    forward += [f"a{k}[u] += z{k} * wv[u];" for k in ks]
+    forward += ["}", "}", '_Pragma("omp simd") ' + u_loop]
+    forward += [f"ot[{p.o_off + k * p.u} + u] += a{k}[u];" for k in ks]
+    forward += ["}", "}"]
+    gz = ", ".join(f"gz{k}" for k in ks)
+    backward = ["{", *p.q, *[f"const {t} *gk{k} = gt + {p.o_off + k * p.u};" for k in ks]]
+    backward += [f"{t} s{j} = 0;" for j in p.by_j]
+    backward += [f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
+    backward += [f"const {t} *wv = wr + {p.w_off} + v * {p.u};"]
+    backward += [f"{t} gz{k} = 0;" for k in ks]
+    backward += [f'_Pragma("omp simd reduction(+ : {gz})") ' + u_loop]
+    backward += [f"gz{k} += wv[u] * gk{k}[u];" for k in ks]
+    backward += ["}", "if (gxs) {"]
+    for i, terms in p.by_i.items():
+        if terms:
+            total = " + ".join(f"q{m} * gz{k}" for m, _, _, k, _ in terms)
+            backward.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
+    backward += ["}", "if (gyr) {"]
+    backward += [f"s{j} += {p.y_terms(j, t, 'gz')};" for j in p.by_j]
+    backward += ["}", "if (gwr) {", *[f"const {t} z{k} = {p.z(k)};" for k in ks]]
+    backward += [f"{t} *gwv = gwr + {p.w_off} + v * {p.u};", '_Pragma("omp simd") ' + u_loop]
+    backward += ["gwv[u] += " + " + ".join(f"z{k} * gk{k}[u]" for k in ks) + ";"]
+    backward += ["}", "}", "}", "if (gyr) {", *[f"gyr[{j}] += s{j};" for j in p.by_j], "}", "}"]
+    return forward, backward
+
+
+def specialized_source(native: NativeKernels) -> str:
     """A C source of the native kernels specialised to ``native``'s table of paths."""
     rows = [_rows_source(native, t, s) for t, s in (("float", "f32"), ("double", "f64"))]
     return "\n".join(

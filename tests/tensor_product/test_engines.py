@@ -26,6 +26,7 @@ CASES = [  # Rs_in, Rs_out, largest filter order
     ("1x0e+1x3o", "1x0e+0x1o+1x3o+1x4e", 4),  # orders 3 and 4, a block of multiplicity 0
 ]
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler")
+ENGINE_NAMES = ["reference", "fused", pytest.param("native", marks=needs_native)]
 
 
 def make_kernel(rs_in, rs_out, lmax, mode="channelwise", engine="auto"):
@@ -66,9 +67,10 @@ def derivatives(kernel, x, pos, edge_index, pairing):
 
 
 @needs_native
+@pytest.mark.parametrize("mode", ["channelwise", "full"])
 @pytest.mark.parametrize(("rs_in", "rs_out", "lmax"), CASES)
-def test_native_matches_reference_to_third_order(float64, rs_in, rs_out, lmax):
-    kernel = make_kernel(rs_in, rs_out, lmax)
+def test_native_matches_reference_to_third_order(float64, rs_in, rs_out, lmax, mode):
+    kernel = make_kernel(rs_in, rs_out, lmax, mode=mode)
     assert kernel.engine_impl.name == "native"
     pos, edge_index = graph()
     x = torch.randn(pos.shape[0], kernel.Rs_in.dim)
@@ -84,10 +86,11 @@ def test_native_matches_reference_to_third_order(float64, rs_in, rs_out, lmax):
             assert max_relative(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("mode", ["channelwise", "full"])
 @pytest.mark.parametrize("engine", ["fused", pytest.param("native", marks=needs_native)])
-def test_gradients_pass_gradcheck_to_third_order(float64, engine):
+def test_gradients_pass_gradcheck_to_third_order(float64, engine, mode):
     torch.manual_seed(1)
-    kernel = make_kernel("2x0e+1x1o", "1x0e+1x1o+1x2e", None, engine=engine)
+    kernel = make_kernel("2x0e+1x1o", "1x0e+1x1o+1x2e", None, mode=mode, engine=engine)
     pos = 1.5 * torch.randn(5, 3)
     edge_index = radius_graph(pos, 10.0)
     pairing = pair_edges(edge_index)
@@ -107,8 +110,9 @@ def test_gradients_pass_gradcheck_to_third_order(float64, engine):
 
 
 @needs_native
-def test_native_is_independent_of_the_thread_count(float64):
-    kernel = make_kernel("4x0e+2x1o+2x2e", "3x0e+2x1o+2x2e", None)
+@pytest.mark.parametrize("mode", ["channelwise", "full"])
+def test_native_is_independent_of_the_thread_count(float64, mode):
+    kernel = make_kernel("4x0e+2x1o+2x2e", "3x0e+2x1o+2x2e", None, mode=mode)
     pos, edge_index = graph(num_nodes=300, seed=2)  # enough rows for several threads
     x = torch.randn(300, kernel.Rs_in.dim, requires_grad=True)
     edge_vec = pos[edge_index[0]] - pos[edge_index[1]]
@@ -128,14 +132,12 @@ def test_native_is_independent_of_the_thread_count(float64):
 
 
 @needs_native
-def test_auto_picks_the_native_engine_for_channelwise_kernels_only():
+def test_auto_picks_the_native_engine_on_cpu():
     assert make_kernel("2x0e", "2x0e+1x1o", None).engine_impl.name == "native"
-    assert make_kernel("2x0e", "2x0e+1x1o", None, mode="full").engine_impl.name == "fused"
+    assert make_kernel("2x0e", "2x0e+1x1o", None, mode="full").engine_impl.name == "native"
     kernel = make_kernel("2x0e", "2x0e+1x1o", None)
     kernel.engine = "reference"
     assert kernel.engine_impl.name == "reference" and kernel.engine == "reference"
-    with pytest.raises(ValueError, match="channel-wise kernels only"):
-        make_kernel("2x0e", "2x0e+1x1o", None, mode="full", engine="native")
     with pytest.raises(ValueError, match="engine must be one of"):
         make_engine("fast", kernel)
     assert set(ENGINES) == {"auto", "reference", "fused", "compiled", "native"}
@@ -171,6 +173,7 @@ radial = partial(CosineBasisModel, max_radius=2.0, number_of_basis=3, h=8, L=1)
 kernel = Kernel('2x0e', '2x0e+1x1o', radial, mode='channelwise')
 assert not native.available() and 'no-such-compiler' in native.build_error()
 assert kernel.engine_impl.name == 'fused'
+assert Kernel('2x0e', '2x0e+1x1o', radial).engine_impl.name == 'fused'
 with pytest.raises(RuntimeError, match='not available'):
     Kernel('2x0e', '2x0e+1x1o', radial, mode='channelwise', engine='native')
 """
@@ -179,11 +182,9 @@ with pytest.raises(RuntimeError, match='not available'):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("engine", ["reference", "fused", "native"])
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
 @pytest.mark.parametrize("mode", ["full", "channelwise"])
 def test_every_engine_takes_blocks_of_multiplicity_zero(float64, engine, mode):
-    if engine == "native" and (mode == "full" or not native.available()):
-        pytest.skip("the native engine is channel-wise")
     radial = partial(CosineBasisModel, max_radius=RADIUS, number_of_basis=3, h=8, L=1)
     kernel = partial(Kernel, RadialModel=radial, mode=mode, engine=engine)
     conv = Convolution(kernel, "2x0e+1x1o", "4x0e + 0x1o + 2x1o + 0x2e")

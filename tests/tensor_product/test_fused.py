@@ -168,7 +168,7 @@ def test_convolution_engines_agree_and_are_equivariant(float64, mode):
     radial = partial(CosineBasisModel, max_radius=RADIUS, number_of_basis=5, h=12, L=1)
     rs_in, rs_out = "2x0e+1x1o+1x2e", "1x0e+2x1o+1x2e+1x1e"
     conv = Convolution(partial(Kernel, RadialModel=radial, mode=mode), rs_in, rs_out, n_norm=3)
-    expected = "native" if mode == "channelwise" and native.available() else "fused"
+    expected = "native" if native.available() else "fused"
     assert conv.kernel.engine == "auto" and conv.kernel.engine_impl.name == expected
     pos = 1.5 * torch.randn(16, 3)
     batch = torch.arange(16) // 8
