@@ -28,8 +28,10 @@ a fixed order, so results do not depend on thread scheduling.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -65,14 +67,29 @@ def _cache_dir() -> Path:
     return Path(cache) / "e3nn_pyg"
 
 
+@functools.cache
+def _processor() -> str:
+    """What ``-march=native`` compiles for: a cache shared by machines must not mix them."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = [line for line in cpuinfo if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def _compile(source: str, name: str) -> ctypes.CDLL:
-    """The shared library of a C source, built once into the cache folder (by content)."""
+    """The shared library of a C source, built once into the cache folder.
+
+    The file name hashes the source, the compiler, the flags and the processor.
+    """
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
     failures = []
     for flags in _FLAGS:
-        key = hashlib.sha256(" ".join([source, compiler, *flags]).encode()).hexdigest()[:16]
+        identity = " ".join([source, compiler, *flags, _processor()])
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         target = _cache_dir() / f"{name}-{key}.so"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
