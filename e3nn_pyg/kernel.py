@@ -62,26 +62,23 @@ class Kernel(nn.Module):
     unmixed channels over the neighbours and mixes once per node (the map is linear, so
     this equals mixing every message).
 
-    **Engines.** ``"reference"`` evaluates one block pair at a time with einsums
-    (:func:`~e3nn_pyg.tensor_product.reference.apply_kernel`, the oracle of the tests);
-    ``"fused"`` (:class:`~e3nn_pyg.tensor_product.fused.FusedTensorProduct`) batches
-    every path into a few matrix products per output block, recomputes its intermediates
-    in the backward (training memory of its inputs only) and, inside :meth:`convolve`,
-    runs the radial model once per undirected pair of edges, in chunks of
-    :attr:`chunk_size` rows. A :class:`~e3nn_pyg.radial.RadialMLP` then produces the
-    weights directly in the engine's layout (its last layer's rows permuted). Both engines
-    give the same values and gradients of every order up to rounding; ``"auto"`` is
-    ``"fused"``. ``"compiled"`` is ``"fused"`` with the engine's forward and first-order
-    backward run through :func:`torch.compile` on chunks of exactly :attr:`chunk_size`
-    rows (the last one zero-padded, so one compilation serves every graph size; the
-    double backward of force training stays eager). It pays a cold compilation (about
-    3-4 s for the forward and 6-12 s for the backward per kernel on the kernels of
-    ``benchmarks/bench_conv.py``, plus ~10 s for the first one in a process) and needs a
-    C++ compiler at run time, for 1.2-1.7x over ``"fused"`` on channel-wise kernels, up
-    to 1.25x on fully connected ones and none on the tutorial's (measured with
-    ``bench_conv.py --compiled``, 1 thread; the force step barely changes), hence not
-    part of ``"auto"``. On any compiler failure it warns once and runs eagerly (same
-    values). The attribute ``engine`` can be changed after construction.
+    **Engines.** How the kernel is applied is an object chosen once, from the name in
+    :attr:`engine` (:mod:`~e3nn_pyg.tensor_product.engines`; settable after construction):
+    ``"reference"`` evaluates one block pair at a time with einsums (the tests' oracle);
+    ``"fused"`` batches every path into a few matrix products per chunk of
+    :attr:`chunk_size` rows (any device and dtype); ``"native"`` runs gather, sparse
+    Clebsch-Gordan coupling, radial weights and the sum at the targets as one C loop
+    compiled for this kernel's paths (:mod:`~e3nn_pyg.tensor_product.native`; CPU,
+    float32 and float64, needs a C compiler at run time, about a second per new kernel,
+    cached on disk); ``"compiled"`` is ``"fused"`` through :func:`torch.compile`.
+    ``"auto"`` (the default) is ``"native"`` where it can run and ``"fused"`` elsewhere
+    (decided per call: a CUDA tensor goes to ``"fused"``). The fused and native engines
+    evaluate the radial model once per undirected pair of edges (a
+    :class:`~e3nn_pyg.radial.RadialMLP` produces the weights directly in the engine's
+    layout) and recompute instead of storing per-edge intermediates; every order of
+    their gradients runs on their own forward and backward kernels
+    (:mod:`~e3nn_pyg.tensor_product.trilinear`). All engines give the same values and
+    gradients of every order up to rounding; ``benchmarks/bench_conv.py`` times them.
 
     Args:
         Rs_in (Rs-like): input representation.
@@ -101,7 +98,7 @@ class Kernel(nn.Module):
             (default: ``"component"``)
         mode (str, optional): ``"full"`` (one radial weight per path) or
             ``"channelwise"`` (see above). (default: ``"full"``)
-        engine (str, optional): ``"auto"``, ``"reference"``, ``"fused"`` or
+        engine (str, optional): ``"auto"``, ``"reference"``, ``"fused"``, ``"native"`` or
             ``"compiled"``. (default: ``"auto"``)
 
     Shapes:
@@ -164,7 +161,7 @@ class Kernel(nn.Module):
 
     @property
     def engine(self) -> str:
-        """``"auto"``, ``"reference"``, ``"fused"`` or ``"compiled"`` (settable)."""
+        """The engine's name: one of :data:`ENGINES` (settable)."""
         return self._engine
 
     @engine.setter
@@ -195,7 +192,7 @@ class Kernel(nn.Module):
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
         self._chunk_size = rows
-        self.engine = self._engine  # the compiled engine's static chunk follows
+        self.fused.compile_rows = rows if self._engine == "compiled" else None
 
     @property
     def n_path(self) -> int:

@@ -208,6 +208,9 @@ class NativeKernels:
         self.rs_in = plan.rs_in
         self._specialized: list = []  # [CDLL] once built, [None] when building failed
 
+    def __getstate__(self) -> dict:  # copies and pickles load the library again on first use
+        return {**self.__dict__, "_specialized": []}
+
     def library(self) -> ctypes.CDLL | None:
         """The kernels specialised to this table (built on first use), else the generic ones
         (channel-wise only; ``None`` for a fully connected table that could not be built).

@@ -192,3 +192,19 @@ def test_every_engine_takes_blocks_of_multiplicity_zero(float64, engine, mode):
     out = conv(x, pos)
     conv.kernel.engine = "reference"
     assert out.shape == (10, 10) and max_relative(conv(x, pos), out) < 1e-12
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "full"])
+def test_kernels_copy_and_pickle_after_use(mode):
+    import copy
+    import io
+
+    kernel = make_kernel("2x0e+1x1o", "2x0e+1x1o", None, mode=mode)
+    pos, edge_index = graph(num_nodes=8)
+    x, edge_vec = torch.randn(8, 5), pos[edge_index[0]] - pos[edge_index[1]]
+    out = kernel.convolve(x, edge_index, edge_vec, 8)  # builds and loads the native kernels
+    buffer = io.BytesIO()
+    torch.save(kernel, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(kernel), torch.load(buffer, weights_only=False)):
+        assert torch.equal(other.convolve(x, edge_index, edge_vec, 8), out)
