@@ -51,12 +51,16 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
     return edge_index.long()
 
 
-def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> EdgeIndex:
+def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Adj:
     """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on.
 
     A model that runs several convolutions on one graph converts it once; the convolutions
     then also share the pairing of its edges and their harmonics (:func:`_geometry`).
+    Under :func:`torch.compile` (which cannot trace ``EdgeIndex``) the plain validated
+    tensor is returned, and ``propagate`` takes the per-message path.
     """
+    if torch.compiler.is_compiling():
+        return _as_edge_index(edge_index, num_src, num_dst, device)
     if (
         isinstance(edge_index, EdgeIndex)
         and edge_index.is_sorted_by_col

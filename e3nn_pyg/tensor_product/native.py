@@ -287,10 +287,32 @@ class _GraphOp:
                     "the native engine needs plain index tensors, got "
                     f"{type(group_src).__name__} (convert an EdgeIndex with as_tensor())"
                 )
-        self.num_src, self.num_dst = num_src, num_dst
+        self.num_src, self.num_dst, self.rows = num_src, num_dst, pairing.num_rows
+        for _, _, group_src, group_dst in self.groups:  # the C loop writes where they point
+            for index, bound, name in (
+                (group_src, num_src, "source"),
+                (group_dst, num_dst, "target"),
+            ):
+                low, high = int(index.min()), int(index.max())
+                if low < 0 or high >= bound:
+                    raise IndexError(
+                        f"the pairing has {name} node {low if low < 0 else high} out of range "
+                        f"[0, {bound})"
+                    )
 
     def _common(self, weights: Tensor, sh: Tensor, x: Tensor):
         native = self.native
+        expected = (
+            (self.rows, native.weight_width),
+            (self.rows, native.sh_width),
+            (self.num_src, native.rs_in.dim),
+        )
+        for name, t, shape in zip(("weights", "harmonics", "features"), (weights, sh, x), expected):
+            if tuple(t.shape) != shape or t.dtype != x.dtype or t.device.type != "cpu":
+                raise ValueError(
+                    f"native kernels: {name} are {t.dtype} {tuple(t.shape)} on {t.device}, "
+                    f"expected {x.dtype} {shape} on cpu"
+                )
         library = native.library()
         suffix = _SUFFIX[x.dtype]
         return (
@@ -333,6 +355,8 @@ class _GraphOp:
         native = self.native
         library, suffix, weights, sh, x, coefficients = self._common(weights, sh, x)
         grad = grads[0].contiguous()  # [N_t, width]
+        if tuple(grad.shape) != (self.num_dst, native.out_width) or grad.dtype != x.dtype:
+            raise ValueError(f"native kernels: gradient {tuple(grad.shape)} {grad.dtype}")
         grad_w = torch.zeros_like(weights) if needs[0] else None
         grad_sh = torch.zeros_like(sh) if needs[1] else None
         grad_x = torch.zeros_like(x) if needs[2] else None
@@ -373,9 +397,7 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
         f"const {t} *w, int64_t w_stride, const {t} *y, int64_t y_stride, const {t} *x, "
         f"int64_t x_stride"
     )
-    table = (
-        f"const int64_t *paths, int64_t n_paths, const int32_t *nnz_ijk, const {t} *nnz_c"
-    )
+    table = f"const int64_t *paths, int64_t n_paths, const int32_t *nnz_ijk, const {t} *nnz_c"
     unused = (
         "(void)w_stride; (void)y_stride; (void)x_stride; (void)paths; (void)n_paths; "
         "(void)nnz_ijk; (void)nnz_c; (void)scratch;"
@@ -444,7 +466,7 @@ def _channelwise_path(t: str, path: list[int], entries: list[tuple]) -> tuple[li
     p = _Path(t, path, entries)
     gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
     w_load = f"const {t} wv = wr[{p.w_off} + v];"
-    simd = f"_Pragma(\"omp simd\") for (int64_t v = 0; v < {p.v}; ++v) {{"
+    simd = f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{'
     forward = ["{", *p.q, simd, *p.x, w_load]
     forward += [
         f"ot[{p.o_off + k * p.o_stride} + v] += wv * ({p.z(k)});" for k in p.by_k if p.by_k[k]
@@ -507,6 +529,4 @@ def _full_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, lis
 def specialized_source(native: NativeKernels) -> str:
     """A C source of the native kernels specialised to ``native``'s table of paths."""
     rows = [_rows_source(native, t, s) for t, s in (("float", "f32"), ("double", "f64"))]
-    return "\n".join(
-        ["#include <stdint.h>", *rows, "#define SPECIALIZED 1", _SOURCE.read_text()]
-    )
+    return "\n".join(["#include <stdint.h>", *rows, "#define SPECIALIZED 1", _SOURCE.read_text()])

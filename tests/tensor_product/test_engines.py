@@ -208,3 +208,15 @@ def test_kernels_copy_and_pickle_after_use(mode):
     buffer.seek(0)
     for other in (copy.deepcopy(kernel), torch.load(buffer, weights_only=False)):
         assert torch.equal(other.convolve(x, edge_index, edge_vec, 8), out)
+
+
+@needs_native
+def test_native_kernels_reject_what_would_write_out_of_bounds():
+    kernel = make_kernel("2x0e+1x1o", "2x0e+1x1o", None, engine="native")
+    pos, edge_index = graph(num_nodes=8)
+    x, edge_vec = torch.randn(8, 5), pos[edge_index[0]] - pos[edge_index[1]]
+    top = int(edge_index[1].max())
+    with pytest.raises(IndexError, match=f"target node {top} out of range"):
+        kernel.convolve(x, edge_index, edge_vec, top)  # fewer targets than the graph has
+    with pytest.raises(ValueError, match=r"native kernels: weights are torch\.float32"):
+        kernel.convolve(x.double(), edge_index, edge_vec, 8)  # features of another dtype
