@@ -225,6 +225,30 @@ def test_size_selects_the_first_nodes_as_targets(engine):
         conv(x, pos, brute_force_edges(pos, MAX_RADIUS), size=(10, 4))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_reused_edge_index_never_serves_stale_geometry(engine):
+    """Layers share the pairing and harmonics kept on an EdgeIndex: only while valid."""
+    from e3nn_pyg.conv import sorted_edge_index
+
+    conv = make_conv(engine=engine)
+    pos, x = molecule(8), features(8)
+    graph = sorted_edge_index(brute_force_edges(pos, MAX_RADIUS), 8, 8, pos.device)
+    plain = graph.as_tensor()
+
+    def forces(edge_index, pos):
+        pos = pos.detach().requires_grad_(True)
+        return torch.autograd.grad(conv(x, pos, edge_index).pow(2).sum(), pos)[0]
+
+    with torch.no_grad():
+        conv(x, pos, graph)  # caches geometry without an autograd graph
+    assert torch.allclose(forces(graph, pos), forces(plain, pos), atol=1e-12)
+    moved = pos.clone()
+    assert torch.allclose(conv(x, moved, graph), conv(x, moved, plain), atol=1e-12)
+    moved[0] += 0.1  # in place: same tensor, new version
+    assert torch.allclose(conv(x, moved, graph), conv(x, moved, plain), atol=1e-12)
+    assert torch.allclose(conv(x, pos + 0.1, graph), conv(x, pos + 0.1, plain), atol=1e-12)
+
+
 def test_dataloader_batch_equals_molecules_one_by_one():
     conv = make_conv()
     sizes = [5, 1, 9, 3, 12, 7]
