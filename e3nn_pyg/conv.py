@@ -54,10 +54,9 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
 def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Adj:
     """A validated ``EdgeIndex`` sorted by target: what ``propagate`` fuses on.
 
-    A model that runs several convolutions on one graph converts it once; the convolutions
-    then also share the pairing of its edges and their harmonics (:func:`_geometry`).
-    Under :func:`torch.compile` (which cannot trace ``EdgeIndex``) the plain validated
-    tensor is returned, and ``propagate`` takes the per-message path.
+    A model that runs several convolutions on one graph converts it once. Under
+    :func:`torch.compile` (which cannot trace ``EdgeIndex``) the plain validated tensor is
+    returned, and ``propagate`` takes the per-message path.
     """
     if torch.compiler.is_compiling():
         return _as_edge_index(edge_index, num_src, num_dst, device)
@@ -72,28 +71,40 @@ def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Ad
     return EdgeIndex(plain, sparse_size=(num_src, num_dst)).sort_by("col").values
 
 
+def _sorted_graph(cache: dict | None, edge_index: Adj, size: tuple[int, int], device) -> Adj:
+    """:func:`sorted_edge_index`, once per ``graph_cache`` for the same (unmodified) graph."""
+    key = (edge_index, getattr(edge_index, "_version", None), size)
+    cached = cache.get("graph") if cache is not None else None
+    if cached is not None and cached[0][0] is edge_index and cached[0][1:] == key[1:]:
+        return cached[1]
+    graph = sorted_edge_index(edge_index, *size, device)
+    if cache is not None:
+        cache["graph"] = (key, graph)
+    return graph
+
+
 def _geometry(
-    graph: Adj, plain: Tensor, edge_vec: Tensor, pos: PairTensor, symmetric: bool
+    cache: dict | None, plain: Tensor, edge_vec: Tensor, pos: PairTensor, symmetric: bool
 ) -> RowGeometry:
-    """The engine's rows of the graph, kept on an ``EdgeIndex`` for the next layer.
+    """The engine's rows of the graph, computed once per ``graph_cache`` (see ``forward``).
 
     The pairing (:func:`pair_edges`) and the rows' lengths and harmonics depend on the
-    positions: they are reused only for the same position tensors, unmodified (same
-    ``_version``), under the same autograd mode (a cached tensor must carry the graph to
-    the positions that this call's gradients need).
+    graph and the positions: a cache entry is reused only for the same edge and position
+    tensors, unmodified (same ``_version``), under the same autograd mode (a cached tensor
+    must carry the graph to the positions that this call's gradients need).
     """
     key = (
-        pos[0], pos[1], pos[0]._version, pos[1]._version, symmetric,
+        plain, pos[0], pos[1], plain._version, pos[0]._version, pos[1]._version, symmetric,
         torch.is_grad_enabled(), pos[0].requires_grad, pos[1].requires_grad,
     )  # fmt: skip
-    cached = getattr(graph, "_e3nn_pyg_geometry", None)
+    cached = cache.get("geometry") if cache is not None else None
     if cached is not None and all(
         a is b if isinstance(a, Tensor) else a == b for a, b in zip(cached[0], key)
     ):
         return cached[1]
     geometry = RowGeometry(edge_vec, pair_edges(plain, edge_vec, symmetric=symmetric))
-    if isinstance(graph, EdgeIndex):
-        graph._e3nn_pyg_geometry = (key, geometry)
+    if cache is not None:
+        cache["geometry"] = (key, geometry)
     return geometry
 
 
@@ -208,6 +219,7 @@ class Convolution(MessagePassing):
         batch: Tensor | None = None,
         n_norm: float | None = None,
         size: tuple[int, int] | None = None,
+        graph_cache: dict | None = None,
     ) -> Tensor:
         """Convolve ``x`` over the graph; see the class docstring for shapes.
 
@@ -220,6 +232,10 @@ class Convolution(MessagePassing):
             n_norm (float, optional): overrides the layer's ``n_norm`` for this call.
             size ((int, int), optional): (sources, targets); the output has ``size[1]``
                 rows. (default: the rows of the source and target positions)
+            graph_cache (dict, optional): a dict that the convolutions of one forward pass
+                on the same graph and positions share: the first computes the pairing of
+                the edges and their spherical harmonics, the others reuse them. Make a new
+                one per forward pass. (default: ``None``, nothing shared)
         """
         x_src, x_dst = x if isinstance(x, (tuple, list)) else (x, None)
         pos_src, pos_dst = pos if isinstance(pos, (tuple, list)) else (pos, pos)
@@ -252,11 +268,12 @@ class Convolution(MessagePassing):
         if self.explain:  # PyG's edge masks follow the caller's edge order: keep it
             graph = _as_edge_index(edge_index, num_src, num_dst, pos_src.device)
         else:
-            graph = sorted_edge_index(edge_index, num_src, num_dst, pos_src.device)
+            graph = _sorted_graph(graph_cache, edge_index, size, pos_src.device)
         symmetric = pos_dst is pos_src  # edges may pair with their reverse
         out = self.propagate(
-            graph, x=(x_src, x_dst), pos=(pos_src, pos_dst), symmetric=symmetric, size=size
-        )  # [N_dst, dim_out]
+            graph, x=(x_src, x_dst), pos=(pos_src, pos_dst), symmetric=symmetric, size=size,
+            graph_cache=graph_cache,
+        )  # fmt: skip  # [N_dst, dim_out]
         scale = self.n_norm if n_norm is None else n_norm
         return out / math.sqrt(scale)  # [N_dst, dim_out]
 
@@ -283,7 +300,12 @@ class Convolution(MessagePassing):
         return self.kernel.apply(pos_j - pos_i, x_j)  # [E, dim_out]
 
     def message_and_aggregate(
-        self, edge_index: Adj, x: PairTensor, pos: PairTensor, symmetric: bool
+        self,
+        edge_index: Adj,
+        x: PairTensor,
+        pos: PairTensor,
+        symmetric: bool,
+        graph_cache: dict | None,
     ) -> Tensor:
         r"""The sums :math:`\sum_j K(\mathbf{p}_j - \mathbf{p}_i)\, \mathbf{x}_j` with the
         kernel's engine, without per-edge messages where the engine allows."""
@@ -298,7 +320,7 @@ class Convolution(MessagePassing):
         num_dst = pos[1].shape[0] if num_dst is None else num_dst
         src, dst = plain[0], plain[1]  # [E]
         edge_vec = pos[0].index_select(0, src) - pos[1].index_select(0, dst)  # [E, 3]
-        geometry = _geometry(edge_index, plain, edge_vec, pos, symmetric)
+        geometry = _geometry(graph_cache, plain, edge_vec, pos, symmetric)
         return self.kernel.convolve(x[0], plain, edge_vec, num_dst, geometry=geometry)
 
     def __repr__(self) -> str:

@@ -129,8 +129,11 @@ class InteractionBlock(nn.Module):
         self.self_interaction.reset_parameters()
         self.gate.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
-        h = self.conv(x, pos, edge_index) + self.self_interaction(x)  # [N, dim(gate.Rs_in)]
+    def forward(
+        self, x: Tensor, pos: Tensor, edge_index: Tensor, graph_cache: dict | None = None
+    ) -> Tensor:
+        h = self.conv(x, pos, edge_index, graph_cache=graph_cache)  # [N, dim(gate.Rs_in)]
+        h = h + self.self_interaction(x)
         return self.gate(h * math.sqrt(0.5))  # [N, dim(Rs_out)]
 
     def __repr__(self) -> str:
@@ -415,11 +418,13 @@ class EquivariantNet(nn.Module):
     def _predict(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> Tensor:
         edge_index, _ = self.interaction_graph(pos, batch)  # [2, E]; lengths from pos below
         num_nodes = pos.shape[0]
-        # sorted once for the layers, which then share the pairing of the edges too
+        # sorted once for the layers, which also share the pairing of the edges, their
+        # lengths and harmonics (one cache per forward pass)
         edge_index = sorted_edge_index(edge_index, num_nodes, num_nodes, pos.device)
+        graph_cache: dict = {}
         x = self.embedding(z)  # [N, num_scalars]
         for block in self.interactions:
-            x = block(x, pos, edge_index)  # [N, dim(block.Rs_out)]
+            x = block(x, pos, edge_index, graph_cache)  # [N, dim(block.Rs_out)]
         h = self.lin2(self.act(self.lin1(x)))  # [N, out_channels]
         h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
         if batch is None:
