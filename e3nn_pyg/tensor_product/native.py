@@ -406,6 +406,8 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
         "for (int64_t r = r0; r < r1; ++r) {",
         f"const {t} *wr = w + r * {n_w}; const {t} *yr = y + r * {n_y};",
         *[f"const {t} y{j} = yr[{j}];" for j in range(n_y)],
+    ]
+    direction_start = [
         "for (int64_t d = 0; d < directions; ++d) {",
         f"const {t} sgn = d ? ({t})-1 : ({t})1;",
         "const int64_t s = src[r * directions + d], e = dst[r * directions + d];",
@@ -414,23 +416,56 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
 
     forward = [f"static void forward_rows_{suffix}({head}, {t} *out, int64_t out_stride, "
                f"{table}, {t} *scratch) {{", unused + " (void)out_stride;", *row_start,
-               f"{t} *ot = out + e * {out_width};"]  # fmt: skip
-    backward = [f"static void backward_rows_{suffix}({head}, const {t} *g, int64_t g_stride, "
-                f"{table}, {t} *grad_w, {t} *grad_y, {t} *grad_x, {t} *scratch) {{",
-                unused + " (void)g_stride;", *row_start,
-                f"const {t} *gt = g + e * {out_width};",
-                f"{t} *gwr = grad_w ? grad_w + r * {n_w} : 0;",
-                f"{t} *gyr = grad_y ? grad_y + r * {n_y} : 0;",
-                f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;"]  # fmt: skip
+               *direction_start, f"{t} *ot = out + e * {out_width};"]  # fmt: skip
+    # the backward in two versions, with and without the gradient of Y (decided per call);
+    # a channel-wise path adds its gradient of Y_j into a vector over the channels of its
+    # input block, ya<block>_<j>, reduced once per row (not once per path and direction)
+    sums: dict[tuple[int, int], int] = {}  # (input block offset, j) -> channels
+    path_code: dict[bool, list[str]] = {False: [], True: []}
     for path in paths:
         start, stop = path[6], path[7]
         entries = [(n - start, *ijk[n], coefficients[n]) for n in range(start, stop)]
         generate = _channelwise_path if path[10] == 0 else _full_path
-        path_forward, path_backward = generate(t, path, entries)
+        for with_y in (False, True):
+            path_forward, path_backward = generate(t, path, entries, with_y)
+            path_code[with_y] += path_backward
         forward += path_forward
-        backward += path_backward
-    closing = ["}", "}", "}"]
-    return "\n".join(forward + closing + backward + closing)
+        if path[10] == 0:
+            sums.update({(path[1], e[2]): path[0] for e in entries})
+    names = {key: f"ya{key[0]}_{key[1]}" for key in sums}
+    arguments = (f"{head}, const {t} *g, int64_t g_stride, {table}, {t} *grad_w, "
+                 f"{t} *grad_y, {t} *grad_x, {t} *scratch")  # fmt: skip
+    backward = []
+    for with_y in (False, True):
+        name = f"backward_rows_{'y' if with_y else 'no_y'}_{suffix}"
+        backward += [f"static void {name}({arguments}) {{", unused + " (void)g_stride;",
+                     *row_start, f"{t} *gwr = grad_w ? grad_w + r * {n_w} : 0;",
+                     f"{t} *gyr = grad_y + r * {n_y};" if with_y else "(void)grad_y;"]  # fmt: skip
+        if with_y:
+            backward += [f"{t} {names[key]}[{v}];" for key, v in sums.items()]
+            backward += [f"for (int64_t v = 0; v < {v}; ++v) {names[key]}[v] = 0;"
+                         for key, v in sums.items()]  # fmt: skip
+        backward += [*direction_start, f"const {t} *gt = g + e * {out_width};",
+                     f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;", *path_code[with_y],
+                     "}"]  # fmt: skip
+        for key, v in sums.items() if with_y else ():
+            backward += [
+                f"{{ {t} total = 0;",
+                f'_Pragma("omp simd reduction(+ : total)") '
+                f"for (int64_t v = 0; v < {v}; ++v) total += {names[key]}[v];",
+                f"gyr[{key[1]}] += total; }}",
+            ]
+        backward += ["}", "}"]
+    call = ("r0, r1, directions, src, dst, w, w_stride, y, y_stride, x, x_stride, g, g_stride, "
+            "paths, n_paths, nnz_ijk, nnz_c, grad_w, grad_y, grad_x, scratch")  # fmt: skip
+    backward += [
+        f"static void backward_rows_{suffix}({arguments}) {{",
+        f"if (grad_y) backward_rows_y_{suffix}({call});",
+        f"else backward_rows_no_y_{suffix}({call});",
+        "}",
+    ]
+    forward += ["}", "}", "}"]
+    return "\n".join(forward + backward)
 
 
 class _Path:
@@ -461,7 +496,9 @@ class _Path:
         )
 
 
-def _channelwise_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, list]:
+def _channelwise_path(
+    t: str, path: list[int], entries: list[tuple], with_y: bool
+) -> tuple[list, list]:
     """out[k, v] += w[v] z_k[v] and its three gradients, vectorised over the channels v."""
     p = _Path(t, path, entries)
     gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
@@ -480,18 +517,15 @@ def _channelwise_path(t: str, path: list[int], entries: list[tuple]) -> tuple[li
     backward += ["}", "}", "if (gwr) {", simd, *p.x, *gs]
     total = " + ".join(f"g{k} * ({p.z(k)})" for k in p.by_k if p.by_k[k])
     backward += [f"gwr[{p.w_off} + v] += {total};", "}", "}"]
-    sums = ", ".join(f"s{j}" for j in p.by_j)
-    backward += ["if (gyr) {", *[f"{t} s{j} = 0;" for j in p.by_j]]
-    backward += [
-        f"_Pragma(\"omp simd reduction(+ : {sums})\") for (int64_t v = 0; v < {p.v}; ++v) {{",
-        *p.x, *gs, w_load,
-    ]  # fmt: skip
-    backward += [f"s{j} += wv * ({p.y_terms(j, t, 'g')});" for j in p.by_j]
-    backward += ["}", *[f"gyr[{j}] += s{j};" for j in p.by_j], "}", "}"]
+    if with_y:  # into the block's vectors
+        backward += [simd, *p.x, *gs, w_load]
+        backward += [f"ya{p.x_off}_{j}[v] += wv * ({p.y_terms(j, t, 'g')});" for j in p.by_j]
+        backward.append("}")
+    backward.append("}")
     return forward, backward
 
 
-def _full_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, list]:
+def _full_path(t: str, path: list[int], entries: list[tuple], with_y: bool) -> tuple[list, list]:
     """out[k, u] += sum_v w[v, u] z_k[v] and its three gradients, vectorised over u."""
     p = _Path(t, path, entries)
     ks = [k for k in p.by_k if p.by_k[k]]
@@ -506,7 +540,7 @@ def _full_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, lis
     forward += ["}", "}"]
     gz = ", ".join(f"gz{k}" for k in ks)
     backward = ["{", *p.q, *[f"const {t} *gk{k} = gt + {p.o_off + k * p.u};" for k in ks]]
-    backward += [f"{t} s{j} = 0;" for j in p.by_j]
+    backward += [f"{t} s{j} = 0;" for j in p.by_j] if with_y else []
     backward += [f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
     backward += [f"const {t} *wv = wr + {p.w_off} + v * {p.u};"]
     backward += [f"{t} gz{k} = 0;" for k in ks]
@@ -517,12 +551,12 @@ def _full_path(t: str, path: list[int], entries: list[tuple]) -> tuple[list, lis
         if terms:
             total = " + ".join(f"q{m} * gz{k}" for m, _, _, k, _ in terms)
             backward.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
-    backward += ["}", "if (gyr) {"]
-    backward += [f"s{j} += {p.y_terms(j, t, 'gz')};" for j in p.by_j]
-    backward += ["}", "if (gwr) {", *[f"const {t} z{k} = {p.z(k)};" for k in ks]]
+    backward.append("}")
+    backward += [f"s{j} += {p.y_terms(j, t, 'gz')};" for j in p.by_j] if with_y else []
+    backward += ["if (gwr) {", *[f"const {t} z{k} = {p.z(k)};" for k in ks]]
     backward += [f"{t} *gwv = gwr + {p.w_off} + v * {p.u};", '_Pragma("omp simd") ' + u_loop]
     backward += ["gwv[u] += " + " + ".join(f"z{k} * gk{k}[u]" for k in ks) + ";"]
-    backward += ["}", "}", "}", "if (gyr) {", *[f"gyr[{j}] += s{j};" for j in p.by_j], "}", "}"]
+    backward += ["}", "}", "}", *([f"gyr[{j}] += s{j};" for j in p.by_j] if with_y else []), "}"]
     return forward, backward
 
 
