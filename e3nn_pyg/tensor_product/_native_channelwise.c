@@ -223,6 +223,44 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
 #define SET_THREAD(t, team) ((void)(t), (void)(team))
 #endif
 
+/* The double backward (specialised channel-wise sources, which define DOUBLE_ROWS): for cotangents (aw, ay, ax) of the three
+ * gradients, grad_g = T(aw,y,x) + T(w,ay,x) + T(w,y,ax) summed at the targets, and the
+ * gradients of the backward to w, y, x (see trilinear.py), in one pass over the rows. */
+#define DEFINE_DOUBLE_DRIVER(T, SUFFIX)                                                    \
+  int cw_double_backward_##SUFFIX(                                                         \
+      int64_t rows, int64_t directions, const int64_t *src, const int64_t *dst,            \
+      const T *w, const T *y, const T *x, const T *g, const T *aw, const T *ay,            \
+      const T *ax, T *grad_g, T *grad_w, T *grad_y, T *grad_x, int64_t g_size,             \
+      int64_t x_size, int threads) {                                                       \
+    if (threads < 1 || !HAVE_OPENMP) threads = 1;                                         \
+    if (rows < 256 * (int64_t)threads) threads = 1;                                        \
+    T **gg = (T **)calloc(threads, sizeof(T *)), **gx = (T **)calloc(threads, sizeof(T *)); \
+    int failed = gg == 0 || gx == 0;                                                       \
+    for (int t = 1; t < threads && !failed; ++t) {                                         \
+      if (grad_g) failed |= (gg[t] = (T *)calloc(g_size, sizeof(T))) == 0;                 \
+      if (grad_x) failed |= (gx[t] = (T *)calloc(x_size, sizeof(T))) == 0;                 \
+    }                                                                                      \
+    if (!failed) {                                                                         \
+      gg[0] = grad_g;                                                                      \
+      gx[0] = grad_x;                                                                      \
+      _Pragma("omp parallel num_threads(threads)") {                                       \
+        int t = 0, team = 1;                                                               \
+        SET_THREAD(t, team);                                                               \
+        double_rows_##SUFFIX(rows * t / team, rows * (t + 1) / team, directions, src, dst, \
+                             w, y, x, g, aw, ay, ax, gg[t], grad_w, grad_y, gx[t]);        \
+      }                                                                                    \
+      if (grad_g) reduce_##SUFFIX(grad_g, gg, threads, g_size);                            \
+      if (grad_x) reduce_##SUFFIX(grad_x, gx, threads, x_size);                            \
+    }                                                                                      \
+    for (int t = 1; t < threads; ++t) {                                                    \
+      if (gg) free(gg[t]);                                                                 \
+      if (gx) free(gx[t]);                                                                 \
+    }                                                                                      \
+    free(gg);                                                                              \
+    free(gx);                                                                              \
+    return failed;                                                                         \
+  }
+
 /* The row loops: table-driven here; a generated source specialised to one table (constants
  * and loop bounds baked in, see native.py) defines them itself before including this file. */
 #ifndef SPECIALIZED
@@ -231,3 +269,7 @@ DEFINE_ROWS(double, f64)
 #endif
 DEFINE_DRIVERS(float, f32)
 DEFINE_DRIVERS(double, f64)
+#ifdef DOUBLE_ROWS
+DEFINE_DOUBLE_DRIVER(float, f32)
+DEFINE_DOUBLE_DRIVER(double, f64)
+#endif

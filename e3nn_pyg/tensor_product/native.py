@@ -379,6 +379,45 @@ class _GraphOp:
                 raise MemoryError("the native convolution could not allocate its buffers")
         return grad_w, grad_sh, grad_x
 
+    def double_backward(
+        self,
+        weights: Tensor,
+        sh: Tensor,
+        x: Tensor,
+        grads: tuple[Tensor, ...],
+        cotangents: tuple[Tensor | None, Tensor | None, Tensor | None],
+        needs: tuple[bool, bool, bool],
+        need_grads: bool,
+    ) -> tuple[Tensor | None, ...] | None:
+        """The double backward in one pass (see :mod:`.trilinear`), or ``None`` where only
+        the composed one exists (no specialised channel-wise kernels)."""
+        library, suffix, weights, sh, x, _ = self._common(weights, sh, x)
+        function = getattr(library, f"cw_double_backward_{suffix}", None)
+        if function is None:
+            return None
+        grad = grads[0].contiguous()  # [N_t, width]
+        a_w, a_sh, a_x = (
+            torch.zeros_like(t) if a is None else a.contiguous()
+            for a, t in zip(cotangents, (weights, sh, x))
+        )
+        grad_w = torch.zeros_like(weights) if needs[0] else None
+        grad_sh = torch.zeros_like(sh) if needs[1] else None
+        grad_x = torch.zeros_like(x) if needs[2] else None
+        grad_grad = torch.zeros_like(grad) if need_grads else None
+        for directions, first, src, dst in self.groups:
+            failed = function(
+                ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
+                _pointer(dst), _pointer(weights[first:]), _pointer(sh[first:]), _pointer(x),
+                _pointer(grad), _pointer(a_w[first:]), _pointer(a_sh[first:]), _pointer(a_x),
+                _pointer(grad_grad), _pointer(None if grad_w is None else grad_w[first:]),
+                _pointer(None if grad_sh is None else grad_sh[first:]), _pointer(grad_x),
+                ctypes.c_int64(grad.numel()), ctypes.c_int64(x.numel()),
+                ctypes.c_int(torch.get_num_threads()),
+            )  # fmt: skip
+            if failed:
+                raise MemoryError("the native convolution could not allocate its buffers")
+        return grad_w, grad_sh, grad_x, grad_grad
+
 
 # -- kernels specialised to one table of paths -------------------------------------------------
 def _literal(value: float) -> str:
@@ -560,7 +599,93 @@ def _full_path(t: str, path: list[int], entries: list[tuple], with_y: bool) -> t
     return forward, backward
 
 
+def _double_source(native: NativeKernels, c_type: str, suffix: str) -> str:
+    """The double backward's row loop of a channel-wise table (see the C file)."""
+    t = c_type
+    n_w, n_y = native.weight_width, native.sh_width
+    x_width, out_width = native.rs_in.dim, native.out_width
+    ijk, coefficients = native.ijk.tolist(), native.coefficients[torch.float64].tolist()
+    code = [
+        f"static void double_rows_{suffix}(int64_t r0, int64_t r1, int64_t directions, "
+        f"const int64_t *src, const int64_t *dst, const {t} *w, const {t} *y, const {t} *x, "
+        f"const {t} *g, const {t} *aw, const {t} *ay, const {t} *ax, {t} *grad_g, "
+        f"{t} *grad_w, {t} *grad_y, {t} *grad_x) {{",
+        "for (int64_t r = r0; r < r1; ++r) {",
+        f"const {t} *wr = w + r * {n_w}, *awr = aw + r * {n_w};",
+        f"const {t} *yr = y + r * {n_y}, *ayr = ay + r * {n_y};",
+        *[f"const {t} y{j} = yr[{j}], ay{j} = ayr[{j}];" for j in range(n_y)],
+        f"{t} *gwr = grad_w ? grad_w + r * {n_w} : 0;",
+        f"{t} *gyr = grad_y ? grad_y + r * {n_y} : 0;",
+    ]
+    sums: dict[tuple[int, int], int] = {}  # (input block offset, j) -> channels
+    paths = []
+    for path in native.paths.tolist():
+        start, stop = path[6], path[7]
+        entries = [(n - start, *ijk[n], coefficients[n]) for n in range(start, stop)]
+        paths.append(_Path(t, path, entries))
+        sums.update({(path[1], e[2]): path[0] for e in entries})
+    names = {key: f"ya{key[0]}_{key[1]}" for key in sums}
+    code += [f"{t} {names[key]}[{v}];" for key, v in sums.items()]
+    code += ["if (gyr) {", *[f"for (int64_t v = 0; v < {v}; ++v) {names[key]}[v] = 0;"
+                             for key, v in sums.items()], "}"]  # fmt: skip
+    code += [
+        "for (int64_t d = 0; d < directions; ++d) {",
+        f"const {t} sgn = d ? ({t})-1 : ({t})1;",
+        "const int64_t s = src[r * directions + d], e = dst[r * directions + d];",
+        f"const {t} *xs = x + s * {x_width}, *axs = ax + s * {x_width};",
+        f"const {t} *gt = g + e * {out_width};",
+        f"{t} *ggt = grad_g ? grad_g + e * {out_width} : 0;",
+        f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;",
+    ]
+    for p in paths:
+        simd = f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{'
+        qa = [
+            f"const {t} qa{m} = {p.sign}({t}){_literal(c)} * ay{j};" for m, i, j, k, c in p.entries
+        ]
+        axs = [f"const {t} ax{i} = axs[{p.x_off + i * p.v} + v];" for i in range(p.di)]
+        gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
+        ws = [f"const {t} wv = wr[{p.w_off} + v];", f"const {t} awv = awr[{p.w_off} + v];"]
+        ks = [k for k in p.by_k if p.by_k[k]]
+        # the message's derivative along (ay, ax): sum of qa x + q ax
+        za = {
+            k: " + ".join(f"qa{m} * x{i} + q{m} * ax{i}" for m, i, _, _, _ in p.by_k[k]) for k in ks
+        }
+        code += ["{", *p.q, *qa, "if (ggt) {", simd, *p.x, *axs, *ws]
+        code += [
+            f"ggt[{p.o_off + k * p.o_stride} + v] += awv * ({p.z(k)}) + wv * ({za[k]});" for k in ks
+        ]
+        code += ["}", "}", "if (gwr) {", simd, *p.x, *axs, *gs]
+        code += [f"gwr[{p.w_off} + v] += " + " + ".join(f"g{k} * ({za[k]})" for k in ks) + ";"]
+        code += ["}", "}", "if (gyr) {", simd, *p.x, *axs, *gs, *ws]
+        for j, terms in p.by_j.items():
+            total = " + ".join(
+                f"{p.sign}({t}){_literal(c)} * g{k} * (awv * x{i} + wv * ax{i})"
+                for _, i, _, k, c in terms
+            )
+            code.append(f"{names[p.x_off, j]}[v] += {total};")
+        code += ["}", "}", "if (gxs) {", simd, *gs, *ws]
+        for i, terms in p.by_i.items():
+            if terms:
+                total = " + ".join(f"(q{m} * awv + qa{m} * wv) * g{k}" for m, _, _, k, _ in terms)
+                code.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
+        code += ["}", "}", "}"]
+    code.append("}")  # directions
+    code.append("if (gyr) {")
+    for key, v in sums.items():
+        code += [
+            f"{{ {t} total = 0;",
+            f'_Pragma("omp simd reduction(+ : total)") '
+            f"for (int64_t v = 0; v < {v}; ++v) total += {names[key]}[v];",
+            f"gyr[{key[1]}] += total; }}",
+        ]
+    code += ["}", "}", "}"]
+    return "\n".join(code)
+
+
 def specialized_source(native: NativeKernels) -> str:
     """A C source of the native kernels specialised to ``native``'s table of paths."""
-    rows = [_rows_source(native, t, s) for t, s in (("float", "f32"), ("double", "f64"))]
+    types = (("float", "f32"), ("double", "f64"))
+    rows = [_rows_source(native, t, s) for t, s in types]
+    if native.channelwise:  # the one-pass double backward
+        rows += [_double_source(native, t, s) for t, s in types] + ["#define DOUBLE_ROWS 1"]
     return "\n".join(["#include <stdint.h>", *rows, "#define SPECIALIZED 1", _SOURCE.read_text()])

@@ -86,6 +86,41 @@ def test_native_matches_reference_to_third_order(float64, rs_in, rs_out, lmax, m
             assert max_relative(a, b) < 1e-12
 
 
+@needs_native
+@pytest.mark.parametrize(("rs_in", "rs_out", "lmax"), CASES)
+def test_force_training_double_backward_in_one_pass(float64, monkeypatch, rs_in, rs_out, lmax):
+    """The channel-wise double backward's one-pass kernel equals the reference's."""
+    kernel = make_kernel(rs_in, rs_out, lmax)
+    pos, edge_index = graph()
+    x = torch.randn(pos.shape[0], kernel.Rs_in.dim)
+    one_pass = []
+    double_backward = native._GraphOp.double_backward
+
+    def counted(*args, **kwargs):
+        result = double_backward(*args, **kwargs)
+        one_pass.append(result is not None)
+        return result
+
+    monkeypatch.setattr(native._GraphOp, "double_backward", counted)
+
+    def second_order():
+        x_, pos_ = x.clone().requires_grad_(), pos.clone().requires_grad_()
+        edge_vec = pos_[edge_index[0]] - pos_[edge_index[1]]
+        out = kernel.convolve(x_, edge_index, edge_vec, x.shape[0])
+        inputs = [x_, pos_, *kernel.parameters()]
+        first = torch.autograd.grad(out.pow(2).sum(), [x_, pos_], create_graph=True)
+        loss = first[1].pow(2).sum() + first[0].pow(3).sum() + out.sum()
+        return torch.autograd.grad(loss, inputs, materialize_grads=True)  # not recorded
+
+    kernel.engine = "reference"
+    expected = second_order()
+    kernel.engine = "native"
+    got = second_order()
+    assert one_pass and all(one_pass)
+    for a, b in zip(expected, got, strict=True):
+        assert max_relative(a, b) < 1e-12
+
+
 @pytest.mark.parametrize("mode", ["channelwise", "full"])
 @pytest.mark.parametrize("engine", ["fused", pytest.param("native", marks=needs_native)])
 def test_gradients_pass_gradcheck_to_third_order(float64, engine, mode):
@@ -122,8 +157,12 @@ def test_native_is_independent_of_the_thread_count(float64, mode):
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
+            pos_ = pos.clone().requires_grad_()
+            edge_vec = pos_[edge_index[0]] - pos_[edge_index[1]]
             out = kernel.convolve(x, edge_index, edge_vec, 300, pairing)
-            results.append([out, *torch.autograd.grad(out.pow(2).sum(), [x])])
+            first = torch.autograd.grad(out.pow(2).sum(), [x, pos_], create_graph=True)
+            loss = sum(g.pow(2).sum() for g in first)  # force training's double backward
+            results.append([out, *first, *torch.autograd.grad(loss, [x, *kernel.parameters()])])
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
