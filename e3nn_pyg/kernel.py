@@ -168,7 +168,7 @@ class Kernel(nn.Module):
     def engine(self, engine: str) -> None:
         self._engine_impl = make_engine(engine, self)
         self._engine = engine
-        self.fused.compile_rows = self._chunk_size if engine == "compiled" else None
+        self._engine_impl.attach(self)
 
     @property
     def engine_impl(self) -> Engine:
@@ -192,7 +192,7 @@ class Kernel(nn.Module):
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
         self._chunk_size = rows
-        self.fused.compile_rows = rows if self._engine == "compiled" else None
+        self._engine_impl.attach(self)  # the compiled engine's static chunk follows
 
     @property
     def n_path(self) -> int:

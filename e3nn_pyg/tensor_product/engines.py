@@ -97,6 +97,11 @@ class Engine:
         out = messages.new_zeros(num_nodes, messages.shape[1])
         return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
 
+    def attach(self, kernel: Any) -> None:
+        """Set up ``kernel`` for this engine (called when chosen and when the kernel's
+        :attr:`~e3nn_pyg.kernel.Kernel.chunk_size` changes)."""
+        kernel.fused.compile_rows = None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -167,6 +172,9 @@ class CompiledEngine(FusedEngine):
     """:class:`FusedEngine` with its chunks through :func:`torch.compile`."""
 
     name = "compiled"
+
+    def attach(self, kernel: Any) -> None:
+        kernel.fused.compile_rows = kernel.chunk_size  # the static chunk of the compilation
 
 
 class NativeEngine(FusedEngine):
