@@ -192,8 +192,8 @@ class NativeKernels:
                     2 * pair.l_out + 1,
                     u,
                 ])  # fmt: skip
-                # forward: [2l_i+1, V]; backward: two [2l_o+1, V]
-                scratch = max(scratch, di * mul, 2 * (2 * pair.l_out + 1) * mul)
+                # forward: [2l_i+1, V]; backward: two [2l_o+1, V], or [U, V] transposed weights
+                scratch = max(scratch, di * mul, 2 * (2 * pair.l_out + 1) * mul, u * mul)
         self.num_paths = len(paths)
         self.scratch = scratch
         self.weight_width = engine.num_weights
@@ -469,8 +469,7 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
             path_forward, path_backward = generate(t, path, entries, with_y)
             path_code[with_y] += path_backward
         forward += path_forward
-        if path[10] == 0:
-            sums.update({(path[1], e[2]): path[0] for e in entries})
+        sums.update({(path[1], e[2]): path[0] for e in entries})
     names = {key: f"ya{key[0]}_{key[1]}" for key in sums}
     arguments = (f"{head}, const {t} *g, int64_t g_stride, {table}, {t} *grad_w, "
                  f"{t} *grad_y, {t} *grad_x, {t} *scratch")  # fmt: skip
@@ -528,10 +527,11 @@ class _Path:
         """The unweighted coupled feature of output component k: sum of q x."""
         return " + ".join(f"q{m} * x{i}" for m, i, _, _, _ in self.by_k[k])
 
-    def y_terms(self, j: int, t: str, factor: str) -> str:
+    def y_terms(self, j: int, t: str, factor: str, index: str = "") -> str:
         """sum over the entries of Y_j of sign c x_i <factor>_k (for the gradient of Y_j)."""
         return " + ".join(
-            f"{self.sign}({t}){_literal(c)} * x{i} * {factor}{k}" for _, i, _, k, c in self.by_j[j]
+            f"{self.sign}({t}){_literal(c)} * x{i} * {factor}{k}{index}"
+            for _, i, _, k, c in self.by_j[j]
         )
 
 
@@ -577,25 +577,37 @@ def _full_path(t: str, path: list[int], entries: list[tuple], with_y: bool) -> t
     forward += ["}", "}", '_Pragma("omp simd") ' + u_loop]
     forward += [f"ot[{p.o_off + k * p.u} + u] += a{k}[u];" for k in ks]
     forward += ["}", "}"]
-    gz = ", ".join(f"gz{k}" for k in ks)
+    # backward: W^T g through a transposed copy of the row's weights in the scratch buffer,
+    # so that every loop is a vectorised update (no reduction per channel)
     backward = ["{", *p.q, *[f"const {t} *gk{k} = gt + {p.o_off + k * p.u};" for k in ks]]
-    backward += [f"{t} s{j} = 0;" for j in p.by_j] if with_y else []
-    backward += [f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
-    backward += [f"const {t} *wv = wr + {p.w_off} + v * {p.u};"]
-    backward += [f"{t} gz{k} = 0;" for k in ks]
-    backward += [f'_Pragma("omp simd reduction(+ : {gz})") ' + u_loop]
-    backward += [f"gz{k} += wv[u] * gk{k}[u];" for k in ks]
-    backward += ["}", "if (gxs) {"]
+    backward += [
+        f"for (int64_t v = 0; v < {p.v}; ++v) {{",
+        f"const {t} *wv = wr + {p.w_off} + v * {p.u};",
+        f"for (int64_t u = 0; u < {p.u}; ++u) scratch[u * {p.v} + v] = wv[u];",
+        "}",
+    ]
+    backward += [f"{t} gz{k}[{p.v}] = {{0}};" for k in ks]
+    backward += [u_loop, f"const {t} *wt = scratch + u * {p.v};"]
+    backward += [f"const {t} gu{k} = gk{k}[u];" for k in ks]
+    backward += [f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{']
+    backward += [f"gz{k}[v] += wt[v] * gu{k};" for k in ks]
+    backward += ["}", "}"]
+    simd = f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{'
+    backward += ["if (gxs) {", simd]
     for i, terms in p.by_i.items():
         if terms:
-            total = " + ".join(f"q{m} * gz{k}" for m, _, _, k, _ in terms)
+            total = " + ".join(f"q{m} * gz{k}[v]" for m, _, _, k, _ in terms)
             backward.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
-    backward.append("}")
-    backward += [f"s{j} += {p.y_terms(j, t, 'gz')};" for j in p.by_j] if with_y else []
-    backward += ["if (gwr) {", *[f"const {t} z{k} = {p.z(k)};" for k in ks]]
+    backward += ["}", "}"]
+    if with_y:  # into the block's vectors, reduced once per row
+        backward += [simd, *p.x]
+        backward += [f"ya{p.x_off}_{j}[v] += {p.y_terms(j, t, 'gz', '[v]')};" for j in p.by_j]
+        backward.append("}")
+    backward += ["if (gwr) {", f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
+    backward += [f"const {t} z{k} = {p.z(k)};" for k in ks]
     backward += [f"{t} *gwv = gwr + {p.w_off} + v * {p.u};", '_Pragma("omp simd") ' + u_loop]
     backward += ["gwv[u] += " + " + ".join(f"z{k} * gk{k}[u]" for k in ks) + ";"]
-    backward += ["}", "}", "}", *([f"gyr[{j}] += s{j};" for j in p.by_j] if with_y else []), "}"]
+    backward += ["}", "}", "}", "}"]
     return forward, backward
 
 
