@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,16 +72,28 @@ def sorted_edge_index(edge_index: Adj, num_src: int, num_dst: int, device) -> Ad
     return EdgeIndex(plain, sparse_size=(num_src, num_dst)).sort_by("col").values
 
 
+def _cached(cache: dict | None, name: str, key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in ``cache[name]`` and reused while ``key`` matches.
+
+    Tensors and other objects in the key match by identity, plain values by equality.
+    """
+    if cache is not None and name in cache:
+        old_key, value = cache[name]
+        if len(old_key) == len(key) and all(
+            a == b if a is None or isinstance(a, (bool, int, float, tuple)) else a is b
+            for a, b in zip(old_key, key)
+        ):
+            return value
+    value = make()
+    if cache is not None:
+        cache[name] = (key, value)
+    return value
+
+
 def _sorted_graph(cache: dict | None, edge_index: Adj, size: tuple[int, int], device) -> Adj:
     """:func:`sorted_edge_index`, once per ``graph_cache`` for the same (unmodified) graph."""
     key = (edge_index, getattr(edge_index, "_version", None), size)
-    cached = cache.get("graph") if cache is not None else None
-    if cached is not None and cached[0][0] is edge_index and cached[0][1:] == key[1:]:
-        return cached[1]
-    graph = sorted_edge_index(edge_index, *size, device)
-    if cache is not None:
-        cache["graph"] = (key, graph)
-    return graph
+    return _cached(cache, "graph", key, lambda: sorted_edge_index(edge_index, *size, device))
 
 
 def _geometry(
@@ -97,15 +110,10 @@ def _geometry(
         plain, pos[0], pos[1], plain._version, pos[0]._version, pos[1]._version, symmetric,
         torch.is_grad_enabled(), pos[0].requires_grad, pos[1].requires_grad,
     )  # fmt: skip
-    cached = cache.get("geometry") if cache is not None else None
-    if cached is not None and all(
-        a is b if isinstance(a, Tensor) else a == b for a, b in zip(cached[0], key)
-    ):
-        return cached[1]
-    geometry = RowGeometry(edge_vec, pair_edges(plain, edge_vec, symmetric=symmetric))
-    if cache is not None:
-        cache["geometry"] = (key, geometry)
-    return geometry
+    return _cached(
+        cache, "geometry", key,
+        lambda: RowGeometry(edge_vec, pair_edges(plain, edge_vec, symmetric=symmetric)),
+    )  # fmt: skip
 
 
 class Convolution(MessagePassing):
