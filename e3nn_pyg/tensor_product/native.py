@@ -424,6 +424,26 @@ def _literal(value: float) -> str:
     return f"({value!r})"
 
 
+def _y_vector(x_off: int, j: int) -> str:
+    """The vector (over the channels of the input block at ``x_off``) that sums dL/dY_j."""
+    return f"ya{x_off}_{j}"
+
+
+def _y_vectors(t: str, sums: dict[tuple[int, int], int]) -> tuple[list[str], list[str]]:
+    """Declaring and zeroing the vectors ``sums`` ((block offset, j) -> channels), and adding
+    each one's total to ``gyr[j]``: the gradient of Y reduced once per row."""
+    start = [f"{t} {_y_vector(*key)}[{v}];" for key, v in sums.items()]
+    start += [f"for (int64_t v = 0; v < {v}; ++v) {_y_vector(*key)}[v] = 0;"
+              for key, v in sums.items()]  # fmt: skip
+    finish = [
+        f'{{ {t} total = 0; _Pragma("omp simd reduction(+ : total)") '
+        f"for (int64_t v = 0; v < {v}; ++v) total += {_y_vector(*key)}[v]; "
+        f"gyr[{key[1]}] += total; }}"
+        for key, v in sums.items()
+    ]
+    return start, finish
+
+
 def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
     """The row loops of ``_native_channelwise.c`` with this table's constants baked in."""
     n_w, n_y = native.weight_width, native.sh_width
@@ -470,7 +490,7 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
             path_code[with_y] += path_backward
         forward += path_forward
         sums.update({(path[1], e[2]): path[0] for e in entries})
-    names = {key: f"ya{key[0]}_{key[1]}" for key in sums}
+    y_start, y_finish = _y_vectors(t, sums)
     arguments = (f"{head}, const {t} *g, int64_t g_stride, {table}, {t} *grad_w, "
                  f"{t} *grad_y, {t} *grad_x, {t} *scratch")  # fmt: skip
     backward = []
@@ -479,20 +499,11 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
         backward += [f"static void {name}({arguments}) {{", unused + " (void)g_stride;",
                      *row_start, f"{t} *gwr = grad_w ? grad_w + r * {n_w} : 0;",
                      f"{t} *gyr = grad_y + r * {n_y};" if with_y else "(void)grad_y;"]  # fmt: skip
-        if with_y:
-            backward += [f"{t} {names[key]}[{v}];" for key, v in sums.items()]
-            backward += [f"for (int64_t v = 0; v < {v}; ++v) {names[key]}[v] = 0;"
-                         for key, v in sums.items()]  # fmt: skip
+        backward += y_start if with_y else []
         backward += [*direction_start, f"const {t} *gt = g + e * {out_width};",
                      f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;", *path_code[with_y],
                      "}"]  # fmt: skip
-        for key, v in sums.items() if with_y else ():
-            backward += [
-                f"{{ {t} total = 0;",
-                f'_Pragma("omp simd reduction(+ : total)") '
-                f"for (int64_t v = 0; v < {v}; ++v) total += {names[key]}[v];",
-                f"gyr[{key[1]}] += total; }}",
-            ]
+        backward += y_finish if with_y else []
         backward += ["}", "}"]
     call = ("r0, r1, directions, src, dst, w, w_stride, y, y_stride, x, x_stride, g, g_stride, "
             "paths, n_paths, nnz_ijk, nnz_c, grad_w, grad_y, grad_x, scratch")  # fmt: skip
@@ -558,7 +569,9 @@ def _channelwise_path(
     backward += [f"gwr[{p.w_off} + v] += {total};", "}", "}"]
     if with_y:  # into the block's vectors
         backward += [simd, *p.x, *gs, w_load]
-        backward += [f"ya{p.x_off}_{j}[v] += wv * ({p.y_terms(j, t, 'g')});" for j in p.by_j]
+        backward += [
+            f"{_y_vector(p.x_off, j)}[v] += wv * ({p.y_terms(j, t, 'g')});" for j in p.by_j
+        ]
         backward.append("}")
     backward.append("}")
     return forward, backward
@@ -601,7 +614,9 @@ def _full_path(t: str, path: list[int], entries: list[tuple], with_y: bool) -> t
     backward += ["}", "}"]
     if with_y:  # into the block's vectors, reduced once per row
         backward += [simd, *p.x]
-        backward += [f"ya{p.x_off}_{j}[v] += {p.y_terms(j, t, 'gz', '[v]')};" for j in p.by_j]
+        backward += [
+            f"{_y_vector(p.x_off, j)}[v] += {p.y_terms(j, t, 'gz', '[v]')};" for j in p.by_j
+        ]
         backward.append("}")
     backward += ["if (gwr) {", f"for (int64_t v = 0; v < {p.v}; ++v) {{", *p.x]
     backward += [f"const {t} z{k} = {p.z(k)};" for k in ks]
@@ -636,10 +651,8 @@ def _double_source(native: NativeKernels, c_type: str, suffix: str) -> str:
         entries = [(n - start, *ijk[n], coefficients[n]) for n in range(start, stop)]
         paths.append(_Path(t, path, entries))
         sums.update({(path[1], e[2]): path[0] for e in entries})
-    names = {key: f"ya{key[0]}_{key[1]}" for key in sums}
-    code += [f"{t} {names[key]}[{v}];" for key, v in sums.items()]
-    code += ["if (gyr) {", *[f"for (int64_t v = 0; v < {v}; ++v) {names[key]}[v] = 0;"
-                             for key, v in sums.items()], "}"]  # fmt: skip
+    y_start, y_finish = _y_vectors(t, sums)
+    code += [*y_start[: len(sums)], "if (gyr) {", *y_start[len(sums) :], "}"]
     code += [
         "for (int64_t d = 0; d < directions; ++d) {",
         f"const {t} sgn = d ? ({t})-1 : ({t})1;",
@@ -674,7 +687,7 @@ def _double_source(native: NativeKernels, c_type: str, suffix: str) -> str:
                 f"{p.sign}({t}){_literal(c)} * g{k} * (awv * x{i} + wv * ax{i})"
                 for _, i, _, k, c in terms
             )
-            code.append(f"{names[p.x_off, j]}[v] += {total};")
+            code.append(f"{_y_vector(p.x_off, j)}[v] += {total};")
         code += ["}", "}", "if (gxs) {", simd, *gs, *ws]
         for i, terms in p.by_i.items():
             if terms:
@@ -682,15 +695,7 @@ def _double_source(native: NativeKernels, c_type: str, suffix: str) -> str:
                 code.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
         code += ["}", "}", "}"]
     code.append("}")  # directions
-    code.append("if (gyr) {")
-    for key, v in sums.items():
-        code += [
-            f"{{ {t} total = 0;",
-            f'_Pragma("omp simd reduction(+ : total)") '
-            f"for (int64_t v = 0; v < {v}; ++v) total += {names[key]}[v];",
-            f"gyr[{key[1]}] += total; }}",
-        ]
-    code += ["}", "}", "}"]
+    code += ["if (gyr) {", *y_finish, "}", "}", "}"]
     return "\n".join(code)
 
 
