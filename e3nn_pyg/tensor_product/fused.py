@@ -491,7 +491,7 @@ class FusedTensorProduct(nn.Module):
         weights: Tensor,
         sh: Tensor,
         x: Tensor,
-        grads: tuple[Tensor | None, ...],
+        grads: tuple[Tensor, ...],
         needs: tuple[bool, ...],
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """Gradients to (weights, sh, x) from those of the message parts."""
@@ -503,8 +503,6 @@ class FusedTensorProduct(nn.Module):
         for o, (c, g) in enumerate(zip(gathered, grads)):
             k, width = c.shape[2], c.shape[3]
             w = self._block_weights(weights, o)
-            if g is None:
-                g = c.new_zeros(rows, directions, self.part_widths[o])
             if self.channelwise:
                 g = g.view(rows, directions, k, width)  # [R, D, k, J_o]
                 if needs[0]:
