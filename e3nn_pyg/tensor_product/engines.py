@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..radial import edge_lengths
@@ -143,17 +142,10 @@ class FusedEngine(Engine):
         pairing = geometry.pairing
         lengths, y = geometry.lengths, geometry.sh(kernel)  # [rows], [rows, n_Y]
         out = [x.new_zeros(num_nodes, width) for width in fused.part_widths]  # [N_t, *]
-        paired = pairing.num_paired
-        groups = (  # (first row, last row, directions, source index, target index)
-            (0, paired, 2, torch.stack([pairing.src[:paired], pairing.dst[:paired]], dim=1),
-             torch.stack([pairing.dst[:paired], pairing.src[:paired]], dim=1)),
-            (paired, pairing.num_rows, 1, pairing.src[paired:, None], pairing.dst[paired:, None]),
-        )  # fmt: skip
         chunks = [  # (directions, source index, target index) of every chunk of rows
-            (directions, src[start - first : stop - first], dst[start - first : stop - first])
-            for first, last, directions, src, dst in groups
-            for start in range(first, last, chunk_size)
-            for stop in [min(start + chunk_size, last)]
+            (directions, src[start : start + chunk_size], dst[start : start + chunk_size])
+            for directions, _, src, dst in pairing.groups()
+            for start in range(0, src.shape[0], chunk_size)
         ]
         sizes = [src.shape[0] for _, src, _ in chunks]
         # split (not sliced) per chunk: one backward node gathers the chunks' gradients

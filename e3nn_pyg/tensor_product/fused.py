@@ -90,6 +90,19 @@ class EdgePairing:
     def num_rows(self) -> int:
         return self.edge.shape[0]
 
+    def groups(self) -> list[tuple[int, int, Tensor, Tensor]]:
+        """``(directions, first row, sources [R, D], targets [R, D])`` of the paired rows
+        (``D = 2``: the edge, then its reverse) and of the single ones (``D = 1``), the
+        non-empty ones only, indices contiguous."""
+        paired = self.num_paired
+        src, dst = self.src, self.dst
+        groups = [
+            (2, 0, torch.stack([src[:paired], dst[:paired]], dim=1),
+             torch.stack([dst[:paired], src[:paired]], dim=1)),
+            (1, paired, src[paired:, None].contiguous(), dst[paired:, None].contiguous()),
+        ]  # fmt: skip
+        return [group for group in groups if group[2].numel()]
+
 
 def pair_edges(
     edge_index: Tensor, edge_vec: Tensor | None = None, symmetric: bool = True

@@ -272,27 +272,18 @@ class _GraphOp:
         self, native: NativeKernels, pairing: EdgePairing, num_src: int, num_dst: int
     ) -> None:
         self.native = native
-        paired = pairing.num_paired
-        src, dst = pairing.src, pairing.dst
-        # (directions, first row, sources [rows, D], targets [rows, D]) of both groups
-        self.groups = [
-            (2, 0, torch.stack([src[:paired], dst[:paired]], 1).contiguous(),
-             torch.stack([dst[:paired], src[:paired]], 1).contiguous()),
-            (1, paired, src[paired:].contiguous(), dst[paired:].contiguous()),
-        ]  # fmt: skip
-        self.groups = [g for g in self.groups if g[2].numel()]
-        for _, _, group_src, group_dst in self.groups:  # the C loop reads raw memory
-            if type(group_src) is not Tensor or type(group_dst) is not Tensor:
-                raise TypeError(
-                    "the native engine needs plain index tensors, got "
-                    f"{type(group_src).__name__} (convert an EdgeIndex with as_tensor())"
-                )
+        self.groups = pairing.groups()  # (directions, first row, sources, targets)
         self.num_src, self.num_dst, self.rows = num_src, num_dst, pairing.num_rows
-        for _, _, group_src, group_dst in self.groups:  # the C loop writes where they point
+        for _, _, group_src, group_dst in self.groups:  # the C loop reads and writes there
             for index, bound, name in (
                 (group_src, num_src, "source"),
                 (group_dst, num_dst, "target"),
             ):
+                if type(index) is not Tensor:
+                    raise TypeError(
+                        "the native engine needs plain index tensors, got "
+                        f"{type(index).__name__} (convert an EdgeIndex with as_tensor())"
+                    )
                 low, high = int(index.min()), int(index.max())
                 if low < 0 or high >= bound:
                     raise IndexError(
