@@ -129,12 +129,73 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
                                                                                            \
 
 #define DEFINE_DRIVERS(T, SUFFIX)                                                          \
-  /* Sum the private node buffers of threads 1.. into the shared one, in thread order. */  \
-  static void reduce_##SUFFIX(T *target, T **buffers, int count, int64_t size) {           \
-    for (int t = 1; t < count; ++t) {                                                      \
-      const T *b = buffers[t];                                                             \
-      for (int64_t n = 0; n < size; ++n) target[n] += b[n];                                \
+  /* Everything one call of the row loops reads and writes (unused fields stay 0). */      \
+  typedef struct {                                                                         \
+    int64_t directions, w_stride, y_stride, x_stride, g_stride, n_paths, scratch_size;     \
+    const int64_t *src, *dst, *paths;                                                      \
+    const int32_t *nnz_ijk;                                                                \
+    const T *w, *y, *x, *g, *aw, *ay, *ax, *nnz_c;                                         \
+    T *grad_w, *grad_y;                                                                    \
+  } job_##SUFFIX;                                                                          \
+  typedef void (*rows_##SUFFIX)(const job_##SUFFIX *, int64_t, int64_t, T *, T *, T *);    \
+                                                                                           \
+  /* Rows [0, rows) split over the threads. `a` and `b` (either may be 0) are node sums     \
+   * of a_size and b_size values: thread 0 adds into them in place, the others into        \
+   * private buffers added afterwards in thread order (results independent of the          \
+   * schedule). Returns 1 if a buffer could not be allocated. */                           \
+  static int run_##SUFFIX(rows_##SUFFIX loop, const job_##SUFFIX *job, int64_t rows,       \
+                          int threads, T *a, int64_t a_size, T *b, int64_t b_size) {       \
+    if (threads < 1 || !HAVE_OPENMP) threads = 1;                                         \
+    if (rows < 256 * (int64_t)threads) threads = 1;                                        \
+    T **as = (T **)calloc(threads, sizeof(T *)), **bs = (T **)calloc(threads, sizeof(T *)); \
+    int failed = as == 0 || bs == 0;                                                       \
+    for (int t = 1; t < threads && !failed; ++t) {                                         \
+      if (a) failed |= (as[t] = (T *)calloc(a_size, sizeof(T))) == 0;                      \
+      if (b) failed |= (bs[t] = (T *)calloc(b_size, sizeof(T))) == 0;                      \
     }                                                                                      \
+    if (!failed) {                                                                         \
+      as[0] = a;                                                                           \
+      bs[0] = b;                                                                           \
+      _Pragma("omp parallel num_threads(threads)") {                                       \
+        int t = 0, team = 1;                                                               \
+        SET_THREAD(t, team);                                                               \
+        T *scratch = (T *)malloc((job->scratch_size + 1) * sizeof(T));                     \
+        if (scratch) {                                                                     \
+          loop(job, rows * t / team, rows * (t + 1) / team, as[t], bs[t], scratch);        \
+          free(scratch);                                                                   \
+        } else {                                                                           \
+          _Pragma("omp atomic write") failed = 1;                                          \
+        }                                                                                  \
+      }                                                                                    \
+      for (int t = 1; t < threads; ++t)                                                    \
+        for (int64_t n = 0; a && n < a_size; ++n) a[n] += as[t][n];                        \
+      for (int t = 1; t < threads; ++t)                                                    \
+        for (int64_t n = 0; b && n < b_size; ++n) b[n] += bs[t][n];                        \
+    }                                                                                      \
+    for (int t = 1; t < threads; ++t) {                                                    \
+      if (as) free(as[t]);                                                                 \
+      if (bs) free(bs[t]);                                                                 \
+    }                                                                                      \
+    free(as);                                                                              \
+    free(bs);                                                                              \
+    return failed;                                                                         \
+  }                                                                                        \
+                                                                                           \
+  static void forward_job_##SUFFIX(const job_##SUFFIX *j, int64_t r0, int64_t r1, T *out,  \
+                                   T *unused, T *scratch) {                                \
+    (void)unused;                                                                          \
+    forward_rows_##SUFFIX(r0, r1, j->directions, j->src, j->dst, j->w, j->w_stride, j->y,  \
+                          j->y_stride, j->x, j->x_stride, out, j->g_stride, j->paths,      \
+                          j->n_paths, j->nnz_ijk, j->nnz_c, scratch);                      \
+  }                                                                                        \
+                                                                                           \
+  static void backward_job_##SUFFIX(const job_##SUFFIX *j, int64_t r0, int64_t r1,         \
+                                    T *unused, T *grad_x, T *scratch) {                    \
+    (void)unused;                                                                          \
+    backward_rows_##SUFFIX(r0, r1, j->directions, j->src, j->dst, j->w, j->w_stride, j->y, \
+                           j->y_stride, j->x, j->x_stride, j->g, j->g_stride, j->paths,    \
+                           j->n_paths, j->nnz_ijk, j->nnz_c, j->grad_w, j->grad_y, grad_x, \
+                           scratch);                                                       \
   }                                                                                        \
                                                                                            \
   int cw_forward_##SUFFIX(int64_t rows, int64_t directions, const int64_t *src,            \
@@ -143,36 +204,13 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
                           int64_t out_stride, int64_t out_rows, const int64_t *paths,      \
                           int64_t n_paths, const int32_t *nnz_ijk, const T *nnz_c,         \
                           int64_t scratch_size, int threads) {                             \
-    if (threads < 1 || !HAVE_OPENMP) threads = 1;                                         \
-    if (rows < 256 * (int64_t)threads) threads = 1;                                        \
-    T **buffers = (T **)calloc(threads, sizeof(T *));                                      \
-    int failed = buffers == 0;                                                             \
-    for (int t = 1; t < threads && !failed; ++t) {                                         \
-      buffers[t] = (T *)calloc(out_rows * out_stride, sizeof(T));                          \
-      failed = buffers[t] == 0;                                                            \
-    }                                                                                      \
-    if (!failed) {                                                                         \
-      if (threads > 0) buffers[0] = out;                                                   \
-      _Pragma("omp parallel num_threads(threads)") {                                       \
-        int t = 0, team = 1;                                                               \
-        SET_THREAD(t, team);                                                               \
-        int64_t r0 = rows * t / team, r1 = rows * (t + 1) / team;                          \
-        T *scratch = (T *)malloc(scratch_size * sizeof(T));                                \
-        if (scratch) {                                                                     \
-          forward_rows_##SUFFIX(r0, r1, directions, src, dst, w, w_stride, y, y_stride, x, \
-                                x_stride, buffers[t], out_stride, paths, n_paths, nnz_ijk, \
-                                nnz_c, scratch);                                           \
-          free(scratch);                                                                   \
-        } else {                                                                           \
-          _Pragma("omp atomic write") failed = 1;                                          \
-        }                                                                                  \
-      }                                                                                    \
-      reduce_##SUFFIX(out, buffers, threads, out_rows * out_stride);                       \
-    }                                                                                      \
-    if (buffers)                                                                           \
-      for (int t = 1; t < threads; ++t) free(buffers[t]);                                  \
-    free(buffers);                                                                         \
-    return failed;                                                                         \
+    job_##SUFFIX job = {0};                                                                \
+    job.directions = directions, job.src = src, job.dst = dst, job.w = w, job.y = y;       \
+    job.x = x, job.w_stride = w_stride, job.y_stride = y_stride, job.x_stride = x_stride;  \
+    job.g_stride = out_stride, job.paths = paths, job.n_paths = n_paths;                   \
+    job.nnz_ijk = nnz_ijk, job.nnz_c = nnz_c, job.scratch_size = scratch_size;             \
+    return run_##SUFFIX(forward_job_##SUFFIX, &job, rows, threads, out,                    \
+                        out_rows * out_stride, 0, 0);                                      \
   }                                                                                        \
                                                                                            \
   int cw_backward_##SUFFIX(int64_t rows, int64_t directions, const int64_t *src,           \
@@ -182,36 +220,14 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
                            const int64_t *paths, int64_t n_paths, const int32_t *nnz_ijk,  \
                            const T *nnz_c, T *grad_w, T *grad_y, T *grad_x,                \
                            int64_t scratch_size, int threads) {                            \
-    if (threads < 1 || !HAVE_OPENMP) threads = 1;                                         \
-    if (rows < 256 * (int64_t)threads) threads = 1;                                        \
-    T **buffers = (T **)calloc(threads, sizeof(T *));                                      \
-    int failed = buffers == 0;                                                             \
-    for (int t = 1; t < threads && grad_x && !failed; ++t) {                               \
-      buffers[t] = (T *)calloc(x_rows * x_stride, sizeof(T));                              \
-      failed = buffers[t] == 0;                                                            \
-    }                                                                                      \
-    if (!failed) {                                                                         \
-      buffers[0] = grad_x;                                                                 \
-      _Pragma("omp parallel num_threads(threads)") {                                       \
-        int t = 0, team = 1;                                                               \
-        SET_THREAD(t, team);                                                               \
-        int64_t r0 = rows * t / team, r1 = rows * (t + 1) / team;                          \
-        T *scratch = (T *)malloc(scratch_size * sizeof(T));                                \
-        if (scratch) {                                                                     \
-          backward_rows_##SUFFIX(r0, r1, directions, src, dst, w, w_stride, y, y_stride,   \
-                                 x, x_stride, g, g_stride, paths, n_paths, nnz_ijk, nnz_c, \
-                                 grad_w, grad_y, buffers[t], scratch);                     \
-          free(scratch);                                                                   \
-        } else {                                                                           \
-          _Pragma("omp atomic write") failed = 1;                                          \
-        }                                                                                  \
-      }                                                                                    \
-      if (grad_x) reduce_##SUFFIX(grad_x, buffers, threads, x_rows * x_stride);            \
-    }                                                                                      \
-    if (buffers)                                                                           \
-      for (int t = 1; t < threads; ++t) free(buffers[t]);                                  \
-    free(buffers);                                                                         \
-    return failed;                                                                         \
+    job_##SUFFIX job = {0};                                                                \
+    job.directions = directions, job.src = src, job.dst = dst, job.w = w, job.y = y;       \
+    job.x = x, job.g = g, job.w_stride = w_stride, job.y_stride = y_stride;                \
+    job.x_stride = x_stride, job.g_stride = g_stride, job.paths = paths;                   \
+    job.n_paths = n_paths, job.nnz_ijk = nnz_ijk, job.nnz_c = nnz_c;                       \
+    job.grad_w = grad_w, job.grad_y = grad_y, job.scratch_size = scratch_size;             \
+    return run_##SUFFIX(backward_job_##SUFFIX, &job, rows, threads, 0, 0, grad_x,          \
+                        x_rows * x_stride);                                                \
   }
 
 #ifdef _OPENMP
@@ -223,42 +239,29 @@ enum { P_V, P_XOFF, P_OOFF, P_OSTRIDE, P_WOFF, P_ODD, P_NZ0, P_NZ1, P_DI, P_DO, 
 #define SET_THREAD(t, team) ((void)(t), (void)(team))
 #endif
 
-/* The double backward (specialised channel-wise sources, which define DOUBLE_ROWS): for cotangents (aw, ay, ax) of the three
- * gradients, grad_g = T(aw,y,x) + T(w,ay,x) + T(w,y,ax) summed at the targets, and the
- * gradients of the backward to w, y, x (see trilinear.py), in one pass over the rows. */
+/* The double backward (specialised channel-wise sources, which define DOUBLE_ROWS): for
+ * cotangents (aw, ay, ax) of the three gradients, grad_g = T(aw,y,x) + T(w,ay,x) +
+ * T(w,y,ax) summed at the targets, and the gradients of the backward to w, y, x (see
+ * trilinear.py), in one pass over the rows. */
 #define DEFINE_DOUBLE_DRIVER(T, SUFFIX)                                                    \
+  static void double_job_##SUFFIX(const job_##SUFFIX *j, int64_t r0, int64_t r1,           \
+                                  T *grad_g, T *grad_x, T *scratch) {                      \
+    (void)scratch;                                                                         \
+    double_rows_##SUFFIX(r0, r1, j->directions, j->src, j->dst, j->w, j->y, j->x, j->g,    \
+                         j->aw, j->ay, j->ax, grad_g, j->grad_w, j->grad_y, grad_x);       \
+  }                                                                                        \
+                                                                                           \
   int cw_double_backward_##SUFFIX(                                                         \
       int64_t rows, int64_t directions, const int64_t *src, const int64_t *dst,            \
       const T *w, const T *y, const T *x, const T *g, const T *aw, const T *ay,            \
       const T *ax, T *grad_g, T *grad_w, T *grad_y, T *grad_x, int64_t g_size,             \
       int64_t x_size, int threads) {                                                       \
-    if (threads < 1 || !HAVE_OPENMP) threads = 1;                                         \
-    if (rows < 256 * (int64_t)threads) threads = 1;                                        \
-    T **gg = (T **)calloc(threads, sizeof(T *)), **gx = (T **)calloc(threads, sizeof(T *)); \
-    int failed = gg == 0 || gx == 0;                                                       \
-    for (int t = 1; t < threads && !failed; ++t) {                                         \
-      if (grad_g) failed |= (gg[t] = (T *)calloc(g_size, sizeof(T))) == 0;                 \
-      if (grad_x) failed |= (gx[t] = (T *)calloc(x_size, sizeof(T))) == 0;                 \
-    }                                                                                      \
-    if (!failed) {                                                                         \
-      gg[0] = grad_g;                                                                      \
-      gx[0] = grad_x;                                                                      \
-      _Pragma("omp parallel num_threads(threads)") {                                       \
-        int t = 0, team = 1;                                                               \
-        SET_THREAD(t, team);                                                               \
-        double_rows_##SUFFIX(rows * t / team, rows * (t + 1) / team, directions, src, dst, \
-                             w, y, x, g, aw, ay, ax, gg[t], grad_w, grad_y, gx[t]);        \
-      }                                                                                    \
-      if (grad_g) reduce_##SUFFIX(grad_g, gg, threads, g_size);                            \
-      if (grad_x) reduce_##SUFFIX(grad_x, gx, threads, x_size);                            \
-    }                                                                                      \
-    for (int t = 1; t < threads; ++t) {                                                    \
-      if (gg) free(gg[t]);                                                                 \
-      if (gx) free(gx[t]);                                                                 \
-    }                                                                                      \
-    free(gg);                                                                              \
-    free(gx);                                                                              \
-    return failed;                                                                         \
+    job_##SUFFIX job = {0};                                                                \
+    job.directions = directions, job.src = src, job.dst = dst, job.w = w, job.y = y;       \
+    job.x = x, job.g = g, job.aw = aw, job.ay = ay, job.ax = ax;                           \
+    job.grad_w = grad_w, job.grad_y = grad_y;                                              \
+    return run_##SUFFIX(double_job_##SUFFIX, &job, rows, threads, grad_g, g_size, grad_x,  \
+                        x_size);                                                           \
   }
 
 /* The row loops: table-driven here; a generated source specialised to one table (constants
