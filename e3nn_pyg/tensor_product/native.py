@@ -315,24 +315,41 @@ class _GraphOp:
             native.coefficients[x.dtype],
         )
 
+    def _run(self, function, arguments) -> None:
+        """Call the C entry point ``function`` on every group of rows, with the arguments
+        ``arguments(directions, first row, sources, targets)``."""
+        for directions, first, src, dst in self.groups:
+            if function(*arguments(directions, first, src, dst)):
+                raise MemoryError("the native convolution could not allocate its buffers")
+
+    def _output_gradient(self, grads: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        grad = grads[0].contiguous()  # [N_t, width]
+        if tuple(grad.shape) != (self.num_dst, self.native.out_width) or grad.dtype != x.dtype:
+            raise ValueError(f"native kernels: gradient {tuple(grad.shape)} {grad.dtype}")
+        return grad
+
+    @staticmethod
+    def _zeros(needs: tuple[bool, ...], *like: Tensor) -> list[Tensor | None]:
+        """Zero gradients shaped like ``like``, where ``needs`` asks for them."""
+        return [torch.zeros_like(t) if need else None for need, t in zip(needs, like)]
+
     def forward(self, weights: Tensor, sh: Tensor, x: Tensor) -> tuple[Tensor]:
         native = self.native
         library, suffix, weights, sh, x, coefficients = self._common(weights, sh, x)
         out = x.new_zeros(self.num_dst, native.out_width)
-        for directions, first, src, dst in self.groups:
-            rows = src.shape[0]
-            failed = getattr(library, "cw_forward_" + suffix)(
-                ctypes.c_int64(rows), ctypes.c_int64(directions), _pointer(src), _pointer(dst),
-                _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
+        self._run(
+            getattr(library, "cw_forward_" + suffix),
+            lambda directions, first, src, dst: (
+                ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
+                _pointer(dst), _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
                 _pointer(sh[first:]), ctypes.c_int64(sh.shape[1]),
                 _pointer(x), ctypes.c_int64(x.shape[1]),
                 _pointer(out), ctypes.c_int64(native.out_width), ctypes.c_int64(self.num_dst),
                 _pointer(native.paths), ctypes.c_int64(native.num_paths),
                 _pointer(native.ijk), _pointer(coefficients),
                 ctypes.c_int64(native.scratch), ctypes.c_int(torch.get_num_threads()),
-            )  # fmt: skip
-            if failed:
-                raise MemoryError("the native convolution could not allocate its buffers")
+            ),
+        )  # fmt: skip
         return (out,)
 
     def backward(
@@ -345,17 +362,13 @@ class _GraphOp:
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         native = self.native
         library, suffix, weights, sh, x, coefficients = self._common(weights, sh, x)
-        grad = grads[0].contiguous()  # [N_t, width]
-        if tuple(grad.shape) != (self.num_dst, native.out_width) or grad.dtype != x.dtype:
-            raise ValueError(f"native kernels: gradient {tuple(grad.shape)} {grad.dtype}")
-        grad_w = torch.zeros_like(weights) if needs[0] else None
-        grad_sh = torch.zeros_like(sh) if needs[1] else None
-        grad_x = torch.zeros_like(x) if needs[2] else None
-        for directions, first, src, dst in self.groups:
-            rows = src.shape[0]
-            failed = getattr(library, "cw_backward_" + suffix)(
-                ctypes.c_int64(rows), ctypes.c_int64(directions), _pointer(src), _pointer(dst),
-                _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
+        grad = self._output_gradient(grads, x)
+        grad_w, grad_sh, grad_x = self._zeros(needs, weights, sh, x)
+        self._run(
+            getattr(library, "cw_backward_" + suffix),
+            lambda directions, first, src, dst: (
+                ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
+                _pointer(dst), _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
                 _pointer(sh[first:]), ctypes.c_int64(sh.shape[1]),
                 _pointer(x), ctypes.c_int64(x.shape[1]), ctypes.c_int64(self.num_src),
                 _pointer(grad), ctypes.c_int64(native.out_width),
@@ -365,9 +378,8 @@ class _GraphOp:
                 _pointer(None if grad_sh is None else grad_sh[first:]),
                 _pointer(grad_x),
                 ctypes.c_int64(native.scratch), ctypes.c_int(torch.get_num_threads()),
-            )  # fmt: skip
-            if failed:
-                raise MemoryError("the native convolution could not allocate its buffers")
+            ),
+        )  # fmt: skip
         return grad_w, grad_sh, grad_x
 
     def double_backward(
@@ -386,17 +398,15 @@ class _GraphOp:
         function = getattr(library, f"cw_double_backward_{suffix}", None)
         if function is None:
             return None
-        grad = grads[0].contiguous()  # [N_t, width]
+        grad = self._output_gradient(grads, x)
         a_w, a_sh, a_x = (
             torch.zeros_like(t) if a is None else a.contiguous()
             for a, t in zip(cotangents, (weights, sh, x))
         )
-        grad_w = torch.zeros_like(weights) if needs[0] else None
-        grad_sh = torch.zeros_like(sh) if needs[1] else None
-        grad_x = torch.zeros_like(x) if needs[2] else None
-        grad_grad = torch.zeros_like(grad) if need_grads else None
-        for directions, first, src, dst in self.groups:
-            failed = function(
+        grad_w, grad_sh, grad_x, grad_grad = self._zeros((*needs, need_grads), weights, sh, x, grad)
+        self._run(
+            function,
+            lambda directions, first, src, dst: (
                 ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
                 _pointer(dst), _pointer(weights[first:]), _pointer(sh[first:]), _pointer(x),
                 _pointer(grad), _pointer(a_w[first:]), _pointer(a_sh[first:]), _pointer(a_x),
@@ -404,9 +414,8 @@ class _GraphOp:
                 _pointer(None if grad_sh is None else grad_sh[first:]), _pointer(grad_x),
                 ctypes.c_int64(grad.numel()), ctypes.c_int64(x.numel()),
                 ctypes.c_int(torch.get_num_threads()),
-            )  # fmt: skip
-            if failed:
-                raise MemoryError("the native convolution could not allocate its buffers")
+            ),
+        )  # fmt: skip
         return grad_w, grad_sh, grad_x, grad_grad
 
 
