@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
 from .radial import RadialMLP, edge_lengths
 from .tensor_product.engines import ENGINES, Engine, RowGeometry, make_engine
-from .tensor_product.fused import EdgePairing, FusedTensorProduct
+from .tensor_product.fused import EdgePairing, FusedTensorProduct, pair_edges
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
 from .tensor_product.reference import kernel_matrix
 
@@ -353,9 +353,11 @@ class Kernel(nn.Module):
             raise ValueError(
                 f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"
             )
-        return self._engine_impl.convolve(
-            self, x, edge_index, edge_vec, num_nodes, pairing, geometry
-        )
+        if geometry is None:
+            if pairing is None:
+                pairing = pair_edges(edge_index, symmetric=False)
+            geometry = RowGeometry(edge_vec, pairing)
+        return self._engine_impl.convolve(self, x, edge_index, edge_vec, num_nodes, geometry)
 
     def extra_repr(self) -> str:
         return (

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..radial import edge_lengths
 from . import native
-from .fused import EdgePairing, pair_edges
+from .fused import EdgePairing
 from .reference import apply_kernel
 
 __all__ = ["ENGINES", "Engine", "RowGeometry", "make_engine"]
@@ -88,10 +88,10 @@ class Engine:
         edge_index: Tensor,
         edge_vec: Tensor,
         num_nodes: int,
-        pairing: EdgePairing | None,
-        geometry: RowGeometry | None = None,
+        geometry: RowGeometry,
     ) -> Tensor:
-        """The sums of the messages at their targets ``[num_nodes, dim_out]``."""
+        """The sums of the messages at their targets ``[num_nodes, dim_out]``; ``geometry``
+        holds the rows (edges or pairs of edges) that engines working per row use."""
         messages = self.messages(kernel, edge_vec, x.index_select(0, edge_index[0]))
         out = messages.new_zeros(num_nodes, messages.shape[1])
         return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
@@ -134,11 +134,9 @@ class FusedEngine(Engine):
         edge_index: Tensor,
         edge_vec: Tensor,
         num_nodes: int,
-        pairing: EdgePairing | None,
-        geometry: RowGeometry | None = None,
+        geometry: RowGeometry,
     ) -> Tensor:
         fused, chunk_size = kernel.fused, kernel.chunk_size
-        geometry = geometry or _geometry(edge_index, edge_vec, pairing)
         pairing = geometry.pairing
         lengths, y = geometry.lengths, geometry.sh(kernel)  # [rows], [rows, n_Y]
         out = [x.new_zeros(num_nodes, width) for width in fused.part_widths]  # [N_t, *]
@@ -188,23 +186,14 @@ class NativeEngine(FusedEngine):
         edge_index: Tensor,
         edge_vec: Tensor,
         num_nodes: int,
-        pairing: EdgePairing | None,
-        geometry: RowGeometry | None = None,
+        geometry: RowGeometry,
     ) -> Tensor:
-        geometry = geometry or _geometry(edge_index, edge_vec, pairing)
         if not self.kernels.supports(x, edge_vec):
-            args = (kernel, x, edge_index, edge_vec, num_nodes, None, geometry)
-            return super().convolve(*args)
+            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, geometry)
         (weights,) = kernel._engine_weights(geometry.lengths)  # [rows, n_w]
         y = geometry.sh(kernel)  # [rows, n_Y]
         parts = self.kernels.convolve(weights, y, x, geometry.pairing, num_nodes)  # [N_t, *]
         return kernel.fused.assemble(parts, list(kernel.mix))  # [N_t, dim_out]
-
-
-def _geometry(edge_index: Tensor, edge_vec: Tensor, pairing: EdgePairing | None) -> RowGeometry:
-    if pairing is None:
-        pairing = pair_edges(edge_index, symmetric=False)
-    return RowGeometry(edge_vec, pairing)
 
 
 def make_engine(name: str, kernel: Any) -> Engine:
