@@ -317,15 +317,12 @@ class Convolution(MessagePassing):
     ) -> Tensor:
         r"""The sums :math:`\sum_j K(\mathbf{p}_j - \mathbf{p}_i)\, \mathbf{x}_j` with the
         kernel's engine, without per-edge messages where the engine allows."""
-        if is_sparse(edge_index):  # a sparse adjacency handed to propagate directly
-            num_dst = edge_index.size(0)
-            plain = to_edge_index(edge_index)[0].flip(0)
-        elif isinstance(edge_index, EdgeIndex):
-            num_dst = edge_index.sparse_size(1)
-            plain = edge_index.as_tensor()
+        # PyG fuses only on these two: our sorted EdgeIndex, or a sparse adjacency handed
+        # to propagate directly
+        if isinstance(edge_index, EdgeIndex):
+            num_dst, plain = edge_index.sparse_size(1), edge_index.as_tensor()
         else:
-            num_dst, plain = None, edge_index
-        num_dst = pos[1].shape[0] if num_dst is None else num_dst
+            num_dst, plain = edge_index.size(0), to_edge_index(edge_index)[0].flip(0)
         src, dst = plain[0], plain[1]  # [E]
         edge_vec = pos[0].index_select(0, src) - pos[1].index_select(0, dst)  # [E, 3]
         geometry = _geometry(graph_cache, plain, edge_vec, pos, symmetric)
