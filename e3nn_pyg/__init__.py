@@ -25,6 +25,7 @@ _LAZY = {
     "GatedBlockParity": "e3nn_pyg.non_linearities",
     "NormActivation": "e3nn_pyg.non_linearities",
     "EquivariantNet": "e3nn_pyg.models",
+    "compile_model": "e3nn_pyg.compilation",
     "equivariance_error": "e3nn_pyg.testing",
     "assert_equivariant": "e3nn_pyg.testing",
 }

@@ -12,6 +12,7 @@ from torch_geometric import EdgeIndex
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import is_sparse, to_edge_index
 
+from .checks import require_index_range
 from .graph import radius_graph, validate_batch, validate_pos
 from .kernel import Kernel
 from .o3 import Rs, RsLike
@@ -41,14 +42,8 @@ def _as_edge_index(edge_index, num_src: int, num_dst: int, device: torch.device)
         raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
     if edge_index.device != device:
         raise ValueError(f"edge_index is on {edge_index.device} but pos is on {device}")
-    if edge_index.numel():
-        for row, name, bound in ((0, "source", num_src), (1, "target", num_dst)):
-            low, high = int(edge_index[row].min()), int(edge_index[row].max())
-            if low < 0 or high >= bound:
-                raise IndexError(
-                    f"edge_index has {name} node {low if low < 0 else high} out of range "
-                    f"[0, {bound}) for {bound} {name} nodes"
-                )
+    require_index_range(edge_index[0], num_src, "edge_index has source node")
+    require_index_range(edge_index[1], num_dst, "edge_index has target node")
     return edge_index.long()
 
 
@@ -76,7 +71,10 @@ def _cached(cache: dict | None, name: str, key: tuple, make: Callable[[], Any]) 
     """``make()``, kept in ``cache[name]`` and reused while ``key`` matches.
 
     Tensors and other objects in the key match by identity, plain values by equality.
+    Under :func:`torch.compile` nothing is cached (the compiler removes repeated work).
     """
+    if torch.compiler.is_compiling():
+        return make()
     if cache is not None and name in cache:
         old_key, value = cache[name]
         if len(old_key) == len(key) and all(

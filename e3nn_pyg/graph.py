@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import require
+
 __all__ = ["NeighborTruncationWarning", "radius_graph", "validate_batch", "validate_pos"]
 
 BACKENDS = ("auto", "torch", "torch_cluster")
@@ -67,9 +69,13 @@ def validate_pos(pos: Tensor, name: str = "pos") -> None:
         raise ValueError(f"{name} must have shape [N, 3], got {list(pos.shape)}")
     if pos.is_meta:  # no values to check
         return
-    bad = int((~torch.isfinite(pos)).any(dim=1).sum())
-    if bad:
-        raise ValueError(f"{name} holds NaN or infinite coordinates in {bad} of {len(pos)} rows")
+    finite = torch.isfinite(pos)  # [N, 3]
+
+    def detail() -> str:
+        bad = int((~finite).any(dim=1).sum())
+        return f"{name} holds NaN or infinite coordinates in {bad} of {len(pos)} rows"
+
+    require(finite.all(), ValueError, f"{name} holds NaN or infinite coordinates", detail)
 
 
 def validate_batch(batch: Tensor, num_nodes: int, device: torch.device | None = None) -> None:
@@ -98,15 +104,15 @@ def validate_batch(batch: Tensor, num_nodes: int, device: torch.device | None = 
         device = torch.device(device)
         if batch.device.type != device.type or device.index not in (None, batch.device.index):
             raise ValueError(f"batch is on {batch.device} but pos is on {device}")
-    if num_nodes == 0:
-        return
-    if int(batch.min()) < 0:
-        raise ValueError(f"batch must be non-negative, got minimum {int(batch.min())}")
-    if bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError(
-            "batch must be sorted ascending (the nodes of each molecule contiguous, as in "
-            "torch_geometric.data.Batch); sort the nodes by molecule first"
-        )
+    require(
+        (batch >= 0).all(), ValueError, "batch must be non-negative",
+        lambda: f"batch must be non-negative, got minimum {int(batch.min())}",
+    )  # fmt: skip
+    require(
+        (batch.cummax(0).values == batch).all(), ValueError,  # (no [1:] slice: size N - 1)
+        "batch must be sorted ascending (the nodes of each molecule contiguous, as in "
+        "torch_geometric.data.Batch); sort the nodes by molecule first",
+    )  # fmt: skip
 
 
 def _validate_radius(r: float) -> float:
@@ -227,15 +233,26 @@ def radius_graph(
     if backend == "torch_cluster":
         _import_torch_cluster()
 
-    if num_nodes == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
-    pos = pos.detach()
     if batch is None:
         batch = torch.zeros(num_nodes, dtype=torch.long, device=pos.device)
-    batch = batch.long()
+    # the search has a data-dependent number of edges: one custom op to torch.compile
+    edge_index = _radius_search(pos.detach(), batch.long(), r, loop, max_num_neighbors, backend)
+    if flow == "target_to_source":
+        edge_index = edge_index.flip(0)
+    return edge_index
+
+
+# -- the search, one opaque step to torch.compile and torch.export ---------------------------
+@torch.library.custom_op("e3nn_pyg::radius_search", mutates_args=())
+def _radius_search(
+    pos: Tensor, batch: Tensor, r: float, loop: bool, max_num_neighbors: int | None, backend: str
+) -> Tensor:
+    """The edges of :func:`radius_graph` on validated inputs, ``source_to_target``."""
+    num_nodes = pos.size(0)
+    if num_nodes == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
     sizes = torch.bincount(batch)  # [num_graphs]
     largest = int(sizes.max())
-
     if backend == "auto":
         backend = _auto_backend(pos, largest)
     if backend == "torch":
@@ -254,9 +271,13 @@ def radius_graph(
                 NeighborTruncationWarning,
                 stacklevel=2,
             )
-    if flow == "target_to_source":
-        edge_index = edge_index.flip(0)
     return edge_index
+
+
+@_radius_search.register_fake
+def _(pos, batch, r, loop, max_num_neighbors, backend):
+    num_edges = torch.library.get_ctx().new_dynamic_size()
+    return pos.new_empty(2, num_edges, dtype=torch.long)
 
 
 # -- shared pieces ---------------------------------------------------------------------------

@@ -39,6 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .checks import require
+
 __all__ = [
     "BesselBasis",
     "BesselRadialModel",
@@ -96,8 +98,10 @@ def _check_edge_length(edge_length: object) -> Tensor:
         raise ValueError(
             f"edge_length must be 1-D [num_edges], got shape {tuple(edge_length.shape)}"
         )
-    if bool((edge_length < 0).any()):
-        raise ValueError("edge_length must be >= 0 (lengths of edge vectors), got negative values")
+    require(
+        (edge_length >= 0).all(), ValueError,
+        "edge_length must be >= 0 (lengths of edge vectors), got negative values",
+    )  # fmt: skip
     return edge_length
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from ..checks import require_index_range
 from ..conv import Convolution, sorted_edge_index
 from ..graph import validate_batch, validate_pos
 from ..kernel import MODES as KERNEL_MODES
@@ -404,9 +405,7 @@ class EquivariantNet(nn.Module):
         validate_pos(pos)
         if pos.shape[0] != z.shape[0]:
             raise ValueError(f"z has {z.shape[0]} atoms but pos has {pos.shape[0]} rows")
-        if z.numel() and (int(z.min()) < 0 or int(z.max()) >= self.max_z):
-            bad = int(z.min()) if int(z.min()) < 0 else int(z.max())
-            raise ValueError(f"z holds atomic number {bad}, outside [0, max_z={self.max_z})")
+        require_index_range(z, self.max_z, "z holds atomic number", ValueError)
         if batch is not None:
             validate_batch(batch, z.shape[0], pos.device)
         if pos.dtype != self.std.dtype:
@@ -429,7 +428,8 @@ class EquivariantNet(nn.Module):
         h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
         if batch is None:
             return scatter(h, z.new_zeros(z.shape), 0, dim_size=1, reduce=self.readout)
-        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        # (read from a count, not batch.max(), so that torch.compile needs no host value)
+        num_graphs = torch.bincount(batch).shape[0]
         return scatter(h, batch, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
 
     def forward(
@@ -452,6 +452,15 @@ class EquivariantNet(nn.Module):
         if not self.derivative:
             return self._predict(z, pos, batch)
         grad_enabled = torch.is_grad_enabled()
+        # torch.compile cannot return values differentiable through a leaf made inside it
+        detach = not grad_enabled
+        if not pos.requires_grad and torch.compiler.is_compiling():
+            if self.training and grad_enabled:
+                raise RuntimeError(
+                    "a compiled force model in training mode needs pos.requires_grad_() "
+                    "before the call (the forces' graph starts at pos)"
+                )
+            detach = True
         with torch.enable_grad():
             if not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
@@ -459,16 +468,15 @@ class EquivariantNet(nn.Module):
             gradient = None
             if energy.requires_grad:
                 (gradient,) = torch.autograd.grad(
-                    energy,
+                    energy.sum(),  # molecules are independent: one backward for all
                     pos,
-                    grad_outputs=torch.ones_like(energy),
                     create_graph=self.training and grad_enabled,
                     allow_unused=True,
                 )  # [N, 3], None without edges
         if gradient is None:
             gradient = torch.zeros_like(pos)
-        if not grad_enabled:
-            energy = energy.detach()
+        if detach:
+            energy, gradient = energy.detach(), gradient.detach()
         return energy, -gradient
 
     def __repr__(self) -> str:

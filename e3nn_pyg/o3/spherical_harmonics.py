@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import cache
 
 import torch
 from torch import Tensor
@@ -34,8 +33,19 @@ __all__ = [
 _NORMALIZATIONS = ("component", "norm", "integral")
 
 
-@cache
-def _recurrence(lmax: int) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+_Table = dict[tuple[int, int], float]
+# a plain dict, not functools.cache: torch.compile warns about tracing through a cache
+_RECURRENCES: dict[int, tuple[_Table, _Table]] = {}
+
+
+def _recurrence(lmax: int) -> tuple[_Table, _Table]:
+    """:func:`_recurrence_tables`, computed once per ``lmax``."""
+    if lmax not in _RECURRENCES:
+        _RECURRENCES[lmax] = _recurrence_tables(lmax)
+    return _RECURRENCES[lmax]
+
+
+def _recurrence_tables(lmax: int) -> tuple[_Table, _Table]:
     r"""Tables of the Legendre recurrence in monic form, for :math:`0 \le m \le l \le l_{max}`.
 
     The normalised :math:`q_{lm} = \sqrt{4\pi} N_{lm} P^m_l / \sin^m\theta` ('component')
@@ -55,7 +65,7 @@ def _recurrence(lmax: int) -> tuple[dict[tuple[int, int], float], dict[tuple[int
     """
     beta, c = {}, {}
     for m in range(lmax + 1):
-        c[m, m] = math.prod(math.sqrt((2 * k + 1) / (2 * k)) for k in range(1, m + 1))
+        c[m, m] = math.prod([math.sqrt((2 * k + 1) / (2 * k)) for k in range(1, m + 1)])
         for l in range(m + 1, lmax + 1):
             c[l, m] = c[l - 1, m] * math.sqrt((2 * l + 1) * (2 * l - 1) / ((l - m) * (l + m)))
             if l >= m + 2:
@@ -82,6 +92,11 @@ def _unit_vectors(vectors: Tensor) -> Tensor:
         scale = work.abs().amax(dim=-1, keepdim=True)  # [..., 1]
         scale = scale.masked_fill_(scale == 0, 1.0)
     scaled = work / scale  # [..., 3], max |.| is exactly 1 (or all 0)
+    if torch.compiler.is_compiling():
+        # the compiler fuses these; the matmuls below would make autograd guard on the
+        # number of rows, a data-dependent size under compile
+        squared = (scaled * scaled).sum(-1, keepdim=True)  # [..., 1]
+        return (scaled * squared.clamp_min(1.0).rsqrt()).to(vectors.dtype)  # [..., 3]
     ones = scaled.new_ones(3, 1)
     # row sums and broadcasts by matmul: their backward is a matmul, not a slow size-3 reduction
     squared = (scaled * scaled) @ ones  # [..., 1], in [1, 3], or 0 at the origin

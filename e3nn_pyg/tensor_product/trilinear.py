@@ -50,7 +50,13 @@ class TrilinearOp(Protocol):
 
 
 def trilinear(op: TrilinearOp, a: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, ...]:
-    """``op.forward(a, b, c)``, differentiable to every order through ``op``'s kernels."""
+    """``op.forward(a, b, c)``, differentiable to every order through ``op``'s kernels.
+
+    Under :func:`torch.compile` the forward's own operations are recorded instead: the
+    compiler derives and fuses their gradients.
+    """
+    if torch.compiler.is_compiling():
+        return tuple(op.forward(a, b, c))
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or c.requires_grad):
         return _Trilinear.apply(op, a, b, c)
     return tuple(op.forward(a, b, c))

@@ -1,6 +1,6 @@
 """EquivariantNet: the PyG zoo contract (shapes, batches, SchNet-style offsets), the
-symmetries of the energy and the forces, forces against finite differences, torch.compile,
-state_dict round trips, input validation."""
+symmetries of the energy and the forces, forces against finite differences, state_dict
+round trips, input validation (torch.compile and torch.export: tests/test_compilation.py)."""
 
 import io
 
@@ -140,21 +140,6 @@ def test_out_channels_and_per_channel_mean(batch):
     out = model(batch.z, batch.pos, batch.batch)
     assert out.shape == (3, 3)
     torch.testing.assert_close(out[:, 1], 2.0 * torch.bincount(batch.batch).double())
-
-
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
-def test_torch_compile_gives_the_same_output(batch):
-    """Inductor's code gives the model's values (about a minute to compile on 2 cores)."""
-    model = make_model(derivative=False).eval()
-    expected = model(batch.z, batch.pos, batch.batch)
-    compiled = torch.compile(model)
-    out = compiled(batch.z, batch.pos, batch.batch)
-    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
-    moved = batch.pos + 0.01  # a second call with other values reuses the compiled graph
-    torch.testing.assert_close(
-        compiled(batch.z, moved, batch.batch), model(batch.z, moved, batch.batch)
-    )
 
 
 def test_state_dict_round_trip_is_exact(batch):
