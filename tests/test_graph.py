@@ -62,6 +62,14 @@ def test_matches_brute_force(backend, sizes, loop):
     assert torch.equal(out, expected)
 
 
+@pytest.mark.parametrize("sizes", [[7], [5, 1, 9], [200]], ids=lambda s: "x".join(map(str, s)))
+def test_matches_brute_force_on_every_device(device, sizes):
+    pos, batch = random_batch(sizes)
+    out = radius_graph(pos.to(device), 2.5, batch.to(device))
+    assert out.device.type == device.type
+    assert torch.equal(out.cpu(), brute_force(pos, 2.5, batch))
+
+
 def test_large_box_matches_brute_force(backend):
     """1,000 atoms in one molecule: the cell list of the torch backend."""
     pos = box(1000, 20.0)

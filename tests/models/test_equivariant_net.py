@@ -142,6 +142,21 @@ def test_out_channels_and_per_channel_mean(batch):
     torch.testing.assert_close(out[:, 1], 2.0 * torch.bincount(batch.batch).double())
 
 
+def test_energy_and_forces_on_every_device(batch, device):
+    """The model on ``device`` equals the reference engine on the CPU (float64)."""
+    model = make_model(derivative=True)
+    for interaction in model.interactions:
+        interaction.conv.kernel.engine = "reference"
+    energy, forces = model(batch.z, batch.pos, batch.batch)
+    for interaction in model.interactions:
+        interaction.conv.kernel.engine = "auto"
+    model = model.to(device)
+    out = model(batch.z.to(device), batch.pos.to(device), batch.batch.to(device))
+    assert all(t.device.type == device.type for t in out)
+    torch.testing.assert_close(out[0].cpu(), energy, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out[1].cpu(), forces, atol=1e-10, rtol=1e-10)
+
+
 def test_state_dict_round_trip_is_exact(batch):
     model = make_model(seed=0, mean=0.5, std=2.0, atomref=torch.randn(100, 1))
     buffer = io.BytesIO()
