@@ -69,6 +69,8 @@ _HELP = {
     "max_grad_norm": "gradient clipping norm",
     "num_threads": "torch threads (default: torch's choice)",
     "progress": "progress bars",
+    "device": "auto (CUDA when present), cpu or cuda",
+    "dtype": "float32 or float64 (models and data)",
 }
 
 

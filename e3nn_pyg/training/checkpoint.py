@@ -27,7 +27,8 @@ from torch import nn
 from torch_geometric.nn.models import SchNet
 
 from ..models import EquivariantNet, RadiusInteractionGraph
-from .config import ConfigError
+from .config import DTYPES, ConfigError
+from .distributed import default_dtype
 
 __all__ = [
     "FORMAT",
@@ -94,11 +95,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model of a loaded checkpoint, with a clear error when it does not fit."""
+    """Rebuild the model of a loaded checkpoint, in the dtype it was trained in (on the
+    CPU), with a clear error when it does not fit."""
     try:
-        model = build_model(payload["kind"], payload["model_config"])
+        dtype = payload["run_config"].get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}")
+        with default_dtype(getattr(torch, dtype)):
+            model = build_model(payload["kind"], payload["model_config"])
         model.load_state_dict(payload["model_state"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as error:
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as error:
         reason = str(error).strip().splitlines()[0][:160]
         raise ConfigError(
             f"checkpoint {path} does not match its model ({reason}): it was written by "

@@ -40,6 +40,8 @@ DATASETS = ("qm9", "fixture")
 BASELINES = ("schnet",)
 SCHEDULERS = ("cosine", "plateau", "none")
 LOSSES = ("l1", "mse")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
 
 #: Targets that grow with the size of the molecule: summed over atoms (``readout="add"``)
 #: and referenced per element; the others are averaged (``readout="mean"``).
@@ -103,6 +105,13 @@ class TrainConfig:
         max_grad_norm (float, optional): gradient clipping. (default: ``10.0``)
         num_threads (int, optional): torch threads. (default: :obj:`None`: torch's)
         progress (bool): show progress bars. (default: :obj:`True`)
+
+    Hardware (see :mod:`e3nn_pyg.training.distributed`; ``torchrun`` starts several
+    processes, ``batch_size`` is then the global batch):
+        device (str): ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+            (default: ``"auto"``)
+        dtype (str): ``"float32"`` or ``"float64"`` for the models and data.
+            (default: ``"float32"``)
     """
 
     dataset: str = "qm9"
@@ -138,6 +147,8 @@ class TrainConfig:
     max_grad_norm: float | None = 10.0
     num_threads: int | None = None
     progress: bool = True
+    device: str = "auto"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -211,6 +222,8 @@ class TrainConfig:
         _choice("kernel_mode", self.kernel_mode, ("channelwise", "full"))
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("loss", self.loss, LOSSES)
+        _choice("device", self.device, DEVICES)
+        _choice("dtype", self.dtype, DTYPES)
         if len(self.split) != 3 or any(not 0 <= s <= 1 for s in self.split):
             raise ConfigError(
                 f"split must be three fractions (train, val, test) in [0, 1], got {self.split}"

@@ -31,6 +31,8 @@ from torch_geometric.loader import DataLoader
 from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import RunData, TargetStats
+from .distributed import Runtime, default_dtype
+from .history import HistoryWriter
 
 __all__ = ["FitResult", "Trainer", "TrainingInterrupted", "predict"]
 
@@ -79,16 +81,28 @@ def mean_absolute_error(prediction: Tensor, reference: Tensor, scale: float) -> 
 
 
 def predict(model: nn.Module, dataset, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
-    """Predictions of ``model`` for every molecule of ``dataset``, float64 ``[M]``."""
+    """Predictions of ``model`` for every molecule of ``dataset``, float64 ``[M]`` on the
+    CPU (the batches go to the model's device and dtype)."""
     model.eval()
+    parameter = next(model.parameters())
     out = []
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=batch_size):
-            prediction = model(batch.z, batch.pos, batch.batch)
+            batch = batch.to(parameter.device)
+            prediction = model(batch.z, batch.pos.to(parameter.dtype), batch.batch)
             if isinstance(prediction, tuple):  # (energy, forces)
                 prediction = prediction[0]
-            out.append(prediction[:, 0].double())  # [G]
+            out.append(prediction[:, 0].double().cpu())  # [G]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def _replicate(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """``model`` wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` when the
+    run spans several processes (the wrapper averages the gradients), else itself."""
+    if not runtime.distributed:
+        return model
+    devices = [runtime.device] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=devices)
 
 
 def _progress_bar(iterable, total: int, desc: str, enabled: bool):
@@ -112,9 +126,11 @@ class Trainer:
         data (RunData): the dataset and its split.
         stats (TargetStats): the fitted target offsets (for the loss scale).
         config (TrainConfig): the run's settings.
-        directory (Path): where ``best.pt`` and ``last.pt`` go.
+        directory (Path): where ``best.pt``, ``last.pt`` and ``history.csv`` go.
         lr (float): the base learning rate of this model.
-        log (callable): prints one line.
+        log (callable): prints one line (on rank 0 only).
+        runtime (Runtime, optional): device, dtype and processes
+            (:mod:`~e3nn_pyg.training.distributed`). (default: one CPU process, float32)
     """
 
     def __init__(
@@ -128,13 +144,15 @@ class Trainer:
         directory: Path,
         lr: float,
         log: Callable[[str], None] = print,
+        runtime: Runtime | None = None,
     ) -> None:
         self.name, self.kind = name, kind
         self.model_config = model_config
         self.data, self.stats, self.config = data, stats, config
         self.directory = Path(directory)
         self.lr = lr
-        self.log = log
+        self.runtime = runtime or Runtime(torch.device("cpu"), torch.float32)
+        self.log = self.runtime.logger(log)
         self.scale = data.target.report_scale  # target unit -> report unit
 
     @property
@@ -193,8 +211,28 @@ class Trainer:
         return error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
 
     def _validate(self, model: nn.Module) -> float:
-        prediction = predict(model, self.data.subset("val"))
-        return mean_absolute_error(prediction, self.data.targets("val"), self.scale)
+        """The validation MAE, each rank predicting its share of the molecules."""
+        runtime = self.runtime
+        share = runtime.share(torch.arange(len(self.data.val)))
+        prediction = predict(model, self.data.subset("val")[share])
+        error = (prediction - self.data.targets("val")[share]).abs().sum()
+        total, count = runtime.sum([float(error), float(len(share))])
+        return total / count * self.scale
+
+    def _build(self, make: Callable[[], nn.Module]) -> nn.Module:
+        with default_dtype(self.runtime.dtype):
+            return make().to(self.runtime.device, self.runtime.dtype)
+
+    def _epoch_batches(self, epoch: int) -> tuple[list[list[int]], list[int]]:
+        """This rank's molecules (indices into the training set) of every batch of
+        ``epoch``, and the sizes of the global batches: a seeded shuffle cut into global
+        batches, shared out by rank; a final batch with fewer molecules than processes is
+        left out."""
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.data.train), generator=generator)
+        world = self.runtime.world_size
+        batches = [b for b in order.split(self.config.batch_size) if len(b) >= world]
+        return [self.runtime.share(b).tolist() for b in batches], [len(b) for b in batches]
 
     # -- training ------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> FitResult:
@@ -208,17 +246,9 @@ class Trainer:
             TrainingInterrupted: on Ctrl-C, after saving ``last.pt``.
             ConfigError: when ``last.pt`` cannot be resumed under this config.
         """
-        config = self.config
+        config, runtime = self.config, self.runtime
         torch.manual_seed(config.seed)
-        model = build_model(self.kind, self.model_config)
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.lr, weight_decay=config.weight_decay
-        )
-        plateau = None
-        if config.scheduler == "plateau":
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, factor=0.5, patience=max(config.patience // 4, 1)
-            )
+        model = self._build(lambda: build_model(self.kind, self.model_config))
         progress: dict[str, Any] = {
             "epoch": 0,
             "elapsed": 0.0,
@@ -227,24 +257,36 @@ class Trainer:
             "best_epoch": 0,
             "stop_reason": "",
         }
+        payload = None
         if resume and self.last_path.exists():
             payload = load_checkpoint(self.last_path)
             self._check_resumable(payload)
             self.model_config = payload["model_config"]
-            model = model_from_checkpoint(payload, self.last_path)
-            optimizer = torch.optim.AdamW(
-                model.parameters(), lr=self.lr, weight_decay=config.weight_decay
+            model = self._build(lambda: model_from_checkpoint(payload, self.last_path))
+            progress = payload["progress"]
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.lr, weight_decay=config.weight_decay
+        )
+        plateau = None
+        if config.scheduler == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=0.5, patience=max(config.patience // 4, 1)
             )
+        if payload is not None:
             optimizer.load_state_dict(payload["optimizer"])
             if plateau is not None and payload.get("scheduler"):
                 plateau.load_state_dict(payload["scheduler"])
-            progress = payload["progress"]
             self.log(
                 f"{self.name}: resuming from {self.last_path} after {progress['epoch']} epochs "
                 f"({progress['elapsed']:.0f} s)"
             )
+        # the replicas start equal (same seed, or the same checkpoint); DDP averages gradients
+        replica = _replicate(model, runtime)
+        history = HistoryWriter(self.directory, enabled=runtime.is_main)
 
         def save_last() -> None:
+            if not runtime.is_main:
+                return
             state = self._payload(model, progress)
             state["optimizer"] = optimizer.state_dict()
             state["scheduler"] = plateau.state_dict() if plateau is not None else None
@@ -252,7 +294,7 @@ class Trainer:
 
         num_parameters = sum(p.numel() for p in model.parameters())
         train_set = self.data.subset("train")
-        num_batches = math.ceil(len(train_set) / config.batch_size)
+        num_batches = len(self._epoch_batches(0)[1])
         column = self.data.column
         last_validation = 0.0
         stop = self._stop_reason(progress)
@@ -260,51 +302,66 @@ class Trainer:
             self.log(
                 f"{self.name}: {num_parameters:,} parameters, {len(train_set)} training "
                 f"molecules, {num_batches} batches per epoch"
+                + (f" over {runtime.world_size} processes" if runtime.distributed else "")
+                + f", {runtime.device} {str(runtime.dtype).removeprefix('torch.')}"
             )
         try:
             while not stop:
                 epoch = progress["epoch"]
-                generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+                shares, global_sizes = self._epoch_batches(epoch)
                 loader = DataLoader(
-                    train_set, batch_size=config.batch_size, shuffle=True, generator=generator
+                    train_set, batch_sampler=shares, pin_memory=runtime.device.type == "cuda"
                 )
                 bar = _progress_bar(
-                    loader, num_batches, f"{self.name} epoch {epoch + 1}", config.progress
+                    loader,
+                    num_batches,
+                    f"{self.name} epoch {epoch + 1}",
+                    config.progress and runtime.is_main,
                 )
                 model.train()
                 start = time.perf_counter()
                 elapsed_before = progress["elapsed"]
-                seen, loss_sum, abs_sum, out_of_time = 0, 0.0, 0.0, False
+                seen, out_of_time = 0, False
+                sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss, |error|
                 budget = config.time_budget
                 for step, batch in enumerate(bar):
                     spent = elapsed_before + time.perf_counter() - start
-                    if step and budget is not None and spent + last_validation >= budget:
+                    if runtime.main_decides(
+                        step > 0 and budget is not None and spent + last_validation >= budget
+                    ):
                         out_of_time = True  # keep time for the validation
                         break
                     if config.scheduler == "cosine":
                         factor = self._lr_factor(epoch + step / num_batches, spent)
                         for group in optimizer.param_groups:
                             group["lr"] = self.lr * factor
-                    prediction = model(batch.z, batch.pos, batch.batch)[:, 0]  # [G]
-                    target = batch.y[:, column]  # [G]
+                    batch = batch.to(runtime.device, non_blocking=True)
+                    pos = batch.pos.to(runtime.dtype)
+                    prediction = replica(batch.z, pos, batch.batch)[:, 0]  # [G]
+                    target = batch.y[:, column].to(runtime.dtype)  # [G]
                     loss = self._loss(prediction, target)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if runtime.distributed:  # weighted by this rank's share (see distributed)
+                        share = batch.num_graphs * runtime.world_size / global_sizes[step]
+                        (loss * share).backward()
+                    else:
+                        loss.backward()
                     if config.max_grad_norm is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     optimizer.step()
                     progress["elapsed"] = elapsed_before + time.perf_counter() - start
                     seen += batch.num_graphs
-                    loss_sum += loss.item() * batch.num_graphs
-                    abs_sum += (prediction.detach() - target).abs().sum().item()
-                    seconds = time.perf_counter() - start
+                    error = (prediction.detach() - target).abs().sum()
+                    sums += torch.stack([loss.detach() * batch.num_graphs, error])
                     if bar is not loader:
+                        loss_sum, abs_sum = sums.tolist()
                         bar.set_postfix(
                             loss=f"{loss_sum / seen:.4f}",
                             mae=f"{abs_sum / seen * self.scale:.1f} {self.data.target.report_unit}",
-                            mol_s=f"{seen / seconds:.0f}",
+                            mol_s=f"{seen / (time.perf_counter() - start):.0f}",
                         )
                 train_seconds = time.perf_counter() - start
+                loss_sum, abs_sum, seen_total = runtime.sum([*sums.tolist(), float(seen)])
                 val_start = time.perf_counter()
                 val_mae = self._validate(model)
                 last_validation = time.perf_counter() - val_start
@@ -320,20 +377,24 @@ class Trainer:
                 lr = optimizer.param_groups[0]["lr"]
                 record = {
                     "epoch": epoch + 1,
-                    "fraction": seen / len(train_set),
-                    "train_loss": loss_sum / max(seen, 1),
-                    "train_mae": abs_sum / max(seen, 1) * self.scale,
+                    "fraction": seen_total / len(train_set),
+                    "train_loss": loss_sum / max(seen_total, 1),
+                    "train_mae": abs_sum / max(seen_total, 1) * self.scale,
                     "val_mae": val_mae,
                     "lr": lr,
                     "elapsed": progress["elapsed"],
-                    "molecules_per_second": seen / max(train_seconds, 1e-9),
+                    "molecules_per_second": seen_total / max(train_seconds, 1e-9),
                 }
                 progress["history"].append(record)
+                history.write(progress["history"])
                 improved = val_mae < progress["best_val_mae"]
                 if improved:
                     progress["best_val_mae"], progress["best_epoch"] = val_mae, epoch + 1
-                    save_checkpoint(self.best_path, self._payload(model, progress))
+                    if runtime.is_main:
+                        save_checkpoint(self.best_path, self._payload(model, progress))
                 stop = self._stop_reason(progress, out_of_time, last_validation)
+                if runtime.main_decides(bool(stop)) and not stop:
+                    stop = "time budget"  # (only rank 0's clock counts)
                 progress["stop_reason"] = stop
                 progress["time_budget"] = config.time_budget
                 save_last()
@@ -346,8 +407,13 @@ class Trainer:
         except KeyboardInterrupt:
             save_last()
             raise TrainingInterrupted(self.last_path) from None
+        finally:
+            history.close()
 
-        best = model_from_checkpoint(load_checkpoint(self.best_path), self.best_path)
+        runtime.barrier()  # rank 0 has written best.pt
+        best = self._build(
+            lambda: model_from_checkpoint(load_checkpoint(self.best_path), self.best_path)
+        )
         return FitResult(
             model=best,
             history=progress["history"],

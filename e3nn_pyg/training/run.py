@@ -29,6 +29,7 @@ from ..datasets import QM9_TARGET_INFO
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import TargetStats, average_degree, fit_target_stats, load_data
+from .distributed import Runtime, setup_runtime
 from .loop import FitResult, Trainer, mean_absolute_error, predict
 from .plots import plot_learning_curves, plot_parity
 
@@ -70,7 +71,8 @@ def model_config(kind: str, config: TrainConfig, stats: TargetStats, degree: flo
     }
 
 
-def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
+def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime: Runtime) -> Path:
+    """Check (every rank) and prepare (rank 0) the output folder."""
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder")
@@ -80,6 +82,9 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
             f"{out} already holds a run: pass --resume to continue it, --overwrite to replace "
             "it, or another --out"
         )
+    if not runtime.is_main:
+        runtime.barrier()  # rank 0 has prepared the folder
+        return out
     if overwrite:
         for name in MODELS:
             for file in ("best.pt", "last.pt"):
@@ -87,6 +92,7 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
         for file in (*_RUN_FILES, "config.yaml"):
             (out / file).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    runtime.barrier()
     return out
 
 
@@ -113,13 +119,20 @@ def train(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: pick one")
     start = time.perf_counter()
-    out = _prepare_output(config, resume, overwrite)
+    runtime = setup_runtime(config.device, config.dtype)
+    log = runtime.logger(log)
+    out = _prepare_output(config, resume, overwrite, runtime)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    data = load_data(config, log=config.progress)
+    if not runtime.is_main:
+        runtime.barrier()  # rank 0 processes (and caches) the dataset first
+    data = load_data(config, log=config.progress and runtime.is_main)
+    if runtime.is_main:
+        runtime.barrier()
     stats = fit_target_stats(data, config.resolved_readout)
     degree = average_degree(data.subset("train"), config.cutoff)
-    write_yaml(config.to_dict(), out / "config.yaml")
+    if runtime.is_main:
+        write_yaml(config.to_dict(), out / "config.yaml")
     target = data.target
     log(
         f"{config.dataset}: {len(data.dataset)} molecules (train {len(data.train)}, val "
@@ -135,13 +148,17 @@ def train(
         lr = config.schnet_lr if kind == "schnet" else config.lr
         try:
             arguments = model_config(kind, config, stats, degree)
-            trainer = Trainer(label, kind, arguments, data, stats, config, out / name, lr, log)
+            trainer = Trainer(
+                label, kind, arguments, data, stats, config, out / name, lr, log, runtime
+            )
             fits[name] = trainer.fit(resume=resume)
         except ValueError as error:
             if isinstance(error, ConfigError):
                 raise
             raise ConfigError(f"invalid {label} settings: {error}") from None
 
+    if not runtime.is_main:  # rank 0 evaluates and writes the run's files
+        return {}
     test = data.subset("test")
     y_test = data.targets("test")
     scale = target.report_scale
@@ -191,6 +208,10 @@ def train(
         "num_molecules": len(data.dataset),
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "seed": config.seed,
+        "world_size": runtime.world_size,
+        "global_batch_size": config.batch_size,
+        "device": str(runtime.device),
+        "dtype": config.dtype,
         "results": results,
         "plots": [str(curves), str(parity)] if plotted else [],
         "wall_seconds": time.perf_counter() - start,

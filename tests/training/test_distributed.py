@@ -1,0 +1,125 @@
+"""Training across processes (torchrun, Gloo on this CPU): the same steps as one process,
+rank 0 alone writing; the runtime's device and dtype; the per-epoch history files."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from e3nn_pyg.training import ConfigError, load_checkpoint, train
+from e3nn_pyg.training.distributed import Runtime, setup_runtime
+
+FLAGS = [
+    "--dataset", "fixture", "--num-molecules", "60", "--hidden-Rs", "4x0e+2x1o",
+    "--num-layers", "2", "--cutoff", "4", "--num-basis", "4", "--radial-hidden", "8",
+    "--schnet-hidden", "8", "--schnet-interactions", "1", "--schnet-gaussians", "8",
+    "--batch-size", "7", "--no-progress", "--dtype", "float64", "--device", "cpu",
+    "--num-threads", "1",
+]  # fmt: skip
+
+
+def run_cli(processes: int, out, data_root, *extra: str) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "e3nn_pyg.cli"]
+    if processes > 1:
+        launcher = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "e3nn_pyg.cli",
+        ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    command = [*launcher, "train", *FLAGS, "--data-root", data_root, "--out", str(out), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_parameters(out, model: str = "equivariant_net") -> dict[str, torch.Tensor]:
+    return load_checkpoint(out / model / "last.pt")["model_state"]
+
+
+def assert_same_parameters(a, b, tolerance: float = 1e-10) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == torch.float64
+        torch.testing.assert_close(a[name], b[name], atol=tolerance, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("qm9_cache"))
+
+
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory, data_root):
+    """The same run (batches of 7 molecules: shares of 4 and 3, a last batch of 6) in one
+    process and in two."""
+    root = tmp_path_factory.mktemp("ddp")
+    one = run_cli(1, root / "one", data_root, "--epochs", "2", "--baseline", "schnet")
+    two = run_cli(2, root / "two", data_root, "--epochs", "2", "--baseline", "schnet")
+    return root, one, two
+
+
+def test_two_processes_take_the_steps_of_one(one_and_two):
+    root, _, _ = one_and_two
+    for model in ("equivariant_net", "schnet"):
+        assert_same_parameters(
+            final_parameters(root / "one", model), final_parameters(root / "two", model)
+        )
+    history = [json.loads((root / run / "metrics.json").read_text()) for run in ("one", "two")]
+    for key in ("test_mae", "best_val_mae"):
+        assert history[0]["results"]["schnet"][key] == pytest.approx(
+            history[1]["results"]["schnet"][key], rel=1e-9
+        )
+
+
+def test_rank_zero_alone_logs_and_metrics_record_the_world(one_and_two):
+    root, one, two = one_and_two
+    assert two.stdout.count("EquivariantNet epoch   1:") == 1
+    assert "over 2 processes" in two.stdout and "over" not in one.stdout.split("\n")[1]
+    metrics = json.loads((root / "two" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 7
+    assert metrics["dtype"] == "float64" and metrics["device"] == "cpu"
+    assert json.loads((root / "one" / "metrics.json").read_text())["world_size"] == 1
+
+
+def test_resume_under_two_processes_continues_exactly(tmp_path, data_root):
+    """Without a schedule, 1 epoch + 1 resumed epoch in 2 processes = 2 epochs in 1."""
+    straight = run_cli(1, tmp_path / "straight", data_root, "--epochs", "2", "--scheduler", "none")
+    assert straight.returncode == 0
+    run_cli(2, tmp_path / "resumed", data_root, "--epochs", "1", "--scheduler", "none")
+    run_cli(2, tmp_path / "resumed", data_root, "--epochs", "2", "--scheduler", "none", "--resume")
+    assert_same_parameters(
+        final_parameters(tmp_path / "straight"), final_parameters(tmp_path / "resumed")
+    )
+
+
+def test_history_csv_has_one_row_per_epoch_after_a_resume(tmp_path, data_root):
+    run_cli(1, tmp_path / "run", data_root, "--epochs", "1")
+    run_cli(1, tmp_path / "run", data_root, "--epochs", "3", "--resume")
+    with open(tmp_path / "run" / "equivariant_net" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert {"train_loss", "val_mae", "lr", "molecules_per_second"} <= rows[0].keys()
+    checkpoint = load_checkpoint(tmp_path / "run" / "equivariant_net" / "best.pt")
+    assert checkpoint["model_state"]["embedding.weight"].dtype == torch.float64
+
+
+def test_runtime_of_one_process():
+    runtime = setup_runtime("cpu", "float64")
+    assert runtime == Runtime(torch.device("cpu"), torch.float64, rank=0, world_size=1)
+    assert runtime.is_main and not runtime.distributed
+    assert runtime.sum([1.0, 2.0]) == [1.0, 2.0] and runtime.main_decides(True)
+    indices = torch.arange(7)
+    assert Runtime(torch.device("cpu"), torch.float32, 1, 3).share(indices).tolist() == [1, 4]
+    lines = []
+    assert Runtime(torch.device("cpu"), torch.float32, 1, 3).logger(lines.append)("x") is None
+    assert lines == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_any_work(tiny_config):
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        train(tiny_config(device="cuda"))
