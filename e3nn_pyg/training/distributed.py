@@ -64,13 +64,14 @@ class Runtime:
         dist.all_reduce(total)
         return total.tolist()
 
-    def main_decides(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank (decisions taken on rank 0's clock)."""
+    def from_main(self, value: float) -> float:
+        """Rank 0's ``value``, on every rank: times read from rank 0's clock, so that every
+        rank takes the same decisions (time budget, learning-rate schedule)."""
         if not self.distributed:
-            return flag
-        value = torch.tensor([float(flag)], device=self._collective_device)
-        dist.broadcast(value, src=0)
-        return bool(value.item())
+            return value
+        shared = torch.tensor([value], dtype=torch.float64, device=self._collective_device)
+        dist.broadcast(shared, src=0)
+        return float(shared.item())
 
     def barrier(self) -> None:
         """Wait until every rank gets here (e.g. after rank 0 wrote a file)."""

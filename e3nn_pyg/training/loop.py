@@ -325,10 +325,8 @@ class Trainer:
                 sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss, |error|
                 budget = config.time_budget
                 for step, batch in enumerate(bar):
-                    spent = elapsed_before + time.perf_counter() - start
-                    if runtime.main_decides(
-                        step > 0 and budget is not None and spent + last_validation >= budget
-                    ):
+                    spent = runtime.from_main(elapsed_before + time.perf_counter() - start)
+                    if step and budget is not None and spent + last_validation >= budget:
                         out_of_time = True  # keep time for the validation
                         break
                     if config.scheduler == "cosine":
@@ -364,13 +362,15 @@ class Trainer:
                 loss_sum, abs_sum, seen_total = runtime.sum([*sums.tolist(), float(seen)])
                 val_start = time.perf_counter()
                 val_mae = self._validate(model)
-                last_validation = time.perf_counter() - val_start
+                last_validation = runtime.from_main(time.perf_counter() - val_start)
                 if not math.isfinite(val_mae):
                     raise ConfigError(
                         f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
                         f"lower the learning rate (now {self.lr:g})"
                     )
-                progress["elapsed"] = elapsed_before + time.perf_counter() - start
+                progress["elapsed"] = runtime.from_main(
+                    elapsed_before + time.perf_counter() - start
+                )
                 progress["epoch"] = epoch + 1
                 if plateau is not None:
                     plateau.step(val_mae)
@@ -393,8 +393,6 @@ class Trainer:
                     if runtime.is_main:
                         save_checkpoint(self.best_path, self._payload(model, progress))
                 stop = self._stop_reason(progress, out_of_time, last_validation)
-                if runtime.main_decides(bool(stop)) and not stop:
-                    stop = "time budget"  # (only rank 0's clock counts)
                 progress["stop_reason"] = stop
                 progress["time_budget"] = config.time_budget
                 save_last()

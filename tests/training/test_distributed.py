@@ -96,6 +96,24 @@ def test_resume_under_two_processes_continues_exactly(tmp_path, data_root):
     )
 
 
+def test_time_budget_read_on_rank_zero_stops_every_rank(tmp_path, data_root):
+    """The ranks' clocks differ: rank 0's decides (a disagreement would hang the run)."""
+    run_cli(
+        2,
+        tmp_path / "run",
+        data_root,
+        "--epochs",
+        "1000",
+        "--time-budget",
+        "2",
+        "--patience",
+        "1000",
+    )
+    result = json.loads((tmp_path / "run" / "metrics.json").read_text())["results"]
+    assert result["equivariant_net"]["stop_reason"] == "time budget"
+    assert 1 < result["equivariant_net"]["epochs"] < 1000
+
+
 def test_history_csv_has_one_row_per_epoch_after_a_resume(tmp_path, data_root):
     run_cli(1, tmp_path / "run", data_root, "--epochs", "1")
     run_cli(1, tmp_path / "run", data_root, "--epochs", "3", "--resume")
@@ -111,7 +129,7 @@ def test_runtime_of_one_process():
     runtime = setup_runtime("cpu", "float64")
     assert runtime == Runtime(torch.device("cpu"), torch.float64, rank=0, world_size=1)
     assert runtime.is_main and not runtime.distributed
-    assert runtime.sum([1.0, 2.0]) == [1.0, 2.0] and runtime.main_decides(True)
+    assert runtime.sum([1.0, 2.0]) == [1.0, 2.0] and runtime.from_main(2.5) == 2.5
     indices = torch.arange(7)
     assert Runtime(torch.device("cpu"), torch.float32, 1, 3).share(indices).tolist() == [1, 4]
     lines = []
