@@ -60,6 +60,7 @@ bench: $(QM9_STAMP)
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_conv.py --threads 1 2
 	$(PY) benchmarks/bench_model.py --threads 1 2
+	$(PY) benchmarks/bench_export.py --threads 1 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,4 +1,4 @@
-r"""The ``e3nn-pyg`` command: ``train``, ``evaluate`` and ``predict``.
+r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export``.
 
 .. code-block:: console
 
@@ -7,6 +7,8 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate`` and ``predict``.
     $ e3nn-pyg train --config runs/demo/config.yaml --resume      # continue after Ctrl-C
     $ e3nn-pyg evaluate --checkpoint runs/demo/equivariant_net/best.pt --split test
     $ e3nn-pyg predict --checkpoint runs/demo/equivariant_net/best.pt --xyz molecules.xyz
+    $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2
+    $ torchrun --nproc_per_node=2 -m e3nn_pyg.cli train ...   # data-parallel processes
 
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
 (``num_molecules`` is ``--num-molecules``); flags override the values of ``--config``.
@@ -27,6 +29,7 @@ from .training import (
     TrainConfig,
     TrainingInterrupted,
     evaluate,
+    export_checkpoint,
     predict_xyz,
     train,
 )
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Train, evaluate and use E(3)-equivariant models on QM9 (e3nn_pyg).",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict}",
+    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export}",
                                      parser_class=_Parser)  # fmt: skip
     commands.required = True
 
@@ -142,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--xyz", required=True, metavar="FILE",
                                 help="molecules as XYZ blocks (symbol x y z in Å)")  # fmt: skip
     predict_parser.add_argument("--output", metavar="CSV", help="write a CSV file")
+
+    export_parser = commands.add_parser(
+        "export", help="export a checkpoint's model with torch.export (a .pt2 file)",
+        description="Write the inference model of a checkpoint as a torch.export program, "
+        "loaded with PyTorch alone: torch.export.load(path).module()(z, pos, batch).",
+    )  # fmt: skip
+    export_parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                               help="best.pt or last.pt of a run")  # fmt: skip
+    export_parser.add_argument("--out", required=True, metavar="FILE", help="the .pt2 file")
     return parser
 
 
@@ -171,8 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train(args)
         elif args.command == "evaluate":
             evaluate(args.checkpoint, split=args.split, data_root=args.data_root)
-        else:
+        elif args.command == "predict":
             predict_xyz(args.checkpoint, args.xyz, output=args.output)
+        else:
+            export_checkpoint(args.checkpoint, args.out)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

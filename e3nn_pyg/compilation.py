@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CompiledModel", "compile_model", "compile_settings"]
+__all__ = ["CompiledModel", "compile_model", "compile_settings", "export_model"]
 
 DYNAMO_SETTINGS = {"capture_dynamic_output_shape_ops": True, "trace_autograd_ops": True}
 INDUCTOR_SETTINGS = {"cpp.enable_loop_tail_vec": False}
@@ -89,3 +89,37 @@ def compile_model(
     if not isinstance(module, nn.Module):
         raise TypeError(f"compile_model takes an nn.Module, got {type(module).__name__}")
     return CompiledModel(module, fullgraph=fullgraph, **compile_kwargs)
+
+
+def export_model(model: nn.Module) -> torch.export.ExportedProgram:
+    """:func:`torch.export.export` of a zoo model's inference, ``module(z, pos, batch)``,
+    for any number of atoms and molecules (the model is put in eval mode).
+
+    Load the saved program with PyTorch alone: ``torch.export.load(path).module()`` gives a
+    module called as the model is (``batch`` is required; values in the model's dtype).
+    Models with ``derivative=True`` are refused: torch 2.13 cannot export the
+    :func:`torch.autograd.grad` of their forces (non-strict export returns fake tensors for
+    :func:`torch.func.grad`, strict export fixes the number of atoms).
+
+    Example:
+        >>> from e3nn_pyg.models import EquivariantNet
+        >>> program = export_model(EquivariantNet("8x0e + 4x1o", num_layers=2))
+        >>> z, pos = torch.tensor([6, 1, 1]), torch.randn(3, 3)
+        >>> tuple(program.module()(z, pos, torch.zeros(3, dtype=torch.long)).shape)
+        (1, 1)
+    """
+    if getattr(model, "derivative", False):
+        raise ValueError(
+            "cannot export a model with derivative=True: torch.export cannot trace the "
+            "autograd.grad of its forces; export the energy model (derivative=False)"
+        )
+    parameter = next(model.parameters())
+    z = torch.tensor([6, 1, 1, 8, 1], device=parameter.device)  # an example: 2 molecules
+    pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=parameter.dtype)
+    batch = torch.tensor([0, 0, 0, 1, 1], device=parameter.device)
+    num_atoms = torch.export.Dim("num_atoms", min=2)
+    return torch.export.export(
+        model.eval(),
+        (z, pos.to(parameter.device), batch),
+        dynamic_shapes=({0: num_atoms}, {0: num_atoms}, {0: num_atoms}),
+    )

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from e3nn_pyg.cli import build_parser, main
+from e3nn_pyg.training import load_checkpoint, model_from_checkpoint
 
 TINY = [
     "--dataset", "fixture", "--num-molecules", "40", "--hidden-Rs", "4x0e+2x1o",
@@ -80,6 +82,37 @@ def test_evaluate_and_predict(trained, tmp_path, data_root, capsys):
     lines = stdout.strip().splitlines()
     assert status == 0 and lines[0] == "index,comment,U0_eV"
     assert lines[1].startswith("1,water,") and -3000 < float(lines[1].split(",")[2]) < -1000
+
+
+def test_export_equals_the_checkpoint_model(trained, tmp_path, capsys):
+    out = tmp_path / "model.pt2"
+    status, stdout, _ = run_main(
+        ["export", "--checkpoint", str(trained / "equivariant_net" / "best.pt"), "--out", str(out)],
+        capsys,
+    )
+    assert status == 0 and "torch.export.load" in stdout
+    module = torch.export.load(out).module()  # PyTorch alone
+    model = model_from_checkpoint(load_checkpoint(trained / "equivariant_net" / "best.pt"), "")
+    z = torch.tensor([6, 1, 1, 1, 1, 8, 1, 1])
+    pos = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    batch = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    torch.testing.assert_close(module(z, pos, batch), model(z, pos, batch), atol=1e-6, rtol=1e-6)
+
+
+def test_export_refuses_schnet_and_bad_paths(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data-root", data_root, "--out", str(run), "--epochs", "1",
+                 "--baseline", "schnet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    schnet = str(run / "schnet" / "best.pt")
+    status, _, err = run_main(
+        ["export", "--checkpoint", schnet, "--out", str(tmp_path / "m")], capsys
+    )
+    assert_one_line_error(status, err, "schnet model", "EquivariantNet checkpoints")
+    ours = str(run / "equivariant_net" / "best.pt")
+    missing = str(tmp_path / "missing" / "m.pt2")
+    status, _, err = run_main(["export", "--checkpoint", ours, "--out", missing], capsys)
+    assert_one_line_error(status, err, "existing folder")
 
 
 def test_resume_and_overwrite(trained, data_root, capsys):

@@ -2,7 +2,7 @@
 
 - :class:`TrainConfig`: every setting of a run (command line and YAML share its keys).
 - :func:`train`: a whole run (the equivariant model, optionally SchNet, baselines, files);
-  :func:`evaluate` and :func:`predict_xyz` use its checkpoints.
+  :func:`evaluate`, :func:`predict_xyz` and :func:`export_checkpoint` use its checkpoints.
 - :class:`Trainer`: the loop of one model (AdamW, schedule, early stopping, time budget,
   resumable checkpoints).
 """
@@ -12,7 +12,7 @@ from .config import ConfigError, TrainConfig, default_readout
 from .data import RunData, TargetStats, fit_target_stats, load_data
 from .loop import FitResult, Trainer, TrainingInterrupted, predict
 from .plots import plot_learning_curves, plot_parity
-from .run import evaluate, format_table, predict_xyz, read_xyz, train
+from .run import evaluate, export_checkpoint, format_table, predict_xyz, read_xyz, train
 
 __all__ = [
     "ConfigError",
@@ -25,6 +25,7 @@ __all__ = [
     "build_model",
     "default_readout",
     "evaluate",
+    "export_checkpoint",
     "fit_target_stats",
     "format_table",
     "load_checkpoint",

@@ -24,16 +24,26 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.loader import DataLoader
 
+from ..compilation import export_model
 from ..datasets import QM9_TARGET_INFO
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import TargetStats, average_degree, fit_target_stats, load_data
 from .distributed import Runtime, setup_runtime
-from .loop import FitResult, Trainer, mean_absolute_error, predict
+from .loop import EVAL_BATCH_SIZE, FitResult, Trainer, mean_absolute_error, predict
 from .plots import plot_learning_curves, plot_parity
 
-__all__ = ["MODELS", "evaluate", "format_table", "predict_xyz", "read_xyz", "train"]
+__all__ = [
+    "MODELS",
+    "evaluate",
+    "export_checkpoint",
+    "format_table",
+    "predict_xyz",
+    "read_xyz",
+    "train",
+]
 
 #: name -> (kind, label in tables and plots)
 MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schnet", "SchNet")}
@@ -389,3 +399,41 @@ def predict_xyz(
     if any(not math.isfinite(v) for v in values):
         raise ConfigError(f"{xyz}: some predictions are not finite; check the coordinates")
     return values
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, log: Log = print
+) -> Path:
+    """Export a checkpoint's model with :func:`~e3nn_pyg.compilation.export_model` to
+    ``out`` (a ``.pt2`` file), checked against the model on the checkpoint's test split.
+
+    Load it with PyTorch alone: ``torch.export.load(out).module()(z, pos, batch)``.
+    """
+    payload, model = _load(checkpoint)
+    if payload["kind"] != "equivariant":
+        raise ConfigError(
+            f"checkpoint {checkpoint} holds a {payload['kind']} model: export takes "
+            "EquivariantNet checkpoints (PyG's SchNet reads batch.max() in its readout, "
+            "which torch.export cannot trace)"
+        )
+    out = Path(out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise ConfigError(f"--out {out} must be a file path in an existing folder")
+    program = export_model(model)
+    torch.export.save(program, out)
+    exported = torch.export.load(out).module()
+    run_config = TrainConfig.from_dict(payload["run_config"], source=f"checkpoint {checkpoint}")
+    data = load_data(run_config, log=False)
+    error = 0.0
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
+            pos = batch.pos.to(dtype)
+            expected = model(batch.z, pos, batch.batch)
+            error = max(error, float((exported(batch.z, pos, batch.batch) - expected).abs().max()))
+    log(
+        f"exported {payload.get('name', payload['kind'])} ({checkpoint}, {str(dtype)[6:]}) to "
+        f"{out}; on the {len(data.test)} test molecules it differs from the checkpoint's "
+        f"model by at most {error:.1e}. Load it with torch.export.load('{out}').module()"
+    )
+    return out
