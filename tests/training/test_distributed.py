@@ -141,3 +141,22 @@ def test_runtime_of_one_process():
 def test_cuda_without_a_gpu_is_refused_before_any_work(tiny_config):
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(tiny_config(device="cuda"))
+
+
+def test_tensorboard_events_when_installed(tmp_path, data_root):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    run_cli(1, tmp_path / "run", data_root, "--epochs", "2")
+    events = event_accumulator.EventAccumulator(
+        str(tmp_path / "run" / "equivariant_net" / "tensorboard")
+    )
+    events.Reload()
+    assert [event.step for event in events.Scalars("val_mae")] == [1, 2]
+
+
+def test_a_run_on_every_device_loads_on_the_cpu(device, tiny_config):
+    metrics = train(tiny_config(device=device.type), log=lambda line: None)
+    assert metrics["device"].startswith(device.type)
+    checkpoint = load_checkpoint(metrics["results"]["equivariant_net"]["checkpoint"])
+    assert all(t.device.type == "cpu" for t in checkpoint["model_state"].values())
