@@ -91,15 +91,30 @@ def compile_model(
     return CompiledModel(module, fullgraph=fullgraph, **compile_kwargs)
 
 
+class _Energy(nn.Module):
+    """The ``energy`` method of a force model as a module (what :func:`export_model`
+    exports of it)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.energy(z, pos, batch)
+
+
 def export_model(model: nn.Module) -> torch.export.ExportedProgram:
     """:func:`torch.export.export` of a zoo model's inference, ``module(z, pos, batch)``,
     for any number of atoms and molecules (the model is put in eval mode).
 
     Load the saved program with PyTorch alone: ``torch.export.load(path).module()`` gives a
-    module called as the model is (``batch`` is required; values in the model's dtype).
-    Models with ``derivative=True`` are refused: torch 2.13 cannot export the
-    :func:`torch.autograd.grad` of their forces (non-strict export returns fake tensors for
-    :func:`torch.func.grad`, strict export fixes the number of atoms).
+    module called as the model is (``batch`` is required; values in the model's dtype). Of
+    a force model (``derivative=True``) the energy is exported, and the forces are its
+    gradient, taken on the loaded program (torch 2.13 cannot export a
+    :func:`torch.autograd.grad` inside the program)::
+
+        energy = module(z, pos.requires_grad_(), batch)  # [num_graphs, 1]
+        forces = -torch.autograd.grad(energy.sum(), pos)[0]  # [N, 3]
 
     Example:
         >>> from e3nn_pyg.models import EquivariantNet
@@ -108,18 +123,15 @@ def export_model(model: nn.Module) -> torch.export.ExportedProgram:
         >>> tuple(program.module()(z, pos, torch.zeros(3, dtype=torch.long)).shape)
         (1, 1)
     """
-    if getattr(model, "derivative", False):
-        raise ValueError(
-            "cannot export a model with derivative=True: torch.export cannot trace the "
-            "autograd.grad of its forces; export the energy model (derivative=False)"
-        )
+    model.eval()
+    exported = _Energy(model) if getattr(model, "derivative", False) else model
     parameter = next(model.parameters())
     z = torch.tensor([6, 1, 1, 8, 1], device=parameter.device)  # an example: 2 molecules
     pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=parameter.dtype)
     batch = torch.tensor([0, 0, 0, 1, 1], device=parameter.device)
     num_atoms = torch.export.Dim("num_atoms", min=2)
     return torch.export.export(
-        model.eval(),
+        exported,
         (z, pos.to(parameter.device), batch),
         dynamic_shapes=({0: num_atoms}, {0: num_atoms}, {0: num_atoms}),
     )

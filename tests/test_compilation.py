@@ -111,9 +111,19 @@ def test_exported_model_equals_the_model_for_any_size(tmp_path, dtype, tolerance
         loaded(batch.z, bad, batch.batch)
 
 
-def test_export_refuses_force_models():
-    with pytest.raises(ValueError, match="derivative=True"):
-        export_model(make_model(derivative=True))
+@pytest.mark.usefixtures("float64")
+def test_exported_force_model_gives_the_energy_and_forces_by_autograd(tmp_path):
+    model = make_model(derivative=True)
+    path = tmp_path / "model.pt2"
+    torch.export.save(export_model(model), path)
+    loaded = torch.export.load(path).module()
+    batch = molecules((6, 4), seed=2)
+    energy, forces = model(batch.z, batch.pos, batch.batch)
+    pos = batch.pos.clone().requires_grad_()
+    exported_energy = loaded(batch.z, pos, batch.batch)
+    (gradient,) = torch.autograd.grad(exported_energy.sum(), pos)
+    torch.testing.assert_close(exported_energy, energy, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(-gradient, forces, atol=1e-12, rtol=1e-12)
 
 
 def parameter_grads(model) -> dict[str, torch.Tensor]:

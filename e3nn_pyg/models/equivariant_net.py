@@ -432,6 +432,13 @@ class EquivariantNet(nn.Module):
         num_graphs = torch.bincount(batch).shape[0]
         return scatter(h, batch, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
 
+    def energy(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+        """The prediction ``[num_graphs, out_channels]`` alone, also with ``derivative=True``
+        (e.g. to export it: the forces are then its gradient, see
+        :func:`~e3nn_pyg.compilation.export_model`)."""
+        self._check_inputs(z, pos, batch)
+        return self._predict(z, pos, batch)
+
     def forward(
         self, z: Tensor, pos: Tensor, batch: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -448,9 +455,9 @@ class EquivariantNet(nn.Module):
             ``(energy [num_graphs, 1], forces [N, 3])``. Forces are computed even under
             :func:`torch.no_grad`; in training mode they keep their graph for a force loss.
         """
-        self._check_inputs(z, pos, batch)
         if not self.derivative:
-            return self._predict(z, pos, batch)
+            return self.energy(z, pos, batch)
+        self._check_inputs(z, pos, batch)
         grad_enabled = torch.is_grad_enabled()
         # torch.compile cannot return values differentiable through a leaf made inside it
         detach = not grad_enabled
