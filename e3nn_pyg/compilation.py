@@ -14,6 +14,10 @@ on every call:
   gradients of :class:`~e3nn_pyg.models.EquivariantNet`'s embedding came out as large as
   the gradients themselves; ``tests/test_compilation.py`` compares them with eager ones).
 
+A plain :func:`torch.compile` of a module that builds a radius graph, without these
+settings, stops with an error that says so (the radius search checks them while the
+compiler traces it), rather than failing later or giving wrong gradients.
+
 Inside a compiled graph the checks of tensor values become graph assertions
 (:mod:`~e3nn_pyg.checks`), the convolutions run their per-edge path (:meth:`Convolution.message
 <e3nn_pyg.conv.Convolution.message>`, fused by the compiler), and a force model in training

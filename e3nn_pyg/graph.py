@@ -276,8 +276,28 @@ def _radius_search(
 
 @_radius_search.register_fake
 def _(pos, batch, r, loop, max_num_neighbors, backend):
+    if not torch.compiler.is_exporting():
+        _check_compile_settings(pos)
     num_edges = torch.library.get_ctx().new_dynamic_size()
     return pos.new_empty(2, num_edges, dtype=torch.long)
+
+
+def _check_compile_settings(pos: Tensor) -> None:
+    """Refuse a torch.compile without the settings of :mod:`e3nn_pyg.compilation` (read
+    here, while the compiler traces: traced code cannot read them)."""
+    import torch._dynamo.config as dynamo
+    import torch._inductor.config as inductor
+
+    if not dynamo.capture_dynamic_output_shape_ops or (
+        pos.device.type == "cpu" and inductor.cpp.enable_loop_tail_vec
+    ):
+        raise RuntimeError(
+            "torch.compile of a radius graph needs the settings of e3nn_pyg.compilation "
+            "(a data-dependent number of edges; on CPU, no vectorised loop tails, which "
+            "miscompute gradients in torch 2.13): compile with "
+            "e3nn_pyg.compile_model(module), or call the compiled module inside "
+            "e3nn_pyg.compilation.compile_settings()"
+        )
 
 
 # -- shared pieces ---------------------------------------------------------------------------

@@ -78,6 +78,18 @@ def test_compiled_force_training_needs_positions_that_require_grad():
         compiled(batch.z, batch.pos, batch.batch)
 
 
+def test_plain_torch_compile_asks_for_the_settings():
+    """Without them the graph cannot be traced, or (CPU) its gradients would be wrong."""
+    model = make_model()
+    batch = molecules((4, 3))
+    with pytest.raises(Exception, match=r"compile_model\(module\)"):
+        torch.compile(model, fullgraph=True)(batch.z, batch.pos, batch.batch)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        with pytest.raises(Exception, match="vectorised loop tails"):
+            torch.compile(model, fullgraph=True)(batch.z, batch.pos, batch.batch)
+
+
 def test_compiled_model_shares_the_module_state():
     model = make_model()
     compiled = compile_model(model)

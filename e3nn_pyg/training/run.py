@@ -3,12 +3,13 @@ r"""A whole run: data, the equivariant model and its baselines, the final table,
 :func:`train` writes to ``config.out``:
 
 - ``config.yaml``: the resolved configuration (rerun with ``--config``);
-- ``equivariant_net/{best,last}.pt`` and ``schnet/{best,last}.pt``: checkpoints;
+- ``equivariant_net/{best,last}.pt`` and ``schnet/{best,last}.pt``: checkpoints, with
+  ``history.csv`` (and ``tensorboard/`` when installed) next to them;
 - ``metrics.json``: test and validation MAEs of every model and baseline, sizes, times;
 - ``test_predictions.csv``: the test molecules with their DFT value and every prediction;
 - ``learning_curves.png`` and ``parity.png``.
 
-:func:`evaluate` and :func:`predict_xyz` use a checkpoint.
+:func:`evaluate`, :func:`predict_xyz` and :func:`export_checkpoint` use a checkpoint.
 """
 
 from __future__ import annotations
