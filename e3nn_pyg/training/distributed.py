@@ -64,14 +64,15 @@ class Runtime:
         dist.all_reduce(total)
         return total.tolist()
 
-    def from_main(self, value: float) -> float:
-        """Rank 0's ``value``, on every rank: times read from rank 0's clock, so that every
-        rank takes the same decisions (time budget, learning-rate schedule)."""
+    def from_main(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values``, on every rank: times read from rank 0's clock and its
+        Ctrl-C, so that every rank takes the same decisions (time budget, learning-rate
+        schedule, where to stop)."""
         if not self.distributed:
-            return value
-        shared = torch.tensor([value], dtype=torch.float64, device=self._collective_device)
+            return values
+        shared = torch.tensor(values, dtype=torch.float64, device=self._collective_device)
         dist.broadcast(shared, src=0)
-        return float(shared.item())
+        return shared.tolist()
 
     def barrier(self) -> None:
         """Wait until every rank gets here (e.g. after rank 0 wrote a file)."""

@@ -33,6 +33,7 @@ from .config import ConfigError, TrainConfig
 from .data import RunData, TargetStats
 from .distributed import Runtime, default_dtype
 from .history import HistoryWriter
+from .interrupt import DeferredInterrupt
 
 __all__ = ["FitResult", "Trainer", "TrainingInterrupted", "predict"]
 
@@ -113,6 +114,19 @@ def _progress_bar(iterable, total: int, desc: str, enabled: bool):
     except ImportError:
         return iterable
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
+
+
+@dataclass
+class _TrainingState:
+    """What one model's training carries from step to step."""
+
+    model: nn.Module
+    replica: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    progress: dict[str, Any]  # saved in checkpoints (see Trainer.fit)
+    last_validation: float = 0.0  # seconds the last validation took
+    consistent: bool = True  # parameters and optimizer agree (no step half taken)
 
 
 class Trainer:
@@ -238,172 +252,38 @@ class Trainer:
     def fit(self, resume: bool = False) -> FitResult:
         """Train (or continue training) and return the best model.
 
-        With ``resume`` and an existing ``last.pt``, training continues from it (a finished
-        run is not trained further unless the budget grew); otherwise it starts from a
-        fresh initialization seeded by ``config.seed``.
+        With ``resume`` and an existing ``last.pt``, training continues from it, from the
+        step where it stopped (a finished run is not trained further unless the budget
+        grew); otherwise it starts from a fresh initialization seeded by ``config.seed``.
+        Ctrl-C is taken after the step in flight (:mod:`~e3nn_pyg.training.interrupt`):
+        ``last.pt`` then holds everything the resumed run needs to take the steps the
+        uninterrupted run takes.
 
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving ``last.pt``.
             ConfigError: when ``last.pt`` cannot be resumed under this config.
         """
-        config, runtime = self.config, self.runtime
-        torch.manual_seed(config.seed)
-        model = self._build(lambda: build_model(self.kind, self.model_config))
-        progress: dict[str, Any] = {
-            "epoch": 0,
-            "elapsed": 0.0,
-            "history": [],
-            "best_val_mae": math.inf,
-            "best_epoch": 0,
-            "stop_reason": "",
-        }
-        payload = None
-        if resume and self.last_path.exists():
-            payload = load_checkpoint(self.last_path)
-            self._check_resumable(payload)
-            self.model_config = payload["model_config"]
-            model = self._build(lambda: model_from_checkpoint(payload, self.last_path))
-            progress = payload["progress"]
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.lr, weight_decay=config.weight_decay
-        )
-        plateau = None
-        if config.scheduler == "plateau":
-            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, factor=0.5, patience=max(config.patience // 4, 1)
-            )
-        if payload is not None:
-            optimizer.load_state_dict(payload["optimizer"])
-            if plateau is not None and payload.get("scheduler"):
-                plateau.load_state_dict(payload["scheduler"])
-            self.log(
-                f"{self.name}: resuming from {self.last_path} after {progress['epoch']} epochs "
-                f"({progress['elapsed']:.0f} s)"
-            )
-        # the replicas start equal (same seed, or the same checkpoint); DDP averages gradients
-        replica = _replicate(model, runtime)
-        history = HistoryWriter(self.directory, enabled=runtime.is_main)
-
-        def save_last() -> None:
-            if not runtime.is_main:
-                return
-            state = self._payload(model, progress)
-            state["optimizer"] = optimizer.state_dict()
-            state["scheduler"] = plateau.state_dict() if plateau is not None else None
-            save_checkpoint(self.last_path, state)
-
-        num_parameters = sum(p.numel() for p in model.parameters())
-        train_set = self.data.subset("train")
-        num_batches = len(self._epoch_batches(0)[1])
-        column = self.data.column
-        last_validation = 0.0
+        state = self._initial_state(resume)
+        progress = state.progress
+        num_parameters = sum(p.numel() for p in state.model.parameters())
+        runtime = self.runtime
         stop = self._stop_reason(progress)
         if not stop:
             self.log(
-                f"{self.name}: {num_parameters:,} parameters, {len(train_set)} training "
-                f"molecules, {num_batches} batches per epoch"
+                f"{self.name}: {num_parameters:,} parameters, {len(self.data.train)} training "
+                f"molecules, {len(self._epoch_batches(0)[1])} batches per epoch"
                 + (f" over {runtime.world_size} processes" if runtime.distributed else "")
                 + f", {runtime.device} {str(runtime.dtype).removeprefix('torch.')}"
             )
+        history = HistoryWriter(self.directory, enabled=runtime.is_main)
+        interrupt = DeferredInterrupt()
         try:
-            while not stop:
-                epoch = progress["epoch"]
-                shares, global_sizes = self._epoch_batches(epoch)
-                loader = DataLoader(
-                    train_set, batch_sampler=shares, pin_memory=runtime.device.type == "cuda"
-                )
-                bar = _progress_bar(
-                    loader,
-                    num_batches,
-                    f"{self.name} epoch {epoch + 1}",
-                    config.progress and runtime.is_main,
-                )
-                model.train()
-                start = time.perf_counter()
-                elapsed_before = progress["elapsed"]
-                seen, out_of_time = 0, False
-                sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss, |error|
-                budget = config.time_budget
-                for step, batch in enumerate(bar):
-                    spent = runtime.from_main(elapsed_before + time.perf_counter() - start)
-                    if step and budget is not None and spent + last_validation >= budget:
-                        out_of_time = True  # keep time for the validation
-                        break
-                    if config.scheduler == "cosine":
-                        factor = self._lr_factor(epoch + step / num_batches, spent)
-                        for group in optimizer.param_groups:
-                            group["lr"] = self.lr * factor
-                    batch = batch.to(runtime.device, non_blocking=True)
-                    pos = batch.pos.to(runtime.dtype)
-                    prediction = replica(batch.z, pos, batch.batch)[:, 0]  # [G]
-                    target = batch.y[:, column].to(runtime.dtype)  # [G]
-                    loss = self._loss(prediction, target)
-                    optimizer.zero_grad(set_to_none=True)
-                    if runtime.distributed:  # weighted by this rank's share (see distributed)
-                        share = batch.num_graphs * runtime.world_size / global_sizes[step]
-                        (loss * share).backward()
-                    else:
-                        loss.backward()
-                    if config.max_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    progress["elapsed"] = elapsed_before + time.perf_counter() - start
-                    seen += batch.num_graphs
-                    error = (prediction.detach() - target).abs().sum()
-                    sums += torch.stack([loss.detach() * batch.num_graphs, error])
-                    if bar is not loader:
-                        loss_sum, abs_sum = sums.tolist()
-                        bar.set_postfix(
-                            loss=f"{loss_sum / seen:.4f}",
-                            mae=f"{abs_sum / seen * self.scale:.1f} {self.data.target.report_unit}",
-                            mol_s=f"{seen / (time.perf_counter() - start):.0f}",
-                        )
-                train_seconds = time.perf_counter() - start
-                loss_sum, abs_sum, seen_total = runtime.sum([*sums.tolist(), float(seen)])
-                val_start = time.perf_counter()
-                val_mae = self._validate(model)
-                last_validation = runtime.from_main(time.perf_counter() - val_start)
-                if not math.isfinite(val_mae):
-                    raise ConfigError(
-                        f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
-                        f"lower the learning rate (now {self.lr:g})"
-                    )
-                progress["elapsed"] = runtime.from_main(
-                    elapsed_before + time.perf_counter() - start
-                )
-                progress["epoch"] = epoch + 1
-                if plateau is not None:
-                    plateau.step(val_mae)
-                lr = optimizer.param_groups[0]["lr"]
-                record = {
-                    "epoch": epoch + 1,
-                    "fraction": seen_total / len(train_set),
-                    "train_loss": loss_sum / max(seen_total, 1),
-                    "train_mae": abs_sum / max(seen_total, 1) * self.scale,
-                    "val_mae": val_mae,
-                    "lr": lr,
-                    "elapsed": progress["elapsed"],
-                    "molecules_per_second": seen_total / max(train_seconds, 1e-9),
-                }
-                progress["history"].append(record)
-                history.write(progress["history"])
-                improved = val_mae < progress["best_val_mae"]
-                if improved:
-                    progress["best_val_mae"], progress["best_epoch"] = val_mae, epoch + 1
-                    if runtime.is_main:
-                        save_checkpoint(self.best_path, self._payload(model, progress))
-                stop = self._stop_reason(progress, out_of_time, last_validation)
-                progress["stop_reason"] = stop
-                progress["time_budget"] = config.time_budget
-                save_last()
-                unit = self.data.target.report_unit
-                self.log(
-                    f"{self.name} epoch {epoch + 1:3d}: train loss {record['train_loss']:.4f}, "
-                    f"val MAE {val_mae:.2f} {unit}{' *' if improved else ''}, lr {lr:.2e}, "
-                    f"{record['molecules_per_second']:.0f} mol/s, {progress['elapsed']:.0f} s"
-                )
-        except KeyboardInterrupt:
-            save_last()
+            with interrupt:
+                while not stop:
+                    stop = self._epoch(state, interrupt, history)
+        except KeyboardInterrupt:  # a second Ctrl-C (or a KeyboardInterrupt from a callback)
+            if state.consistent:  # never save the parameters of a step half taken
+                self._save_last(state)
             raise TrainingInterrupted(self.last_path) from None
         finally:
             history.close()
@@ -422,6 +302,180 @@ class Trainer:
             stop_reason=progress["stop_reason"],
             num_parameters=num_parameters,
         )
+
+    def _initial_state(self, resume: bool) -> _TrainingState:
+        """A fresh model and optimizer, or those of ``last.pt`` when resuming."""
+        config = self.config
+        torch.manual_seed(config.seed)
+        model = self._build(lambda: build_model(self.kind, self.model_config))
+        progress: dict[str, Any] = {
+            "epoch": 0,  # epochs done
+            "step": 0,  # steps done in the current epoch
+            "partial": [0.0, 0.0, 0.0],  # its sums so far: loss, |error|, molecules
+            "elapsed": 0.0,
+            "history": [],
+            "best_val_mae": math.inf,
+            "best_epoch": 0,
+            "stop_reason": "",
+        }
+        payload = None
+        if resume and self.last_path.exists():
+            payload = load_checkpoint(self.last_path)
+            self._check_resumable(payload)
+            self.model_config = payload["model_config"]
+            model = self._build(lambda: model_from_checkpoint(payload, self.last_path))
+            progress = {**progress, **payload["progress"]}
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.lr, weight_decay=config.weight_decay
+        )
+        plateau = None
+        if config.scheduler == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=0.5, patience=max(config.patience // 4, 1)
+            )
+        if payload is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+            if plateau is not None and payload.get("scheduler"):
+                plateau.load_state_dict(payload["scheduler"])
+            where = f", step {progress['step']}" if progress["step"] else ""
+            self.log(
+                f"{self.name}: resuming from {self.last_path} after {progress['epoch']} epochs"
+                f"{where} ({progress['elapsed']:.0f} s)"
+            )
+        # the replicas start equal (same seed, or the same checkpoint); DDP averages gradients
+        replica = _replicate(model, self.runtime)
+        return _TrainingState(model, replica, optimizer, plateau, progress)
+
+    def _save_last(self, state: _TrainingState) -> None:
+        if self.runtime.is_main:
+            payload = self._payload(state.model, state.progress)
+            payload["optimizer"] = state.optimizer.state_dict()
+            payload["scheduler"] = state.plateau.state_dict() if state.plateau else None
+            save_checkpoint(self.last_path, payload)
+
+    def _epoch(
+        self, state: _TrainingState, interrupt: DeferredInterrupt, history: HistoryWriter
+    ) -> str:
+        """Train the rest of the current epoch, validate, record and save; the stop reason.
+
+        Raises:
+            TrainingInterrupted: after saving, on a Ctrl-C between two steps.
+        """
+        config, runtime, progress = self.config, self.runtime, state.progress
+        epoch, first = progress["epoch"], progress["step"]
+        shares, global_sizes = self._epoch_batches(epoch)
+        num_batches = len(shares)
+        loader = DataLoader(
+            self.data.subset("train"),
+            batch_sampler=shares[first:],
+            pin_memory=runtime.device.type == "cuda",
+        )
+        bar = _progress_bar(
+            loader, num_batches - first, f"{self.name} epoch {epoch + 1}",
+            config.progress and runtime.is_main,
+        )  # fmt: skip
+        state.model.train()
+        start, elapsed_before = time.perf_counter(), progress["elapsed"]
+        # the epoch's sums so far (after a resume: rank 0 holds those of every rank)
+        partial = progress["partial"] if runtime.is_main else [0.0, 0.0, 0.0]
+        sums = torch.tensor(partial, dtype=torch.float64, device=runtime.device)
+        seen_now, out_of_time = 0, False
+        for step, batch in enumerate(bar, start=first):
+            spent, stop_now = runtime.from_main(
+                [elapsed_before + time.perf_counter() - start, float(interrupt.requested)]
+            )
+            if stop_now:  # Ctrl-C: save between two steps, then stop
+                progress["partial"] = runtime.sum(sums.tolist())
+                self._save_last(state)
+                raise TrainingInterrupted(self.last_path)
+            budget = config.time_budget
+            if step > first and budget is not None and spent + state.last_validation >= budget:
+                out_of_time = True  # keep time for the validation
+                break
+            if config.scheduler == "cosine":
+                factor = self._lr_factor(epoch + step / num_batches, spent)
+                for group in state.optimizer.param_groups:
+                    group["lr"] = self.lr * factor
+            sums += self._step(state, batch, global_sizes[step])
+            seen_now += batch.num_graphs
+            progress["elapsed"] = elapsed_before + time.perf_counter() - start
+            progress["step"] = step + 1
+            if bar is not loader:
+                loss_sum, abs_sum, seen = sums.tolist()
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}",
+                    mae=f"{abs_sum / seen * self.scale:.1f} {self.data.target.report_unit}",
+                    mol_s=f"{seen_now / (time.perf_counter() - start):.0f}",
+                )
+        train_seconds = time.perf_counter() - start
+        loss_sum, abs_sum, seen = runtime.sum(sums.tolist())
+        trained_now = runtime.sum([float(seen_now)])[0]
+
+        val_start = time.perf_counter()
+        val_mae = self._validate(state.model)
+        (state.last_validation,) = runtime.from_main([time.perf_counter() - val_start])
+        if not math.isfinite(val_mae):
+            raise ConfigError(
+                f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
+                f"lower the learning rate (now {self.lr:g})"
+            )
+        (progress["elapsed"],) = runtime.from_main([elapsed_before + time.perf_counter() - start])
+        progress.update(epoch=epoch + 1, step=0, partial=[0.0, 0.0, 0.0])
+        if state.plateau is not None:
+            state.plateau.step(val_mae)
+        lr = state.optimizer.param_groups[0]["lr"]
+        record = {
+            "epoch": epoch + 1,
+            "fraction": seen / len(self.data.train),
+            "train_loss": loss_sum / max(seen, 1),
+            "train_mae": abs_sum / max(seen, 1) * self.scale,
+            "val_mae": val_mae,
+            "lr": lr,
+            "elapsed": progress["elapsed"],
+            "molecules_per_second": trained_now / max(train_seconds, 1e-9),
+        }
+        progress["history"].append(record)
+        history.write(progress["history"])
+        improved = val_mae < progress["best_val_mae"]
+        if improved:
+            progress["best_val_mae"], progress["best_epoch"] = val_mae, epoch + 1
+            if runtime.is_main:
+                save_checkpoint(self.best_path, self._payload(state.model, progress))
+        stop = self._stop_reason(progress, out_of_time, state.last_validation)
+        progress["stop_reason"] = stop
+        progress["time_budget"] = config.time_budget
+        self._save_last(state)
+        self.log(
+            f"{self.name} epoch {epoch + 1:3d}: train loss {record['train_loss']:.4f}, "
+            f"val MAE {val_mae:.2f} {self.data.target.report_unit}{' *' if improved else ''}, "
+            f"lr {lr:.2e}, {record['molecules_per_second']:.0f} mol/s, "
+            f"{progress['elapsed']:.0f} s"
+        )
+        if runtime.from_main([float(interrupt.requested)])[0]:  # Ctrl-C during validation
+            raise TrainingInterrupted(self.last_path)
+        return stop
+
+    def _step(self, state: _TrainingState, batch, global_size: int) -> Tensor:
+        """One optimizer step on this rank's share of a batch; its sums (loss times
+        molecules, |error|, molecules) ``[3]``."""
+        runtime, config = self.runtime, self.config
+        batch = batch.to(runtime.device, non_blocking=True)
+        target = batch.y[:, self.data.column].to(runtime.dtype)  # [G]
+        state.consistent = False
+        prediction = state.replica(batch.z, batch.pos.to(runtime.dtype), batch.batch)[:, 0]
+        loss = self._loss(prediction, target)
+        state.optimizer.zero_grad(set_to_none=True)
+        if runtime.distributed:  # weighted by this rank's share (see distributed)
+            (loss * (batch.num_graphs * runtime.world_size / global_size)).backward()
+        else:
+            loss.backward()
+        if config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
+        state.optimizer.step()
+        state.consistent = True
+        error = (prediction.detach() - target).abs().sum()
+        count = error.new_tensor(float(batch.num_graphs))
+        return torch.stack([loss.detach() * batch.num_graphs, error, count]).double()
 
     def _stop_reason(
         self, progress: dict[str, Any], out_of_time: bool = False, reserve: float = 0.0

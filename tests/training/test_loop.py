@@ -2,6 +2,7 @@
 Ctrl-C and resumes to the very model an uninterrupted run gives."""
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,56 @@ def test_divergence_is_reported(tiny_config, tmp_path):
     trainer._validate = lambda model: math.nan
     with pytest.raises(ConfigError, match=r"diverged in epoch 1.*lower the learning rate"):
         trainer.fit()
+
+
+def ctrl_c_at_steps(monkeypatch, steps: set[int], presses: int = 1) -> None:
+    """Press Ctrl-C (a real SIGINT) ``presses`` times inside the optimizer's step number
+    ``n``, for each n in ``steps``."""
+    original = torch.optim.AdamW.step
+    calls = []
+
+    def step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) in steps:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def assert_same_training(a, b) -> None:
+    assert [r["val_mae"] for r in a.history] == [r["val_mae"] for r in b.history]
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_ctrl_c_inside_a_step_resumes_after_it_exactly(tiny_config, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of epoch 2 (inside its 2nd optimizer step): the step finishes,
+    the state is saved, and the resumed run equals the uninterrupted one."""
+    config = tiny_config(epochs=3, num_molecules=80)  # 4 batches per epoch
+    straight = make_trainer(config, tmp_path / "straight").fit()
+    with monkeypatch.context() as patch:
+        ctrl_c_at_steps(patch, {6})
+        with pytest.raises(TrainingInterrupted):
+            make_trainer(config, tmp_path / "interrupted").fit()
+    progress = load_checkpoint(tmp_path / "interrupted" / "last.pt")["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 2)
+    resumed = make_trainer(config, tmp_path / "interrupted").fit(resume=True)
+    assert_same_training(resumed, straight)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
+    tiny_config, tmp_path, monkeypatch
+):
+    config = tiny_config(epochs=2, num_molecules=80)
+    straight = make_trainer(config, tmp_path / "straight").fit()
+    with monkeypatch.context() as patch:
+        ctrl_c_at_steps(patch, {6}, presses=2)  # the second before the first is taken
+        with pytest.raises(TrainingInterrupted):
+            make_trainer(config, tmp_path / "interrupted").fit()
+    progress = load_checkpoint(tmp_path / "interrupted" / "last.pt")["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 0)  # the half-taken step is not saved
+    resumed = make_trainer(config, tmp_path / "interrupted").fit(resume=True)
+    assert_same_training(resumed, straight)
