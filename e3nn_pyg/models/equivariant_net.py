@@ -398,6 +398,43 @@ class EquivariantNet(nn.Module):
             "kernel_mode": self.kernel_mode,
         }
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The :meth:`config`, saved in the ``state_dict`` (key ``_extra_state``)."""
+        return {"config": self.config()}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Refuse a ``state_dict`` saved from a model of another architecture (a silent
+        hybrid otherwise: e.g. weights trained at one cutoff evaluated at another).
+        ``derivative`` may differ: the forces of an energy model are its gradient."""
+        saved = state.get("config") if isinstance(state, dict) else None
+        if not isinstance(saved, dict):
+            raise ValueError(
+                f"the state_dict's _extra_state holds no EquivariantNet config: {state!r}"
+            )
+        mine = self.config()
+        differences = [
+            f"{key}={saved.get(key)!r} (this model: {mine[key]!r})"
+            for key in mine
+            if key != "derivative" and saved.get(key) != mine[key]
+        ]
+        if differences:
+            raise ValueError(
+                "the state_dict was saved from an EquivariantNet with "
+                + ", ".join(differences)
+                + ": build the model with the saved settings (state_dict()['_extra_state']"
+                "['config'] holds them)"
+            )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        key = prefix + "_extra_state"
+        if key in missing_keys:  # saved before the config was recorded: nothing to compare
+            missing_keys.remove(key)
+
     def _check_inputs(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> None:
         if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
             what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z

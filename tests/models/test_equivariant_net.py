@@ -177,6 +177,28 @@ def test_state_dict_round_trip_is_exact(batch):
     )
 
 
+@pytest.mark.parametrize(
+    "other", [dict(cutoff=5.0), dict(avg_num_neighbors=3.0), dict(readout="mean")]
+)
+def test_a_state_dict_of_another_architecture_is_refused(other):
+    """Same tensor shapes, other settings: loading would make a silent hybrid."""
+    state = make_model().state_dict()
+    key, value = next(iter(other.items()))
+    with pytest.raises(ValueError, match=f"{key}=.*this model: {value!r}"):
+        make_model(**other).load_state_dict(state)
+
+
+def test_state_dict_records_the_config_and_loads_into_a_force_model(batch):
+    model = make_model()
+    assert model.state_dict()["_extra_state"] == {"config": model.config()}
+    forces_model = make_model(seed=3, derivative=True)
+    forces_model.load_state_dict(model.state_dict())  # the forces of the energy model
+    energy, _ = forces_model(batch.z, batch.pos, batch.batch)
+    torch.testing.assert_close(energy, model(batch.z, batch.pos, batch.batch))
+    legacy = {k: v for k, v in model.state_dict().items() if k != "_extra_state"}
+    make_model(seed=4).load_state_dict(legacy)  # saved before configs were recorded
+
+
 def test_reset_parameters_keeps_the_offsets(batch):
     model = make_model(mean=0.5, std=2.0)
     before = [p.clone() for p in model.parameters()]

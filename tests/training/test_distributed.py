@@ -37,7 +37,8 @@ def run_cli(processes: int, out, data_root, *extra: str) -> subprocess.Completed
 
 
 def final_parameters(out, model: str = "equivariant_net") -> dict[str, torch.Tensor]:
-    return load_checkpoint(out / model / "last.pt")["model_state"]
+    state = load_checkpoint(out / model / "last.pt")["model_state"]
+    return {name: value for name, value in state.items() if torch.is_tensor(value)}
 
 
 def assert_same_parameters(a, b, tolerance: float = 1e-10) -> None:
@@ -159,4 +160,5 @@ def test_a_run_on_every_device_loads_on_the_cpu(device, tiny_config):
     metrics = train(tiny_config(device=device.type), log=lambda line: None)
     assert metrics["device"].startswith(device.type)
     checkpoint = load_checkpoint(metrics["results"]["equivariant_net"]["checkpoint"])
-    assert all(t.device.type == "cpu" for t in checkpoint["model_state"].values())
+    tensors = [t for t in checkpoint["model_state"].values() if torch.is_tensor(t)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)

@@ -31,6 +31,13 @@ def make_trainer(config, directory: Path, kind: str = "equivariant", log=None) -
     return trainer
 
 
+def assert_same_parameters(a, b) -> None:
+    a, b = a.state_dict(), b.state_dict()
+    assert a.keys() == b.keys()
+    for key, value in a.items():  # tensors, and EquivariantNet's config
+        assert torch.equal(value, b[key]) if torch.is_tensor(value) else value == b[key]
+
+
 @pytest.mark.parametrize("kind", ["equivariant", "schnet"])
 def test_fit_learns_and_writes_checkpoints(tiny_config, tmp_path, kind):
     config = tiny_config(epochs=3, num_molecules=80)
@@ -63,8 +70,7 @@ def test_ctrl_c_saves_and_resume_gives_the_uninterrupted_model(tiny_config, tmp_
     resumed = make_trainer(config, tmp_path / "interrupted").fit(resume=True)
     assert resumed.epochs == 3
     assert [r["val_mae"] for r in resumed.history] == [r["val_mae"] for r in straight.history]
-    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_same_parameters(resumed.model, straight.model)
 
 
 def test_a_finished_run_resumes_only_with_a_larger_budget(tiny_config, tmp_path):
@@ -139,8 +145,7 @@ def ctrl_c_at_steps(monkeypatch, steps: set[int], presses: int = 1) -> None:
 def assert_same_training(a, b) -> None:
     assert [r["val_mae"] for r in a.history] == [r["val_mae"] for r in b.history]
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
-    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
-        assert torch.equal(x, y)
+    assert_same_parameters(a.model, b.model)
 
 
 def test_ctrl_c_inside_a_step_resumes_after_it_exactly(tiny_config, tmp_path, monkeypatch):
