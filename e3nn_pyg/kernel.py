@@ -145,6 +145,7 @@ class Kernel(nn.Module):
         self._chunk_size = 1024
         self.engine = engine
         self.R = RadialModel(self.fused.num_weights)
+        self._check_radial_model()
         self.mix = nn.ParameterList(
             nn.Parameter(torch.empty(mul, channels))
             for (mul, _, _), channels in zip(self.Rs_out, self.fused.mid_channels)
@@ -158,6 +159,27 @@ class Kernel(nn.Module):
                     self._cg_names[key] = "cg_{}_{}_{}".format(*key)
                     self.register_buffer(self._cg_names[key], wigner_3j(*key), persistent=False)
         self._reset_mix()
+
+    def _check_radial_model(self) -> None:
+        """Refuse a radial model whose output does not fit the kernel, now rather than at
+        the first convolution (a probe on two edge lengths)."""
+        expected = (2, self.fused.num_weights)
+        parameter = next(self.R.parameters(), None)
+        like = {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
+        try:
+            with torch.no_grad():
+                probe = self.R(torch.tensor([0.5, 1.0], **like))
+        except Exception as error:
+            raise ValueError(
+                f"RadialModel(out_dim={expected[1]}) fails on edge lengths of shape [2]: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if not isinstance(probe, Tensor) or tuple(probe.shape) != expected:
+            shape = list(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
+            raise ValueError(
+                f"RadialModel(out_dim={expected[1]}) maps 2 edge lengths to {shape}, expected "
+                f"{list(expected)}: its output width must be the out_dim it is built with"
+            )
 
     @property
     def engine(self) -> str:

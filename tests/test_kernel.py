@@ -350,3 +350,24 @@ def test_kernel_rejects_impossible_representations():
         Kernel("1x0e + 1x1e", "1x0e", PolynomialRadial)
     with pytest.raises(ValueError, match="normalization"):
         Kernel("1x0", "1x0", PolynomialRadial, normalization="integral")
+
+
+class _WrongWidth(nn.Module):
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, out_dim + 1)
+
+    def forward(self, lengths):
+        return self.linear(lengths.unsqueeze(-1))  # [E, out_dim + 1]
+
+
+@pytest.mark.parametrize(
+    "radial, match",
+    [
+        (_WrongWidth, r"maps 2 edge lengths to \[2, 5\], expected \[2, 4\]"),
+        (lambda out_dim: nn.Linear(3, out_dim), "fails on edge lengths of shape"),
+    ],
+)
+def test_a_radial_model_that_does_not_fit_is_refused_when_built(radial, match):
+    with pytest.raises(ValueError, match=match):
+        Kernel("2x0e", "2x0e", RadialModel=radial)

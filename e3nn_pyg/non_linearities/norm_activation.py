@@ -3,6 +3,7 @@ bias, that keeps the direction of the copy."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -122,6 +123,12 @@ class NormActivation(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``[..., Rs.dim]`` -> ``[..., Rs.dim]``."""
         check_features(x, self.Rs_in, type(self).__name__)
+        if x.is_floating_point() and self.eps**2 < torch.finfo(x.dtype).tiny:
+            raise ValueError(
+                f"NormActivation eps={self.eps:g} is too small for {x.dtype}: eps**2 underflows "
+                "and the norm of a zero vector would be 0 (NaN outputs); use eps >= "
+                f"{math.sqrt(torch.finfo(x.dtype).tiny):.1e}"
+            )
         out, copy = [], 0
         for (mul, l, _), s in zip(self.Rs_in, self.Rs_in.slices()):
             if l == 0:

@@ -115,6 +115,12 @@ def plan_kernel(
         (24, [(0,), (1,), (2,)])
     """
     rs_in, rs_out = Rs(rs_in), Rs(rs_out)
+    for name, rs in (("Rs_in", rs_in), ("Rs_out", rs_out)):
+        if not any(mul > 0 for mul, _, _ in rs):
+            raise ValueError(
+                f"{name} = '{rs}' has no irrep of non-zero multiplicity: a kernel needs "
+                f"{'input' if name == 'Rs_in' else 'output'} features"
+            )
     if normalization not in ("component", "norm"):
         raise ValueError(f"normalization must be 'component' or 'norm', got {normalization!r}")
     pairs = []
@@ -138,7 +144,7 @@ def plan_kernel(
         if mul_out > 0 and fan_in == 0:
             raise ValueError(
                 f"no path produces output irrep {mul_out}x{l_out}"
-                f"{'' if p_out == 0 else 'e' if p_out == 1 else 'o'} from Rs_in {rs_in}"
+                f"{'' if p_out == 0 else 'e' if p_out == 1 else 'o'} from Rs_in '{rs_in}'"
             )
         for index_in, mul_in, l_in, filters in block_pairs:
             used_inputs.add(index_in)
@@ -153,5 +159,5 @@ def plan_kernel(
             offset += pair.num_weights
     unused = [str(block) for i, block in enumerate(rs_in) if block.mul > 0 and i not in used_inputs]
     if unused:
-        raise ValueError(f"input irreps {', '.join(unused)} of Rs_in reach no output of {rs_out}")
+        raise ValueError(f"input irreps {', '.join(unused)} of Rs_in reach no output of '{rs_out}'")
     return KernelPlan(rs_in, rs_out, tuple(pairs), offset, normalization)

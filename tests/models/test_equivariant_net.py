@@ -119,6 +119,12 @@ def test_isolated_atoms_have_zero_forces():
     energy, forces = model(z, pos)
     assert torch.equal(forces, torch.zeros_like(pos))
     assert energy.shape == (1, 1)
+    # a force training step on a batch without edges: zero forces, a usable loss
+    model.train()
+    energy, forces = model(z, pos.clone().requires_grad_(), torch.tensor([0, 1]))
+    (energy.pow(2).sum() + forces.pow(2).sum()).backward()
+    assert torch.equal(forces, torch.zeros_like(pos))
+    assert model.embedding.weight.grad is not None
 
 
 def test_mean_std_atomref_enter_per_atom_like_schnet(batch):

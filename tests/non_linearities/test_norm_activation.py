@@ -161,3 +161,13 @@ def test_module_behaviour():
     x = torch.randn(2, 7)
     restored = pickle.loads(pickle.dumps(act))
     torch.testing.assert_close(restored(x), act(x), rtol=0, atol=0)
+
+
+def test_an_eps_too_small_for_the_dtype_is_refused_and_zero_vectors_stay_finite():
+    tiny = NormActivation("2x1o", rescaled_act.sigmoid, eps=1e-30)  # 1e-60 underflows in float32
+    with pytest.raises(ValueError, match=r"too small for torch\.float32"):
+        tiny(torch.zeros(1, 6))
+    x = torch.zeros(1, 6, dtype=F64, requires_grad=True)  # float64 holds 1e-60
+    out = tiny(x)
+    (gradient,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(out).all() and torch.isfinite(gradient).all()

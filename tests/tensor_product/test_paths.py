@@ -137,3 +137,16 @@ def test_error_rule_breaking_parity_or_triangle():
 def test_error_unknown_normalization():
     with pytest.raises(ValueError, match="normalization"):
         plan_kernel("1x0", "1x0", normalization="integral")
+
+
+@pytest.mark.parametrize(
+    "rs_in, rs_out, match",
+    [
+        ("", "2x0e", "Rs_in = '' has no irrep of non-zero multiplicity"),
+        ("0x0e + 0x1o", "2x0e", r"Rs_in = '0x0e\+0x1o' has no irrep"),
+        ("2x0e", "0x1o", "Rs_out = '0x1o' has no irrep of non-zero multiplicity"),
+    ],
+)
+def test_empty_representations_are_named(rs_in, rs_out, match):
+    with pytest.raises(ValueError, match=match):
+        plan_kernel(rs_in, rs_out)
