@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .constants import ExactConstants
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
 from .radial import RadialMLP, edge_lengths
 from .tensor_product.engines import ENGINES, Engine, RowGeometry, make_engine
@@ -30,7 +31,7 @@ __all__ = ["ENGINES", "MODES", "Kernel", "edge_lengths"]
 MODES = ("full", "channelwise")
 
 
-class Kernel(nn.Module):
+class Kernel(ExactConstants):
     r"""The equivariant kernel of the e3nn point convolution.
 
     .. math::
@@ -157,7 +158,9 @@ class Kernel(nn.Module):
                 key = (pair.l_in, l_f, pair.l_out)
                 if key not in self._cg_names:
                     self._cg_names[key] = "cg_{}_{}_{}".format(*key)
-                    self.register_buffer(self._cg_names[key], wigner_3j(*key), persistent=False)
+                    self.register_constant(
+                        self._cg_names[key], wigner_3j(*key, dtype=torch.float64)
+                    )
         self._reset_mix()
 
     def _check_radial_model(self) -> None:

@@ -30,6 +30,7 @@ torch.Size([4, 5])
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable
@@ -40,6 +41,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .checks import require
+from .constants import ExactConstants
+
+F64 = torch.float64
 
 __all__ = [
     "BesselBasis",
@@ -178,7 +182,7 @@ class PolynomialCutoff(nn.Module):
         return f"{self.__class__.__name__}(max_radius={self.max_radius}, p={self.p})"
 
 
-class RadialBasis(nn.Module):
+class RadialBasis(ExactConstants):
     r"""Base class of the fixed radial bases :math:`B_b(r)`, :math:`b = 1..n`.
 
     Subclasses implement :meth:`evaluate`; :meth:`forward` validates the edge lengths first.
@@ -212,11 +216,12 @@ class RadialBasis(nn.Module):
 
         computed deterministically in float64 (trapezoid rule on a fine grid).
         """
+        exact = copy.deepcopy(self).to(torch.float64)  # its constants exact in float64
         r = torch.linspace(
             0.0, self.max_radius, _QUADRATURE_NODES, dtype=torch.float64, device=_device(self)
         )
         with torch.no_grad():
-            square = self.evaluate(r).double().pow(2).sum(-1)  # [nodes]
+            square = exact.evaluate(r).pow(2).sum(-1)  # [nodes]
         return math.sqrt(torch.trapezoid(square, r).item() / self.max_radius)
 
     def extra_repr(self) -> str:
@@ -265,8 +270,10 @@ class CosineBasis(RadialBasis):
                 f"the centres linspace(0, max_radius, number_of_basis), got {number_of_basis}"
             )
         self.step = self.max_radius / (self.number_of_basis - 1)
-        self.register_buffer(
-            "centers", torch.linspace(0.0, self.max_radius, self.number_of_basis)
+        self.register_constant(
+            "centers",
+            torch.linspace(0.0, self.max_radius, self.number_of_basis, dtype=F64),
+            persistent=True,  # (in the state_dicts saved so far)
         )  # [number_of_basis]
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
@@ -292,8 +299,10 @@ class GaussianBasis(RadialBasis):
     def __init__(self, max_radius: float, number_of_basis: int) -> None:
         super().__init__(max_radius, number_of_basis)
         self.sigma = self.max_radius / max(self.number_of_basis - 1, 1)
-        self.register_buffer(
-            "centers", torch.linspace(0.0, self.max_radius, self.number_of_basis)
+        self.register_constant(
+            "centers",
+            torch.linspace(0.0, self.max_radius, self.number_of_basis, dtype=F64),
+            persistent=True,  # (in the state_dicts saved so far)
         )  # [number_of_basis]
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
@@ -331,10 +340,10 @@ class BesselBasis(RadialBasis):
     def __init__(self, max_radius: float, number_of_basis: int) -> None:
         super().__init__(max_radius, number_of_basis)
         self.prefactor = math.sqrt(2.0 / self.max_radius)
-        self.register_buffer(
+        self.register_constant(
             "frequencies",
-            torch.arange(1, self.number_of_basis + 1).to(torch.get_default_dtype())
-            * (math.pi / self.max_radius),
+            torch.arange(1, self.number_of_basis + 1, dtype=F64) * (math.pi / self.max_radius),
+            persistent=True,  # (in the state_dicts saved so far)
         )  # [number_of_basis]
 
     def evaluate(self, edge_length: Tensor) -> Tensor:

@@ -63,8 +63,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..constants import ExactConstants
 from ..o3 import wigner_3j
 from .paths import KernelPlan
 from .trilinear import trilinear
@@ -188,7 +189,7 @@ class _Kernels:
         return self.engine._run("_backward", weights, sh, x, grads, needs)
 
 
-class FusedTensorProduct(nn.Module):
+class FusedTensorProduct(ExactConstants):
     r"""Applies the paths of a :class:`~e3nn_pyg.tensor_product.paths.KernelPlan` to rows.
 
     Args:
@@ -278,11 +279,8 @@ class FusedTensorProduct(nn.Module):
                         start = m_offset[piece.index_in] + column * di
                         odd[start : start + di] = True
         signed = torch.where(odd, -cg, cg)
-        dtype = torch.get_default_dtype()
-        self.register_buffer("cg", cg.to(dtype), persistent=False)  # [n_Y, M]
-        self.register_buffer(
-            "cg_both", torch.cat([cg, signed], dim=1).to(dtype), persistent=False
-        )  # [n_Y, 2 M]: Y(r), Y(-r)
+        self.register_constant("cg", cg)  # [n_Y, M]
+        self.register_constant("cg_both", torch.cat([cg, signed], dim=1))  # [n_Y, 2 M]: Y(±r)
 
         # the engine's weight layout and where each weight sits in the CONVENTIONS layout
         self.weight_offset, permutation, offset = [], [], 0

@@ -168,6 +168,11 @@ class Trainer:
         self.runtime = runtime or Runtime(torch.device("cpu"), torch.float32)
         self.log = self.runtime.logger(log)
         self.scale = data.target.report_scale  # target unit -> report unit
+        # views made once: a dataset view caches the molecules it has read
+        self._train_set = data.subset("train")
+        share = self.runtime.share(torch.arange(len(data.val)))
+        self._val_set = data.subset("val")[share]
+        self._val_targets = data.targets("val")[share]  # [M] float64
 
     @property
     def best_path(self) -> Path:
@@ -226,11 +231,9 @@ class Trainer:
 
     def _validate(self, model: nn.Module) -> float:
         """The validation MAE, each rank predicting its share of the molecules."""
-        runtime = self.runtime
-        share = runtime.share(torch.arange(len(self.data.val)))
-        prediction = predict(model, self.data.subset("val")[share])
-        error = (prediction - self.data.targets("val")[share]).abs().sum()
-        total, count = runtime.sum([float(error), float(len(share))])
+        prediction = predict(model, self._val_set)
+        error = (prediction - self._val_targets).abs().sum()
+        total, count = self.runtime.sum([float(error), float(len(prediction))])
         return total / count * self.scale
 
     def _build(self, make: Callable[[], nn.Module]) -> nn.Module:
@@ -366,7 +369,7 @@ class Trainer:
         shares, global_sizes = self._epoch_batches(epoch)
         num_batches = len(shares)
         loader = DataLoader(
-            self.data.subset("train"),
+            self._train_set,
             batch_sampler=shares[first:],
             pin_memory=runtime.device.type == "cuda",
         )
