@@ -18,11 +18,30 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 
 import torch
 from torch import Tensor
 
-__all__ = ["require", "require_index_range"]
+__all__ = ["is_int", "is_real", "require", "require_index_range"]
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer, and not a bool (``True`` is an ``int`` to Python).
+
+    >>> is_int(3), is_int(True), is_int(3.0)
+    (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (int, float, numpy scalar), and not a bool.
+
+    >>> is_real(2.5), is_real(False), is_real("2.5")
+    (True, False, False)
+    """
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def require(

@@ -12,7 +12,7 @@ from torch_geometric import EdgeIndex
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import is_sparse, to_edge_index
 
-from .checks import require_index_range
+from .checks import is_int, require_index_range
 from .graph import radius_graph, validate_batch, validate_pos
 from .kernel import Kernel
 from .o3 import Rs, RsLike
@@ -289,7 +289,7 @@ class Convolution(MessagePassing):
         if not (
             isinstance(size, (tuple, list))
             and len(size) == 2
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)
+            and all(is_int(n) and n >= 0 for n in size)
         ):
             raise ValueError(f"size must be a pair of non-negative ints, got {size!r}")
         num_src, num_dst = size

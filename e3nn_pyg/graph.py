@@ -15,14 +15,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from numbers import Real
 from types import ModuleType
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import require
+from .checks import is_int, is_real, require
 
 __all__ = ["NeighborTruncationWarning", "radius_graph", "validate_batch", "validate_pos"]
 
@@ -118,7 +117,7 @@ def validate_batch(batch: Tensor, num_nodes: int, device: torch.device | None = 
 def _validate_radius(r: float) -> float:
     if isinstance(r, Tensor) and r.numel() == 1:
         r = r.item()
-    if isinstance(r, bool) or not isinstance(r, Real):
+    if not is_real(r):
         raise TypeError(f"r must be a real number, got {type(r).__name__}")
     r = float(r)
     if not (math.isfinite(r) and r > 0):
@@ -220,7 +219,7 @@ def radius_graph(
     if not isinstance(loop, bool):
         raise TypeError(f"loop must be a bool, got {type(loop).__name__}")
     if max_num_neighbors is not None:
-        if isinstance(max_num_neighbors, bool) or not isinstance(max_num_neighbors, int):
+        if not is_int(max_num_neighbors):
             raise TypeError(
                 f"max_num_neighbors must be an int or None, got {type(max_num_neighbors).__name__}"
             )

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .checks import is_int
 from .constants import ExactConstants
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
 from .radial import RadialMLP, edge_lengths
@@ -214,7 +215,7 @@ class Kernel(ExactConstants):
 
     @chunk_size.setter
     def chunk_size(self, rows: int) -> None:
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        if not is_int(rows) or rows < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
         self._chunk_size = rows
         self._engine_impl.attach(self)  # the compiled engine's static chunk follows

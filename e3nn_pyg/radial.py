@@ -34,13 +34,12 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
-from numbers import Real
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .checks import require
+from .checks import is_int, is_real, require
 from .constants import ExactConstants
 
 F64 = torch.float64
@@ -68,7 +67,7 @@ _SINC_SERIES_BELOW = 0.1
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -78,7 +77,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 def _check_max_radius(max_radius: object) -> float:
     if isinstance(max_radius, Tensor) and max_radius.numel() == 1:
         max_radius = max_radius.item()
-    if not isinstance(max_radius, Real) or isinstance(max_radius, bool):
+    if not is_real(max_radius):
         raise TypeError(
             f"max_radius must be a real number, got {type(max_radius).__name__} {max_radius!r}"
         )

@@ -61,6 +61,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
+from ..checks import is_int
+
 __all__ = [
     "FIXTURE_PATH",
     "HARTREE_TO_EV",
@@ -390,13 +392,11 @@ class QM9Pack(InMemoryDataset):
     ) -> None:
         if source not in _SOURCES:
             raise ValueError(f"source must be one of {sorted(_SOURCES)}, got {source!r}")
-        if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)):
+        if subset is not None and (not is_int(subset)):
             raise TypeError(f"subset must be an int or None, got {type(subset).__name__}")
         if subset is not None and subset < 1:
             raise ValueError(f"subset must be >= 1, got {subset}")
-        if subset_seed is not None and (
-            isinstance(subset_seed, bool) or not isinstance(subset_seed, int)
-        ):
+        if subset_seed is not None and (not is_int(subset_seed)):
             raise TypeError(f"subset_seed must be an int or None, got {subset_seed!r}")
         if subset_seed is not None and subset is None:
             raise ValueError("subset_seed needs a subset size")
@@ -530,11 +530,11 @@ def random_split(
         raise TypeError(f"dataset must be a sized dataset or an int, got {type(dataset).__name__}")
     if n < 0:
         raise ValueError(f"dataset size must be >= 0, got {n}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
         raise TypeError(f"sizes must be a non-empty sequence of ints or floats, got {sizes!r}")
-    if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+    if all(is_int(s) for s in sizes):
         if any(s < 0 for s in sizes) or sum(sizes) > n:
             raise ValueError(f"sizes {list(sizes)} must be >= 0 and sum to at most {n}")
         bounds = [sum(sizes[: i + 1]) for i in range(len(sizes))]
@@ -678,7 +678,7 @@ def make_fixture(
         The number of molecules written.
     """
     for name, value in (("num_first", num_first), ("num_random", num_random), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_int(value) or value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     data_dir = _qm9pack_data_dir()
     rows = list(_iter_rows([os.path.join(data_dir, f) for f in _SOURCES["qm9pack"]]))

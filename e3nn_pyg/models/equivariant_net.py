@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from ..checks import require_index_range
+from ..checks import is_int, is_real, require_index_range
 from ..conv import Convolution, sorted_edge_index
 from ..graph import validate_batch, validate_pos
 from ..kernel import MODES as KERNEL_MODES
@@ -282,22 +282,16 @@ class EquivariantNet(nn.Module):
             ("max_z", max_z, 1),
             ("lmax", hidden.lmax if lmax is None else lmax, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if max_num_neighbors is not None and (
-            isinstance(max_num_neighbors, bool)
-            or not isinstance(max_num_neighbors, int)
-            or max_num_neighbors < 1
+            not is_int(max_num_neighbors) or max_num_neighbors < 1
         ):
             raise ValueError(
                 f"max_num_neighbors must be None or an int >= 1, got {max_num_neighbors!r}"
             )
         for name, value in (("cutoff", cutoff), ("avg_num_neighbors", avg_num_neighbors)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (math.isfinite(value) and value > 0)
-            ):
+            if not is_real(value) or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if kernel_mode not in KERNEL_MODES:
             raise ValueError(f"kernel_mode must be one of {KERNEL_MODES}, got {kernel_mode!r}")

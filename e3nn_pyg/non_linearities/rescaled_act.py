@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checks import is_real
+
 __all__ = [
     "Absolute",
     "ReLU",
@@ -174,7 +176,7 @@ def _softplus(x: Tensor, beta: float) -> Tensor:
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+    if not is_real(beta):
         raise TypeError(f"beta must be a number, got {type(beta).__name__}")
     if not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be positive and finite, got {beta}")

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, overload
 
+from ..checks import is_int
+
 __all__ = ["MulIrrep", "Rs", "RsLike", "dim"]
 
 _PARITY_TO_STR = {1: "e", -1: "o", 0: ""}
@@ -48,10 +50,6 @@ class MulIrrep(NamedTuple):
         return f"{self.mul}x{self.l}{_PARITY_TO_STR[self.p]}"
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _parse_entry(entry: object) -> MulIrrep:
     if isinstance(entry, MulIrrep):
         return entry
@@ -61,13 +59,13 @@ def _parse_entry(entry: object) -> MulIrrep:
         )
     mul, l = entry[0], entry[1]
     p = entry[2] if len(entry) == 3 else 0
-    if not _is_int(mul) or mul < 0:
+    if not is_int(mul) or mul < 0:
         raise ValueError(
             f"Rs entry {entry!r}: multiplicity must be a non-negative int, got {mul!r}"
         )
-    if not _is_int(l) or l < 0:
+    if not is_int(l) or l < 0:
         raise ValueError(f"Rs entry {entry!r}: order l must be a non-negative int, got {l!r}")
-    if not _is_int(p) or p not in (-1, 0, 1):
+    if not is_int(p) or p not in (-1, 0, 1):
         raise ValueError(f"Rs entry {entry!r}: parity must be one of -1, 0, 1, got {p!r}")
     return MulIrrep(mul, l, p)
 

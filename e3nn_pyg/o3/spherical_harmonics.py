@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..checks import is_int
+
 __all__ = [
     "spherical_harmonics",
     "spherical_harmonics_xyz",
@@ -112,7 +114,7 @@ def _check_ls(ls: int | Sequence[int]) -> list[int]:
     else:
         raise ValueError(f"ls must be an int or a sequence of ints, got {ls!r}")
     for l in ls:
-        if not isinstance(l, int) or isinstance(l, bool) or l < 0:
+        if not is_int(l) or l < 0:
             raise ValueError(f"spherical harmonics order must be a non-negative int, got {l!r}")
     return ls
 

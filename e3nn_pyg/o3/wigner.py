@@ -19,6 +19,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from ..checks import is_int
 from .rs import Rs, RsLike
 from .spherical_harmonics import spherical_harmonics
 
@@ -115,7 +116,7 @@ def wigner_D(l: int, R: Tensor) -> Tensor:
         >>> torch.allclose(wigner_D(1, R), R, atol=1e-6)
         True
     """
-    if not isinstance(l, int) or isinstance(l, bool) or l < 0:
+    if not is_int(l) or l < 0:
         raise ValueError(f"l must be a non-negative int, got {l!r}")
     det = _check_orthogonal(R)
     if (det < 0).any():
@@ -229,7 +230,7 @@ def _gauss_sphere_quadrature(degree: int) -> tuple[Tensor, Tensor]:
 
 def _check_triple(l1: int, l2: int, l3: int) -> None:
     for l in (l1, l2, l3):
-        if not isinstance(l, int) or isinstance(l, bool) or l < 0:
+        if not is_int(l) or l < 0:
             raise ValueError(f"wigner_3j orders must be non-negative ints, got {(l1, l2, l3)}")
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..checks import is_int
 from ..constants import ExactConstants
 from ..o3 import wigner_3j
 from .paths import KernelPlan
@@ -325,7 +326,7 @@ class FusedTensorProduct(ExactConstants):
 
     @compile_rows.setter
     def compile_rows(self, rows: int | None) -> None:
-        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+        if rows is not None and (not is_int(rows) or rows < 1):
             raise ValueError(f"compile_rows must be None or an int >= 1, got {rows!r}")
         self._compile_rows = rows
 

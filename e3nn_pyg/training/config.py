@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import is_int, is_real
 from ..datasets import QM9_TARGETS, target_index
 
 __all__ = [
@@ -267,22 +268,14 @@ def default_readout(target: str) -> str:
 
 
 # -- types --------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _is_split(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and all(_is_number(s) for s in v)
+    return isinstance(v, (list, tuple)) and all(is_real(s) for s in v)
 
 
 _TYPES: dict[str, tuple[str, Any]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
-    "int": ("an integer", _is_int),
-    "float": ("a number", _is_number),
+    "int": ("an integer", is_int),
+    "float": ("a number", is_real),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "split": ("a list of three numbers, e.g. [0.8, 0.1, 0.1]", _is_split),
 }
@@ -308,7 +301,7 @@ def _check_type(key: str, value: Any) -> None:
 def _convert(key: str, value: Any, source: str) -> Any:
     """Normalize YAML/CLI values: ints where floats are expected, tuples to lists."""
     kind, _ = _field_type(key)
-    if kind == "float" and _is_int(value):
+    if kind == "float" and is_int(value):
         return float(value)
     if kind == "split" and _is_split(value):
         return [float(s) for s in value]
