@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .activations import Softplus
 from .checks import is_int, is_real, require
 from .constants import ExactConstants
 
@@ -351,11 +352,7 @@ class BesselBasis(RadialBasis):
 
 
 def _default_act() -> Activation:
-    # Imported here: the activations live one layer up (non_linearities) and are only
-    # needed when the caller does not pass ``act``.
-    from e3nn_pyg.non_linearities import rescaled_act
-
-    return rescaled_act.Softplus(beta=5)
+    return Softplus(beta=5)
 
 
 def _act_name(act: Activation) -> str:

@@ -26,6 +26,14 @@ def test_group_math_does_not_import_torch_geometric():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_radial_models_do_not_import_the_layers_above_them():
+    code = (
+        "import sys, e3nn_pyg.radial; e3nn_pyg.radial.CosineBasisModel(3, max_radius=2.0); "
+        "sys.exit(1 if 'e3nn_pyg.non_linearities' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_works_without_torch_scatter_and_torch_cluster(tmp_path):
     # stand-ins that fail to import, first on the path, as if the extensions were absent
     for name in ("torch_scatter", "torch_cluster"):

@@ -6,8 +6,8 @@ import torch
 from scipy.integrate import quad
 from scipy.special import expit
 
+from e3nn_pyg.activations import second_moment
 from e3nn_pyg.non_linearities import rescaled_act
-from e3nn_pyg.non_linearities.rescaled_act import second_moment
 
 
 def _softplus(x: float, beta: float) -> float:
