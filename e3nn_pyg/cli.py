@@ -24,6 +24,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from .progress import tqdm_if_installed
 from .training import (
     ConfigError,
     TrainConfig,
@@ -158,14 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _log(progress: bool):
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            return tqdm.write
-        except ImportError:
-            pass
-    return print
+    """Lines that do not break the progress bars (``tqdm.write``) when there are bars."""
+    bars = tqdm_if_installed() if progress else None
+    return bars.write if bars is not None else print
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -62,6 +62,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 
 from ..checks import is_int
+from ..progress import tqdm_if_installed
 
 __all__ = [
     "FIXTURE_PATH",
@@ -298,12 +299,9 @@ def _progress(items: Iterable, total: int | None, enabled: bool) -> Iterator:
     if not enabled:
         yield from items
         return
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        yield from tqdm(items, total=total, desc="QM9", unit="mol")
+    bars = tqdm_if_installed()
+    if bars is not None:
+        yield from bars(items, total=total, desc="QM9", unit="mol")
         return
     step = max(1, (total or 10_000) // 10)
     for i, item in enumerate(items):

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
+from ..progress import tqdm_if_installed
 from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import RunData, TargetStats
@@ -107,13 +108,10 @@ def _replicate(model: nn.Module, runtime: Runtime) -> nn.Module:
 
 
 def _progress_bar(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
+    bars = tqdm_if_installed() if enabled else None
+    if bars is None:
         return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
+    return bars(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
 
 
 @dataclass
