@@ -40,7 +40,7 @@ class Kernel(ExactConstants):
             \sum_{m_f} C^{(l_i, l_f, l_o)}_{m_i m_f m_o} Y^{l_f}_{m_f}(\hat r)
 
     for every path from input block :math:`(v, m_i)` to output block :math:`(u, m_o)`
-    through filter order :math:`l_f` (CONVENTIONS.md: parity rule, radial weight layout,
+    through filter order :math:`l_f` (docs/conventions.md: parity rule, radial weight layout,
     :math:`N_o` the number of paths into the output block).
 
     **Channel-wise mode** (``mode="channelwise"``, the kernel of NequIP and of e3nn's

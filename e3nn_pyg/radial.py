@@ -11,7 +11,7 @@ where :math:`B_b` is a fixed radial basis (:class:`CosineBasis`, :class:`Gaussia
 that makes :math:`R_c` and :math:`R_c'` vanish at :math:`r_c` = ``max_radius`` and
 :math:`R_c = 0` beyond.
 
-Every model follows the radial model contract of ``CONVENTIONS.md``: ``Model(out_dim)``
+Every model follows the radial model contract of ``docs/conventions.md``: ``Model(out_dim)``
 (all other arguments bound with :func:`functools.partial`) is a module whose forward takes
 edge lengths ``[num_edges]`` and returns ``[num_edges, out_dim]``, and which exposes
 ``max_radius`` (the default cutoff radius of the convolution), ``out_dim`` and

@@ -138,7 +138,7 @@ def assert_equivariant(
 ) -> dict[str, float]:
     r"""Assert :func:`equivariance_error` is within tolerance; return the errors.
 
-    The default tolerance follows CONVENTIONS.md: ``1e-9`` for float64 outputs and
+    The default tolerance follows docs/conventions.md: ``1e-9`` for float64 outputs and
     ``1e-4`` times the output scale (``max(1, max|out|)``) for lower precision.
 
     Raises:

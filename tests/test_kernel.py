@@ -1,4 +1,4 @@
-"""Kernel: path counts, the CONVENTIONS formula (checked by a naive loop), normalization,
+"""Kernel: path counts, the formula of docs/conventions.md (checked by a naive loop), normalization,
 variance preservation, equivariance, input validation."""
 
 import math
@@ -67,7 +67,7 @@ def _vectors(num, seed=0, dtype=torch.float64):
 
 
 def naive_kernel(rs_in, rs_out, weights, edge_vec, normalization="component"):
-    """CONVENTIONS.md's kernel formula, one scalar term at a time.
+    """docs/conventions.md's kernel formula, one scalar term at a time.
 
     Loops over output block, input block, (u, v, f, m_i, m_f, m_o); the paths, their
     weight offsets and N_o are worked out here, independently of the plan.

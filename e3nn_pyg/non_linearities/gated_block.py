@@ -92,7 +92,7 @@ class GatedBlock(_Gate):
     features, and the output has the representation ``Rs_out``.
 
     The input is ``Rs_out`` followed by one scalar gate per copy of every ``l > 0`` irrep
-    of ``Rs_out``, in the order of those irreps (CONVENTIONS.md "Gated block"). For each
+    of ``Rs_out``, in the order of those irreps (docs/conventions.md "Gated block"). For each
     scalar :math:`s` of ``Rs_out`` and each copy :math:`v^{(i)}` of an ``l > 0`` irrep,
     with gate :math:`g_i`,
 

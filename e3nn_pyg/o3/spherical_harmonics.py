@@ -1,4 +1,4 @@
-r"""Real spherical harmonics in the basis of CONVENTIONS.md (polar axis ``y``).
+r"""Real spherical harmonics in the basis of docs/conventions.md (polar axis ``y``).
 
 With :math:`\cos\theta = y/|r|` and :math:`\varphi = \operatorname{atan2}(x, z)`,
 

@@ -268,7 +268,7 @@ def _wigner_3j_sorted(l1: int, l2: int, l3: int) -> Tensor:
 
 
 def _sign_convention(l1: int, l2: int, l3: int, c: Tensor) -> float:
-    """+1 or -1 fixing the overall sign of the sorted-order tensor (CONVENTIONS.md)."""
+    """+1 or -1 fixing the overall sign of the sorted-order tensor (docs/conventions.md)."""
     if (l1 + l2 + l3) % 2 == 0:
         # positive overlap with the Gaunt tensor  int Y1_i Y2_j Y3_k dOmega
         points, weights = _gauss_sphere_quadrature(l1 + l2 + l3)

@@ -28,7 +28,7 @@ and with every operand laid out so that no step needs a layout copy but one:
    weights ``[rows, J_o]`` element-wise instead.
 
 The engine's radial weight layout (per output block ``[J_o, u]``, or ``[J_o]``) differs
-from the CONVENTIONS.md layout: :attr:`FusedTensorProduct.weight_permutation` maps one to
+from the docs/conventions.md layout: :attr:`FusedTensorProduct.weight_permutation` maps one to
 the other, so that a radial model's last layer can produce it directly.
 
 **Undirected pairs.** On a symmetric graph the edges :math:`j \to i` and :math:`i \to j`
@@ -283,7 +283,7 @@ class FusedTensorProduct(ExactConstants):
         self.register_constant("cg", cg)  # [n_Y, M]
         self.register_constant("cg_both", torch.cat([cg, signed], dim=1))  # [n_Y, 2 M]: Y(±r)
 
-        # the engine's weight layout and where each weight sits in the CONVENTIONS layout
+        # the engine's weight layout and where each weight sits in docs/conventions.md's layout
         self.weight_offset, permutation, offset = [], [], 0
         for index_out, (mul_out, _, _) in enumerate(rs_out):
             self.weight_offset.append(offset)
@@ -303,7 +303,7 @@ class FusedTensorProduct(ExactConstants):
             "weight_permutation",
             conventional[torch.tensor([c for row in permutation for c in row], dtype=torch.long)],
             persistent=False,
-        )  # [n_w]: engine column -> CONVENTIONS column
+        )  # [n_w]: engine column -> conventions column
         # channel-wise: the mixing maps' columns (i, v, f) in the engine's order (i, f, v)
         mix_permutation = []
         for index_out in range(len(rs_out)):
@@ -602,7 +602,7 @@ def _compile_failed(error: Exception) -> None:
 
 
 def _conventional_offsets(plan: KernelPlan, channelwise: bool) -> Tensor:
-    """The CONVENTIONS-layout column of every full-kernel weight index (identity if full)."""
+    """The conventions-layout column of every full-kernel weight index (identity if full)."""
     if not channelwise:
         return torch.arange(plan.n_path)
     columns, offset = [], 0

@@ -6,7 +6,7 @@ A path couples input block :math:`(mul_i, l_i, p_i)` to output block
 .. math::
     |l_i - l_o| \le l_f \le l_i + l_o, \qquad p_o = 0 \;\text{or}\; p_i (-1)^{l_f} = p_o.
 
-The plan also fixes where each path finds its radial weights (CONVENTIONS.md: output
+The plan also fixes where each path finds its radial weights (docs/conventions.md: output
 blocks outer, input blocks inner, ``[mul_o, mul_i, n_filters]`` inside a block) and its
 normalization constant.
 """

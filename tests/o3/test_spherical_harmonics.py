@@ -1,4 +1,4 @@
-"""Tests of e3nn_pyg.o3.spherical_harmonics against CONVENTIONS.md."""
+"""Tests of e3nn_pyg.o3.spherical_harmonics against docs/conventions.md."""
 
 import math
 
@@ -52,7 +52,7 @@ def _sphere_quadrature(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _closed_form(l: int, vectors: torch.Tensor) -> torch.Tensor:
-    """The angle formula of CONVENTIONS.md ('integral'), via scipy's Legendre functions."""
+    """The angle formula of docs/conventions.md ('integral'), via scipy's Legendre functions."""
     r = vectors.numpy()
     r = r / np.linalg.norm(r, axis=-1, keepdims=True)
     cos_theta, phi = r[:, 1], np.arctan2(r[:, 0], r[:, 2])

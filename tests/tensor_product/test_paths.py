@@ -48,7 +48,8 @@ def test_tutorial_plan():
 
 
 def _expected_layout(rs_in, rs_out, rule=selection_rule):
-    """(index_out, index_in, filters, offset) in CONVENTIONS order, computed independently."""
+    """(index_out, index_in, filters, offset) in the order of docs/conventions.md, computed
+    independently."""
     layout, offset = [], 0
     for index_out, (mul_o, l_o, p_o) in enumerate(Rs(rs_out)):
         for index_in, (mul_i, l_i, p_i) in enumerate(Rs(rs_in)):
