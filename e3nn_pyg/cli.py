@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -195,6 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # not foreseen: still one line (the traceback on request)
+        if os.environ.get("E3NN_PYG_DEBUG"):
+            raise
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        print(
+            f"{PROG}: error: {type(error).__name__}: {reason} (unexpected; set "
+            "E3NN_PYG_DEBUG=1 for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -143,6 +143,8 @@ def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
         (["train", "--learning-rate", "1"], ["unrecognized arguments"]),
         (["fit"], ["invalid choice: 'fit'"]),
         (["evaluate"], ["--checkpoint"]),
+        (["train", "--seed", "99999999999999999999"], ["seed must be below 2**32"]),
+        (["train", "--cutoff", "1e300"], ["cutoff must be at most 1000"]),
     ],
 )
 def test_bad_arguments(argv, pieces, capsys):
@@ -202,3 +204,51 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
         "e3nn-pyg: error: unknown target 'nonsense': choose one of mu, alpha, homo, lumo, gap, "
         "r2, zpve, U0, U, H, G, cv, U0_atom, U_atom, H_atom, G_atom, A, B, C"
     ]
+
+
+@pytest.mark.parametrize(
+    "content, pieces",
+    [
+        (b"\xff\xfe\x00binary", ["is not UTF-8 text"]),
+        (b"2\nc\nH 0 0 0\nH nan 0 0\n", ["line 4", "coordinates must be finite"]),
+        (b"2\nc\nH 0 0 0\nH 1e39 0 0\n", ["line 4", "below 1e+06"]),
+    ],
+)
+def test_hostile_xyz_files(trained, tmp_path, content, pieces, capsys):
+    xyz = tmp_path / "in.xyz"
+    xyz.write_bytes(content)
+    checkpoint = str(trained / "equivariant_net" / "best.pt")
+    status, _, err = run_main(["predict", "--checkpoint", checkpoint, "--xyz", str(xyz)], capsys)
+    assert_one_line_error(status, err, *pieces)
+
+
+def test_output_paths_below_a_file_and_binary_configs(trained, tmp_path, data_root, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    status, _, err = run_main(["train", *TINY, "--out", str(afile / "run")], capsys)
+    assert_one_line_error(status, err, "cannot create --out", "Not a directory")
+    xyz = tmp_path / "ok.xyz"
+    xyz.write_text("2\nc\nH 0 0 0\nH 0.7 0 0\n")
+    checkpoint = str(trained / "equivariant_net" / "best.pt")
+    argv = ["predict", "--checkpoint", checkpoint, "--xyz", str(xyz), "--output", str(afile / "o")]
+    status, _, err = run_main(argv, capsys)
+    assert_one_line_error(status, err, "cannot write --output")
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"epochs: 2\n\xff\xfe")
+    status, _, err = run_main(["train", "--config", str(config)], capsys)
+    assert_one_line_error(status, err, "is not UTF-8 text")
+
+
+def test_an_unforeseen_error_is_still_one_line(trained, tmp_path, capsys, monkeypatch):
+    import e3nn_pyg.cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr(e3nn_pyg.cli, "evaluate", broken)
+    argv = ["evaluate", "--checkpoint", str(trained / "equivariant_net" / "best.pt")]
+    status, _, err = run_main(argv, capsys)
+    assert_one_line_error(status, err, "RuntimeError: something nobody foresaw", "E3NN_PYG_DEBUG")
+    monkeypatch.setenv("E3NN_PYG_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="nobody foresaw"):
+        main(argv)

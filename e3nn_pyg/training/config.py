@@ -42,6 +42,7 @@ BASELINES = ("schnet",)
 SCHEDULERS = ("cosine", "plateau", "none")
 LOSSES = ("l1", "mse")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_CUTOFF = 1000.0  # Å: far beyond any interatomic cutoff; larger values are typos
 DTYPES = ("float32", "float64")
 
 #: Targets that grow with the size of the molecule: summed over atoms (``readout="add"``)
@@ -254,6 +255,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{key} must be a positive number, got {value}")
+        if self.cutoff > MAX_CUTOFF:
+            raise ConfigError(f"cutoff must be at most {MAX_CUTOFF:g} Å, got {self.cutoff:g}")
+        if self.seed >= 2**32:
+            raise ConfigError(f"seed must be below 2**32 = {2**32}, got {self.seed}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
@@ -326,10 +331,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
             "reading a config file needs PyYAML: pip install pyyaml (or e3nn_pyg[train])"
         ) from None
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f)
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

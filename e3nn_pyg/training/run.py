@@ -49,6 +49,7 @@ __all__ = [
 #: name -> (kind, label in tables and plots)
 MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schnet", "SchNet")}
 _RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png")
+_MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a few 0.01 Å
 _SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17}
 
 Log = Callable[[str], None]
@@ -102,7 +103,10 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime:
                 (out / name / file).unlink(missing_ok=True)
         for file in (*_RUN_FILES, "config.yaml"):
             (out / file).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create --out {out}: {error.strerror}") from None
     runtime.barrier()
     return out
 
@@ -320,10 +324,14 @@ def read_xyz(path: str | os.PathLike) -> list[tuple[str, Tensor, Tensor]]:
     ``symbol x y z`` (Å); the symbol may also be an atomic number.
     """
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (a binary file?): expected XYZ blocks"
+        ) from None
     molecules, i = [], 0
     while i < len(lines):
         if not lines[i].strip():
@@ -355,6 +363,11 @@ def read_xyz(path: str | os.PathLike) -> list[tuple[str, Tensor, Tensor]]:
                     f"{path} line {j + 1}: expected 'symbol x y z' with a symbol among "
                     f"{', '.join(_SYMBOLS)}, got {lines[j].strip()[:40]!r}"
                 ) from None
+            if not all(math.isfinite(v) and abs(v) < _MAX_COORDINATE for v in pos[-1]):
+                raise ConfigError(
+                    f"{path} line {j + 1}: coordinates must be finite numbers below "
+                    f"{_MAX_COORDINATE:g} Å in size, got {lines[j].strip()[:60]!r}"
+                )
         molecules.append((comment, torch.tensor(z), torch.tensor(pos, dtype=torch.float32)))
         i += 2 + count
     if not molecules:
@@ -388,7 +401,11 @@ def predict_xyz(
     header = ["index", "comment", f"{target.name}_{target.unit}"]
     rows = [[i + 1, m[0], f"{v:.6f}"] for i, (m, v) in enumerate(zip(molecules, values))]
     if output is not None:
-        with open(output, "w", newline="") as f:
+        try:
+            f = open(output, "w", newline="")
+        except OSError as error:
+            raise ConfigError(f"cannot write --output {output}: {error.strerror}") from None
+        with f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
