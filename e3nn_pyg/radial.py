@@ -490,7 +490,56 @@ class RadialMLP(nn.Module):
         )
 
 
-class CosineBasisModel(RadialMLP):
+class _BasisRadialModel(RadialMLP):
+    """A :class:`RadialMLP` on the basis named by the subclass (its :attr:`basis_class`)."""
+
+    basis_class: type[RadialBasis]
+    default_number_of_basis: int
+
+    def __init__(
+        self,
+        out_dim: int,
+        max_radius: float,
+        number_of_basis: int | None = None,
+        h: int = 100,
+        L: int = 2,
+        act: Activation | None = None,
+    ) -> None:
+        if number_of_basis is None:
+            number_of_basis = self.default_number_of_basis
+        super().__init__(out_dim, self.basis_class(max_radius, number_of_basis), h, L, act)
+
+
+_MODEL_ARGUMENTS = r"""
+    Args:
+        out_dim (int): the number of outputs (the number of kernel paths).
+        max_radius (float): the cutoff radius :math:`r_c` ({max_radius}).
+        number_of_basis (int, optional): {number_of_basis}. (default: :obj:`{default}`)
+        h (int, optional): the width of the hidden layers. (default: :obj:`100`)
+        L (int, optional): the number of hidden layers. (default: :obj:`2`)
+        act (callable, optional): the activation; :obj:`None` uses
+            ``rescaled_act.Softplus(beta=5)``. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** edge lengths :math:`(|\mathcal{{E}}|)`, all :math:`\ge 0`
+        - **output:** radial weights :math:`(|\mathcal{{E}}|, \text{{out\_dim}})`
+"""
+
+
+def _document(model: type[_BasisRadialModel], max_radius: str, number_of_basis: str) -> None:
+    """Append the arguments every basis model shares to ``model``'s docstring."""
+    model.__doc__ = (
+        (model.__doc__ or "").rstrip()
+        + "\n"
+        + _MODEL_ARGUMENTS.format(
+            max_radius=max_radius,
+            number_of_basis=number_of_basis,
+            default=model.default_number_of_basis,
+        )
+    )
+
+
+class CosineBasisModel(_BasisRadialModel):
     r"""The tutorial's radial model: :class:`CosineBasis` bumps, a perceptron, an envelope.
 
     .. math::
@@ -502,35 +551,16 @@ class CosineBasisModel(RadialMLP):
     envelope :math:`u`). Unlike the tutorial's model, whose last bump extends to
     ``max_radius + step``, :math:`R_c` and :math:`R_c'` vanish at ``max_radius`` and
     :math:`R_c = 0` beyond, so that the convolution is continuous across the cutoff.
-
-    Args:
-        out_dim (int): the number of outputs (the number of kernel paths).
-        max_radius (float): the last centre and the cutoff radius :math:`r_c`.
-        number_of_basis (int, optional): the number of bumps, :math:`\ge 2`.
-            (default: :obj:`10`)
-        h (int, optional): the width of the hidden layers. (default: :obj:`100`)
-        L (int, optional): the number of hidden layers. (default: :obj:`2`)
-        act (callable, optional): the activation; :obj:`None` uses
-            ``rescaled_act.Softplus(beta=5)``. (default: :obj:`None`)
-
-    Shapes:
-        - **input:** edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`
-        - **output:** radial weights :math:`(|\mathcal{E}|, \text{out\_dim})`
     """
 
-    def __init__(
-        self,
-        out_dim: int,
-        max_radius: float,
-        number_of_basis: int = 10,
-        h: int = 100,
-        L: int = 2,
-        act: Activation | None = None,
-    ) -> None:
-        super().__init__(out_dim, CosineBasis(max_radius, number_of_basis), h, L, act)
+    basis_class = CosineBasis
+    default_number_of_basis = 10
 
 
-class GaussianRadialModel(RadialMLP):
+_document(CosineBasisModel, "also the last centre", "the number of bumps, :math:`\\ge 2`")
+
+
+class GaussianRadialModel(_BasisRadialModel):
     r"""Radial model on :class:`GaussianBasis`, a perceptron and an envelope.
 
     .. math::
@@ -539,34 +569,16 @@ class GaussianRadialModel(RadialMLP):
 
     (shown for ``L = 1``; see :class:`RadialMLP`). :math:`R_c` and :math:`R_c'` vanish at
     ``max_radius`` and :math:`R_c = 0` beyond.
-
-    Args:
-        out_dim (int): the number of outputs (the number of kernel paths).
-        max_radius (float): the last centre and the cutoff radius :math:`r_c`.
-        number_of_basis (int, optional): the number of Gaussians. (default: :obj:`10`)
-        h (int, optional): the width of the hidden layers. (default: :obj:`100`)
-        L (int, optional): the number of hidden layers. (default: :obj:`2`)
-        act (callable, optional): the activation; :obj:`None` uses
-            ``rescaled_act.Softplus(beta=5)``. (default: :obj:`None`)
-
-    Shapes:
-        - **input:** edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`
-        - **output:** radial weights :math:`(|\mathcal{E}|, \text{out\_dim})`
     """
 
-    def __init__(
-        self,
-        out_dim: int,
-        max_radius: float,
-        number_of_basis: int = 10,
-        h: int = 100,
-        L: int = 2,
-        act: Activation | None = None,
-    ) -> None:
-        super().__init__(out_dim, GaussianBasis(max_radius, number_of_basis), h, L, act)
+    basis_class = GaussianBasis
+    default_number_of_basis = 10
 
 
-class BesselRadialModel(RadialMLP):
+_document(GaussianRadialModel, "also the last centre", "the number of Gaussians")
+
+
+class BesselRadialModel(_BasisRadialModel):
     r"""Radial model on :class:`BesselBasis`, a perceptron and an envelope.
 
     .. math::
@@ -576,28 +588,14 @@ class BesselRadialModel(RadialMLP):
     (shown for ``L = 1``; see :class:`RadialMLP`). :math:`R_c` is finite and smooth at
     :math:`r = 0`; :math:`R_c` and :math:`R_c'` vanish at ``max_radius`` and
     :math:`R_c = 0` beyond.
-
-    Args:
-        out_dim (int): the number of outputs (the number of kernel paths).
-        max_radius (float): the cutoff radius :math:`r_c`.
-        number_of_basis (int, optional): the number of frequencies. (default: :obj:`8`)
-        h (int, optional): the width of the hidden layers. (default: :obj:`100`)
-        L (int, optional): the number of hidden layers. (default: :obj:`2`)
-        act (callable, optional): the activation; :obj:`None` uses
-            ``rescaled_act.Softplus(beta=5)``. (default: :obj:`None`)
-
-    Shapes:
-        - **input:** edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`
-        - **output:** radial weights :math:`(|\mathcal{E}|, \text{out\_dim})`
     """
 
-    def __init__(
-        self,
-        out_dim: int,
-        max_radius: float,
-        number_of_basis: int = 8,
-        h: int = 100,
-        L: int = 2,
-        act: Activation | None = None,
-    ) -> None:
-        super().__init__(out_dim, BesselBasis(max_radius, number_of_basis), h, L, act)
+    basis_class = BesselBasis
+    default_number_of_basis = 8
+
+
+_document(
+    BesselRadialModel,
+    "the frequencies are multiples of :math:`\\pi / r_c`",
+    "the number of frequencies",
+)
