@@ -32,16 +32,37 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["CompiledModel", "compile_model", "compile_settings", "export_model"]
+__all__ = [
+    "CompiledModel",
+    "compile_model",
+    "compile_settings",
+    "export_model",
+    "settings_applied",
+]
 
-DYNAMO_SETTINGS = {"capture_dynamic_output_shape_ops": True, "trace_autograd_ops": True}
-INDUCTOR_SETTINGS = {"cpp.enable_loop_tail_vec": False}
+GRAPH_SETTINGS = {"capture_dynamic_output_shape_ops": True}  # the radius graph's edge count
+DYNAMO_SETTINGS = {**GRAPH_SETTINGS, "trace_autograd_ops": True}  # forces' autograd.grad
+INDUCTOR_SETTINGS = {"cpp.enable_loop_tail_vec": False}  # CPU code: see the module docstring
+
+
+def settings_applied(dynamo: Mapping[str, Any], inductor: Mapping[str, Any]) -> bool:
+    """Whether the compiler's current configuration holds these settings (dotted names
+    reach nested options, e.g. ``"cpp.enable_loop_tail_vec"``)."""
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    return all(
+        functools.reduce(getattr, name.split("."), config) == value
+        for config, settings in ((dynamo_config, dynamo), (inductor_config, inductor))
+        for name, value in settings.items()
+    )
 
 
 @contextlib.contextmanager

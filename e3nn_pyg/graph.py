@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .checks import is_int, is_real, require
+from .compilation import GRAPH_SETTINGS, INDUCTOR_SETTINGS, settings_applied
 
 __all__ = ["NeighborTruncationWarning", "radius_graph", "validate_batch", "validate_pos"]
 
@@ -282,14 +283,11 @@ def _(pos, batch, r, loop, max_num_neighbors, backend):
 
 
 def _check_compile_settings(pos: Tensor) -> None:
-    """Refuse a torch.compile without the settings of :mod:`e3nn_pyg.compilation` (read
-    here, while the compiler traces: traced code cannot read them)."""
-    import torch._dynamo.config as dynamo
-    import torch._inductor.config as inductor
-
-    if not dynamo.capture_dynamic_output_shape_ops or (
-        pos.device.type == "cpu" and inductor.cpp.enable_loop_tail_vec
-    ):
+    """Refuse a torch.compile without the settings of :mod:`e3nn_pyg.compilation` that a
+    radius graph needs (read here, while the compiler traces: traced code cannot read
+    them); the Inductor settings concern its C++ code, on CPU."""
+    inductor = INDUCTOR_SETTINGS if pos.device.type == "cpu" else {}
+    if not settings_applied(GRAPH_SETTINGS, inductor):
         raise RuntimeError(
             "torch.compile of a radius graph needs the settings of e3nn_pyg.compilation "
             "(a data-dependent number of edges; on CPU, no vectorised loop tails, which "

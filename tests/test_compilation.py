@@ -10,7 +10,15 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from e3nn_pyg.compilation import CompiledModel, compile_model, compile_settings, export_model
+from e3nn_pyg.compilation import (
+    DYNAMO_SETTINGS,
+    INDUCTOR_SETTINGS,
+    CompiledModel,
+    compile_model,
+    compile_settings,
+    export_model,
+    settings_applied,
+)
 from e3nn_pyg.conv import Convolution
 from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.models import EquivariantNet
@@ -76,6 +84,13 @@ def test_compiled_force_training_needs_positions_that_require_grad():
     batch = molecules((4,))
     with pytest.raises(Exception, match=r"needs pos.requires_grad_\(\)"):
         compiled(batch.z, batch.pos, batch.batch)
+
+
+def test_settings_applied_reads_the_compiler_configuration():
+    assert not settings_applied(DYNAMO_SETTINGS, INDUCTOR_SETTINGS)  # torch's defaults
+    with compile_settings():
+        assert settings_applied(DYNAMO_SETTINGS, INDUCTOR_SETTINGS)
+    assert settings_applied({}, {"cpp.enable_loop_tail_vec": True})  # a dotted name
 
 
 def test_plain_torch_compile_asks_for_the_settings():

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..checks import require_index_range
 from ..o3 import wigner_3j
 from .fused import EdgePairing, FusedTensorProduct
 from .trilinear import trilinear
@@ -284,12 +285,7 @@ class _GraphOp:
                         "the native engine needs plain index tensors, got "
                         f"{type(index).__name__} (convert an EdgeIndex with as_tensor())"
                     )
-                low, high = int(index.min()), int(index.max())
-                if low < 0 or high >= bound:
-                    raise IndexError(
-                        f"the pairing has {name} node {low if low < 0 else high} out of range "
-                        f"[0, {bound})"
-                    )
+                require_index_range(index, bound, f"the pairing has {name} node")
 
     def _common(self, weights: Tensor, sh: Tensor, x: Tensor):
         native = self.native

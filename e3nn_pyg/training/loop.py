@@ -409,18 +409,19 @@ class Trainer:
                     mol_s=f"{seen_now / (time.perf_counter() - start):.0f}",
                 )
         train_seconds = time.perf_counter() - start
-        loss_sum, abs_sum, seen = runtime.sum(sums.tolist())
-        trained_now = runtime.sum([float(seen_now)])[0]
+        loss_sum, abs_sum, seen, trained_now = runtime.sum([*sums.tolist(), float(seen_now)])
 
         val_start = time.perf_counter()
         val_mae = self._validate(state.model)
-        (state.last_validation,) = runtime.from_main([time.perf_counter() - val_start])
+        now = time.perf_counter()
+        state.last_validation, progress["elapsed"] = runtime.from_main(
+            [now - val_start, elapsed_before + now - start]
+        )
         if not math.isfinite(val_mae):
             raise ConfigError(
                 f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
                 f"lower the learning rate (now {self.lr:g})"
             )
-        (progress["elapsed"],) = runtime.from_main([elapsed_before + time.perf_counter() - start])
         progress.update(epoch=epoch + 1, step=0, partial=[0.0, 0.0, 0.0])
         if state.plateau is not None:
             state.plateau.step(val_mae)
