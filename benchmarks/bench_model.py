@@ -126,20 +126,22 @@ class E3nnNetwork(nn.Module):
 
 def models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
+    model, baseline = DEFAULTS.model, DEFAULTS.baseline
     ours = EquivariantNet(
-        DEFAULTS.hidden_Rs, num_layers=DEFAULTS.num_layers, cutoff=DEFAULTS.cutoff,
-        num_basis=DEFAULTS.num_basis, radial_hidden=DEFAULTS.radial_hidden,
-        radial_layers=DEFAULTS.radial_layers, kernel_mode=DEFAULTS.kernel_mode,
+        model["hidden_Rs"], num_layers=model["num_layers"], cutoff=model["cutoff"],
+        num_basis=model["num_basis"], radial_hidden=model["radial_hidden"],
+        radial_layers=model["radial_layers"], kernel_mode=model["kernel_mode"],
         avg_num_neighbors=AVG_NUM_NEIGHBORS,
     )  # fmt: skip
     e3nn_net = E3nnNetwork(
-        DEFAULTS.hidden_Rs.replace(" ", ""), DEFAULTS.num_layers, DEFAULTS.cutoff,
-        DEFAULTS.num_basis, DEFAULTS.radial_hidden,
+        model["hidden_Rs"].replace(" ", ""), model["num_layers"], model["cutoff"],
+        model["num_basis"], model["radial_hidden"],
     )  # fmt: skip
     schnet = SchNet(
-        hidden_channels=DEFAULTS.schnet_hidden, num_filters=DEFAULTS.schnet_hidden,
-        num_interactions=DEFAULTS.schnet_interactions, num_gaussians=DEFAULTS.schnet_gaussians,
-        cutoff=DEFAULTS.cutoff, interaction_graph=RadiusInteractionGraph(DEFAULTS.cutoff),
+        hidden_channels=baseline["hidden_channels"], num_filters=baseline["num_filters"],
+        num_interactions=baseline["num_interactions"], num_gaussians=baseline["num_gaussians"],
+        cutoff=DEFAULTS.baseline_cutoff,
+        interaction_graph=RadiusInteractionGraph(DEFAULTS.baseline_cutoff),
     )  # fmt: skip
     return {"EquivariantNet": ours, "e3nn 0.6 network": e3nn_net, "SchNet": schnet}
 

@@ -18,6 +18,7 @@ _LAZY = {
     "Kernel": "e3nn_pyg.kernel",
     "Convolution": "e3nn_pyg.conv",
     "radius_graph": "e3nn_pyg.graph",
+    "periodic_radius_graph": "e3nn_pyg.graph",
     "CosineBasisModel": "e3nn_pyg.radial",
     "GaussianRadialModel": "e3nn_pyg.radial",
     "BesselRadialModel": "e3nn_pyg.radial",

@@ -6,12 +6,16 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
           --baseline schnet --out runs/demo
     $ e3nn-pyg train --config runs/demo/config.yaml --resume      # continue after Ctrl-C
     $ e3nn-pyg evaluate --checkpoint runs/demo/equivariant_net/best.pt --split test
+    $ e3nn-pyg train --data train.xyz --test-data test.xyz --baseline schnet --out runs/eth
+    $ e3nn-pyg evaluate --checkpoint runs/eth/equivariant_net/best.pt --data test.xyz --json
     $ e3nn-pyg predict --checkpoint runs/demo/equivariant_net/best.pt --xyz molecules.xyz
     $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2
     $ torchrun --nproc_per_node=2 -m e3nn_pyg.cli train ...   # data-parallel processes
 
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
-(``num_molecules`` is ``--num-molecules``); flags override the values of ``--config``.
+(``num_molecules`` is ``--num-molecules``, ``model: {num_layers: 2}`` is
+``--model.num-layers 2``, the baseline's ``name`` is ``--baseline``); flags override the
+values of ``--config``.
 User mistakes (an unknown target, a config key with a wrong type, an unreadable checkpoint,
 ...) print one line ``e3nn-pyg: error: ...`` that says what to fix and exit with status 2;
 Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -20,8 +24,9 @@ Ctrl-C during training saves a checkpoint and exits with status 130.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -40,44 +45,6 @@ __all__ = ["build_parser", "main"]
 
 PROG = "e3nn-pyg"
 
-_HELP = {
-    "dataset": "qm9 (all of QM9, from the qm9pack package) or fixture (297 molecules, tests)",
-    "data_root": "cache folder of the processed dataset (default: ~/.cache/e3nn_pyg/qm9)",
-    "target": "QM9 target: mu alpha homo lumo gap r2 zpve U0 U H G cv U0_atom ... A B C",
-    "num_molecules": "train on a random subset of this many molecules (default: all)",
-    "split": "train, validation and test fractions",
-    "seed": "seed of the subset, split, initialization and shuffling",
-    "out": "output folder (checkpoints, metrics.json, plots)",
-    "hidden_Rs": "hidden representation of the equivariant model",
-    "lmax": "largest filter order (default: that of --hidden-Rs)",
-    "num_layers": "interaction blocks of the equivariant model",
-    "cutoff": "cutoff radius in Å (both models)",
-    "num_basis": "Bessel functions of the radial model",
-    "radial_hidden": "width of the radial perceptron",
-    "radial_layers": "hidden layers of the radial perceptron",
-    "kernel_mode": "channelwise or full",
-    "readout": "add or mean over atoms (default: add for extensive targets)",
-    "baseline": "also train PyG's SchNet on the same split and budget",
-    "schnet_hidden": "SchNet hidden channels and filters",
-    "schnet_interactions": "SchNet interaction blocks",
-    "schnet_gaussians": "SchNet Gaussians of the distance expansion",
-    "schnet_lr": "SchNet learning rate",
-    "epochs": "at most this many epochs per model",
-    "time_budget": "seconds of training per model (default: no limit)",
-    "batch_size": "molecules per batch",
-    "lr": "AdamW learning rate of the equivariant model",
-    "weight_decay": "AdamW weight decay",
-    "scheduler": "cosine, plateau or none",
-    "warmup": "fraction of the budget for the linear warm-up (cosine)",
-    "patience": "early stopping: epochs without a better validation MAE",
-    "loss": "l1 or mse",
-    "max_grad_norm": "gradient clipping norm",
-    "num_threads": "torch threads (default: torch's choice)",
-    "progress": "progress bars",
-    "device": "auto (CUDA when present), cpu or cuda",
-    "dtype": "float32 or float64 (models and data)",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """Reports usage errors as one line (status 2) instead of usage text and a message."""
@@ -86,24 +53,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _flag(key: str) -> str:
+    """``model.num_layers`` -> ``--model.num-layers``; ``baseline.name`` -> ``--baseline``."""
+    if key == "baseline.name":
+        return "--baseline"
+    return "--" + key.replace("_", "-")
+
+
+def _plain(text: str) -> str:
+    """Docstring markup as plain text: ``:class:`~a.B``` -> ``B``, double backquotes off."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     types = {"int": int, "float": float, "str": str}
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        annotation = str(field.type).replace(" | None", "")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = field.default_factory()  # type: ignore[misc]
-        help_text = f"{_HELP[field.name]} (default: {default})"
-        if annotation == "bool":
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+    for key, setting in TrainConfig.settings().items():
+        help_text = _plain(setting.help)
+        if "(default:" not in help_text:
+            shown = "none" if setting.default is None else setting.default
+            help_text += f" (default: {shown})"
+        help_text = help_text.replace("%", "%%")
+        if setting.kind == "bool":
+            parser.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)  # fmt: skip
-        elif annotation == "list[float]":
-            parser.add_argument(flag, dest=field.name, type=float, nargs=3, default=None,
+        elif setting.kind == "split":
+            parser.add_argument(_flag(key), dest=key, type=float, nargs=3, default=None,
                                 metavar=("TRAIN", "VAL", "TEST"), help=help_text)  # fmt: skip
         else:
-            parser.add_argument(flag, dest=field.name, type=types[annotation], default=None,
-                                metavar=field.name.upper(), help=help_text)  # fmt: skip
+            parser.add_argument(_flag(key), dest=key, type=types[setting.kind], default=None,
+                                metavar=key.rsplit(".", 1)[-1].upper(), help=help_text)  # fmt: skip
+
+
+def _config_flags(args: argparse.Namespace) -> dict:
+    """The values of the config flags as a (nested) mapping, ``None`` where not given."""
+    values: dict = {}
+    for key in TrainConfig.settings():
+        section, _, name = key.rpartition(".")
+        (values.setdefault(section, {}) if section else values)[name or key] = getattr(args, key)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="best.pt or last.pt of a run")  # fmt: skip
     evaluate_parser.add_argument("--split", default="test", help="train, val or test")
     evaluate_parser.add_argument("--data-root", metavar="DIR", help="dataset cache folder")
+    evaluate_parser.add_argument("--data", metavar="FILE",
+                                 help="structures with energies and forces to evaluate a "
+                                 "potential on (all of them; --split is not used)")  # fmt: skip
+    evaluate_parser.add_argument("--json", action="store_true",
+                                 help="print the metrics as one JSON object")  # fmt: skip
 
     predict_parser = commands.add_parser(
         "predict", help="predict the target of a checkpoint for molecules in an XYZ file",
@@ -167,8 +160,7 @@ def _log(progress: bool):
 
 def _train(args: argparse.Namespace) -> None:
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    config = config.updated(flags)
+    config = config.updated(_config_flags(args))
     train(config, resume=args.resume, overwrite=args.overwrite, log=_log(config.progress))
 
 
@@ -179,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             _train(args)
         elif args.command == "evaluate":
-            evaluate(args.checkpoint, split=args.split, data_root=args.data_root)
+            log = (lambda line: None) if args.json else print
+            result = evaluate(args.checkpoint, split=args.split, data_root=args.data_root,
+                              data=args.data, log=log)  # fmt: skip
+            if args.json:
+                print(json.dumps(result, default=float))
         elif args.command == "predict":
             predict_xyz(args.checkpoint, args.xyz, output=args.output)
         else:

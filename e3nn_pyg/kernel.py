@@ -71,7 +71,7 @@ class Kernel(ExactConstants):
     :attr:`chunk_size` rows (any device and dtype); ``"native"`` runs gather, sparse
     Clebsch-Gordan coupling, radial weights and the sum at the targets as one C loop
     compiled for this kernel's paths (:mod:`~e3nn_pyg.tensor_product.native`; CPU,
-    float32 and float64, needs a C compiler at run time, about a second per new kernel,
+    float32 and float64, needs a C compiler at run time, built once per new kernel and
     cached on disk); ``"compiled"`` is ``"fused"`` through :func:`torch.compile`.
     ``"auto"`` (the default) is ``"native"`` where it can run and ``"fused"`` elsewhere
     (decided per call: a CUDA tensor goes to ``"fused"``). The fused and native engines
@@ -206,8 +206,8 @@ class Kernel(ExactConstants):
         """Rows (edges or undirected pairs) per step of the fused convolution (settable).
 
         Bounds the engine's temporaries to O(chunk_size * n_path) and keeps them in cache
-        (1024, the default, measured best on the 16x0e+8x1o+4x2e kernels of
-        ``benchmarks/bench_conv.py``, 1 thread; a
+        (the default, 1024, is chosen with ``benchmarks/bench_chunk.py``, which times the
+        chunk sizes on the kernels of ``benchmarks/bench_conv.py``; a
         :class:`~e3nn_pyg.radial.RadialMLP`'s hidden layer is evaluated for all rows at
         once, O(rows * h)); the static chunk of ``"compiled"``.
         """

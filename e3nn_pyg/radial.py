@@ -206,6 +206,8 @@ class RadialBasis(ExactConstants):
         raise NotImplementedError
 
     def forward(self, edge_length: Tensor) -> Tensor:
+        """The basis at ``edge_length [E]`` (checked: 1-D, floating, >= 0):
+        ``[E, number_of_basis]``."""
         return self.evaluate(_check_edge_length(edge_length))
 
     def rms(self) -> float:
@@ -449,7 +451,7 @@ class RadialMLP(nn.Module):
         Args:
             edge_length (Tensor): edge lengths :math:`(|\mathcal{E}|)`, all :math:`\ge 0`.
             envelope (bool, optional): multiply by the envelope :math:`u(r/r_c)`; without
-                it, a consumer applies :attr:`cutoff` itself, e.g. on a narrower tensor.
+                it, a consumer applies ``self.cutoff`` itself, e.g. on a narrower tensor.
                 (default: ``True``)
 
         Returns:

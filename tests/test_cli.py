@@ -13,8 +13,9 @@ from e3nn_pyg.cli import build_parser, main
 from e3nn_pyg.training import load_checkpoint, model_from_checkpoint
 
 TINY = [
-    "--dataset", "fixture", "--num-molecules", "40", "--hidden-Rs", "4x0e+2x1o",
-    "--num-layers", "2", "--cutoff", "4", "--radial-hidden", "8", "--num-basis", "4",
+    "--dataset", "fixture", "--num-molecules", "40", "--model.hidden-Rs", "4x0e+2x1o",
+    "--model.num-layers", "2", "--model.cutoff", "4", "--model.radial-hidden", "8",
+    "--model.num-basis", "4",
     "--epochs", "2", "--batch-size", "16", "--no-progress",
 ]  # fmt: skip
 
@@ -56,8 +57,8 @@ def test_train_writes_a_run(trained):
 
 def test_train_from_a_config_file_with_flags_on_top(tmp_path, data_root, capsys):
     (tmp_path / "run.yaml").write_text(
-        "dataset: fixture\nnum_molecules: 40\nhidden_Rs: 4x0e + 2x1o\nnum_layers: 2\n"
-        f"radial_hidden: 8\nepochs: 5\nbatch_size: 16\nprogress: false\ndata_root: {data_root}\n"
+        "dataset: fixture\nnum_molecules: 40\nmodel:\n  hidden_Rs: 4x0e + 2x1o\n  num_layers: 2\n"
+        f"  radial_hidden: 8\nepochs: 5\nbatch_size: 16\nprogress: false\ndata_root: {data_root}\n"
         "target: gap\n"
     )
     out = tmp_path / "run"
@@ -68,6 +69,7 @@ def test_train_from_a_config_file_with_flags_on_top(tmp_path, data_root, capsys)
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["epochs"] == 1 and metrics["target"] == "gap"
+    assert metrics["config"]["model"]["num_layers"] == 2
     assert "Test MAE of gap" in stdout and "meV" in stdout
 
 
@@ -127,7 +129,7 @@ def test_resume_and_overwrite(trained, data_root, capsys):
 
 def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
     argv = ["train", *TINY, "--data-root", data_root, "--out", str(trained), "--resume",
-            "--num-layers", "3"]  # fmt: skip
+            "--model.num-layers", "3"]  # fmt: skip
     status, _, err = run_main(argv, capsys)
     assert_one_line_error(status, err, "num_layers=2", "num_layers=3", "another --out")
 
@@ -144,7 +146,7 @@ def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
         (["fit"], ["invalid choice: 'fit'"]),
         (["evaluate"], ["--checkpoint"]),
         (["train", "--seed", "99999999999999999999"], ["seed must be below 2**32"]),
-        (["train", "--cutoff", "1e300"], ["cutoff must be at most 1000"]),
+        (["train", "--model.cutoff", "1e300"], ["cutoff must be at most 1000"]),
     ],
 )
 def test_bad_arguments(argv, pieces, capsys):
@@ -184,12 +186,15 @@ def test_unreadable_checkpoints(tmp_path, capsys):
     assert_one_line_error(status, err, "does not exist")
 
 
-def test_every_config_key_is_a_flag():
+def test_every_config_key_is_a_flag_with_its_help():
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     flags = ["--num-molecules", "--time-budget", "--baseline", "--batch-size", "--lr", "--seed",
-             "--out", "--hidden-Rs", "--resume", "--overwrite", "--config"]  # fmt: skip
+             "--out", "--model.hidden-Rs", "--baseline.hidden-channels", "--resume",
+             "--overwrite", "--config", "--data", "--ema-decay"]  # fmt: skip
     for flag in flags:
         assert flag in help_text
+    # the help of a model setting is the model's own docstring
+    assert "width of the radial perceptron" in " ".join(help_text.split())
 
 
 def test_console_entry_point_reports_errors_without_traceback(tmp_path):

@@ -197,3 +197,14 @@ def test_compiled_inference_equals_eager_and_checks_inputs():
     bad[2] = 500
     with pytest.raises(RuntimeError, match="z holds atomic number out of range"):
         compiled(bad, batch.pos, batch.batch)
+
+
+@pytest.mark.parametrize("stress", [False, True])
+def test_periodic_force_model_traces_as_one_graph(stress):
+    """The periodic graph is one custom op; the stress's strain derivative traces too."""
+    model = make_model(derivative=True).eval()
+    batch = molecules((3, 2))
+    cell = torch.stack([2.5 * torch.eye(3), 3.0 * torch.eye(3) + 0.2])  # smaller than 2 cutoffs
+    pbc = torch.tensor([[True, True, True], [True, True, False]])
+    forward = partial(model, stress=stress)
+    assert graph_breaks(forward, batch.z, batch.pos, batch.batch, cell, pbc) == []

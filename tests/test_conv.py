@@ -14,13 +14,14 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 import e3nn_pyg.conv
-from e3nn_pyg.conv import Convolution
-from e3nn_pyg.graph import radius_graph
+from e3nn_pyg.conv import Convolution, shared_graph
+from e3nn_pyg.graph import cartesian_shifts, periodic_radius_graph, radius_graph
 from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.non_linearities import rescaled_act
 from e3nn_pyg.o3 import Rs
 from e3nn_pyg.radial import CosineBasisModel
 from e3nn_pyg.tensor_product import native
+from e3nn_pyg.tensor_product.fused import pair_edges
 from e3nn_pyg.testing import assert_equivariant
 
 MAX_RADIUS = 3.0
@@ -393,6 +394,103 @@ def test_isolated_and_single_atoms_give_zeros(engine):
     assert out[0].abs().max() == 0 and out[1:].abs().max() > 0
 
 
+# -- periodic edges ------------------------------------------------------------------------
+def periodic_crystal(num_atoms=6, side=2.6, seed=0):
+    """Atoms in a triclinic cell smaller than the cutoff: its periodic graph, with the
+    Cartesian shift of every edge (several edges join the same two atoms)."""
+    generator = torch.Generator().manual_seed(seed)
+    cell = side * torch.tensor([[1.0, 0.0, 0.0], [0.3, 1.0, 0.0], [-0.2, 0.1, 1.1]])
+    pos = torch.rand(num_atoms, 3, generator=generator) @ cell
+    edge_index, shifts = periodic_radius_graph(pos, MAX_RADIUS, cell, True)
+    return pos, cell, edge_index, cartesian_shifts(shifts, cell, edge_index)
+
+
+def image_oracle(conv, x, pos, edge_index, edge_shift):
+    """The same sums with one source node per edge, placed at the shifted image: a bipartite
+    graph without shifts (the convolution's own path for explicit positions)."""
+    src, dst = edge_index
+    images = pos[src] + edge_shift  # [E, 3]
+    bipartite = torch.stack([torch.arange(len(src)), dst])
+    return conv((x[src], x), (images, pos), bipartite)
+
+
+@pytest.mark.parametrize("side", [2.6, 5.0], ids=["repeated-pairs", "pairs"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_shift_moves_the_sources_to_their_images(engine, side):
+    """Values and gradients (positions and shifts, edge by edge) equal those of the explicit
+    images, on the fused path (sorted graph; in the larger cell, with constant shifts, pairs
+    of opposite periodic edges share their radial weights) and the per-message path."""
+    from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
+
+    conv = make_conv(engine=engine)
+    pos, _, edge_index, edge_shift = periodic_crystal(num_atoms=8, side=side)
+    x = features(len(pos))
+    vec = pos[edge_index[0]] - pos[edge_index[1]] + edge_shift
+    if side < MAX_RADIUS:
+        assert len(edge_index.t().unique(dim=0)) < edge_index.shape[1]  # repeated atom pairs
+    else:
+        assert pair_edges(edge_index, vec).num_paired > 0 and edge_shift.abs().max() > 0
+    generator = torch.Generator().manual_seed(1)
+    perm = torch.randperm(edge_index.shape[1], generator=generator)  # not sorted by target
+    edge_index, edge_shift = edge_index[:, perm], edge_shift[perm]
+
+    def run(function, shift_grad=True):
+        p = pos.clone().requires_grad_(True)
+        t = edge_shift.clone().requires_grad_(shift_grad)
+        out = function(p, t)
+        return (out, *torch.autograd.grad(out.pow(2).sum(), (p, t) if shift_grad else p))
+
+    expected = run(lambda p, t: image_oracle(conv, x, p, edge_index, t))
+    fused = run(lambda p, t: conv(x, p, edge_index, edge_shift=t))
+    constant = run(lambda p, t: conv(x, p, edge_index, edge_shift=t), shift_grad=False)
+    set_masks(conv, torch.full((edge_index.shape[1],), 1e9), edge_index, apply_sigmoid=True)
+    per_message = run(lambda p, t: conv(x, p, edge_index, edge_shift=t))
+    clear_masks(conv)
+    for got in (fused, constant, per_message):
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert (fused[0] - conv(x, pos, edge_index)).abs().max() > 1e-3  # the shifts matter
+
+
+def test_periodic_convolution_is_equivariant():
+    conv = make_conv()
+    pos, cell, edge_index, _ = periodic_crystal(seed=2)
+    _, shifts = periodic_radius_graph(pos, MAX_RADIUS, cell, True)
+
+    def layer(x, pos, cell):
+        return conv(x, pos, edge_index, edge_shift=cartesian_shifts(shifts, cell, edge_index))
+
+    # lattice vectors rotate (and invert) as vectors, and do not translate
+    assert_equivariant(layer, [features(len(pos)), pos, cell], [RS_IN, "pos", "1o"], RS_OUT)
+
+
+def test_shared_graph_lets_layers_skip_their_checks(monkeypatch):
+    """Convolutions called with the tensors of shared_graph do not validate them again; any
+    other tensor, or the same one modified in place, is validated."""
+    conv = make_conv()
+    pos, _, edge_index, edge_shift = periodic_crystal()
+    x = features(len(pos))
+    graph, shift, cache = shared_graph(pos, edge_index, edge_shift)
+    expected = conv(x, pos, edge_index, edge_shift=edge_shift)
+    calls = []
+    checks = {"validate_pos": e3nn_pyg.conv.validate_pos,
+              "require_index_range": e3nn_pyg.conv.require_index_range,
+              "_check_edge_shift": e3nn_pyg.conv._check_edge_shift}  # fmt: skip
+    for name, check in checks.items():
+        monkeypatch.setattr(
+            e3nn_pyg.conv, name, lambda *a, _n=name, _f=check: calls.append(_n) or _f(*a)
+        )
+    for _ in range(2):  # e.g. two layers of a model
+        out = conv(x, pos, graph, graph_cache=cache, edge_shift=shift)
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
+    assert calls == []
+    conv(x, pos.clone(), graph, graph_cache=cache, edge_shift=shift)  # another pos tensor
+    assert calls == ["validate_pos", "_check_edge_shift"]  # (the graph itself is unchanged)
+    pos[0, 1] = math.nan  # in place, after shared_graph
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        conv(x, pos, graph, graph_cache=cache, edge_shift=shift)
+
+
 # -- parameters and repr -------------------------------------------------------------------
 def test_reset_parameters_changes_weights():
     conv = make_conv()
@@ -417,7 +515,7 @@ def guarded(monkeypatch):
     def no_graph(*args, **kwargs):
         pytest.fail("radius_graph ran before the input was rejected")
 
-    monkeypatch.setattr(e3nn_pyg.conv, "radius_graph", no_graph)
+    monkeypatch.setattr(e3nn_pyg.conv, "_radius_edges", no_graph)
     conv.kernel.R.register_forward_pre_hook(
         lambda *args: pytest.fail("the kernel ran before the input was rejected")
     )
@@ -470,6 +568,22 @@ def test_rejects_bad_edge_index(guarded):
         guarded(x, pos, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     with pytest.raises(ValueError, match="bipartite inputs need an explicit edge_index"):
         guarded((x, x[:2]), (pos, pos[:2]))
+
+
+def test_rejects_bad_edge_shift(guarded):
+    x, pos = features(5), molecule(5)
+    edge_index = torch.tensor([[0, 1, 2], [1, 0, 0]])
+    with pytest.raises(ValueError, match=r"edge_shift must have shape \[num_edges, 3\] = \[3"):
+        guarded(x, pos, edge_index, edge_shift=torch.zeros(2, 3))
+    with pytest.raises(TypeError, match=r"edge_shift is torch\.float32"):
+        guarded(x, pos, edge_index, edge_shift=torch.zeros(3, 3, dtype=torch.float32))
+    with pytest.raises(ValueError, match="edge_shift holds NaN"):
+        guarded(x, pos, edge_index, edge_shift=torch.full((3, 3), math.nan))
+    with pytest.raises(ValueError, match="edge_shift needs the edge_index"):
+        guarded(x, pos, edge_shift=torch.zeros(3, 3))
+    adjacency = to_torch_coo_tensor(edge_index, size=5).t()
+    with pytest.raises(ValueError, match="sparse adjacency has no edge order"):
+        guarded(x, pos, adjacency, edge_shift=torch.zeros(3, 3))
 
 
 def test_rejects_dtype_mismatch(guarded):

@@ -1,4 +1,5 @@
-"""Tests of the equivariance checker e3nn_pyg.testing (it must pass good and fail bad functions)."""
+"""Tests of the equivariance checker e3nn_pyg.testing (it must pass good and fail bad functions);
+the checks of interatomic potentials are tested in tests/test_potential_contract.py."""
 
 import pytest
 import torch

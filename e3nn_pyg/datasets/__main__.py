@@ -1,5 +1,5 @@
-"""``python -m e3nn_pyg.datasets --make-fixture`` or ``--process``: see :func:`qm9.main`."""
+"""``python -m e3nn_pyg.datasets --make-fixture`` or ``--process``: see :func:`build.main`."""
 
-from .qm9 import main
+from .build import main
 
 main()

@@ -2,6 +2,7 @@ r"""An E(3)-equivariant network for molecules with the interface of PyG's model 
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -12,9 +13,17 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from ..checks import is_int, is_real, require_index_range
-from ..conv import Convolution, sorted_edge_index
-from ..graph import validate_batch, validate_pos
+from ..checks import is_int, is_real, require, require_index_range
+from ..conv import Convolution, shared_graph, sorted_edge_index
+from ..graph import (
+    _periodic_edges,
+    _radius_edges,
+    _validate_options,
+    cartesian_shifts,
+    validate_batch,
+    validate_cell,
+    validate_pos,
+)
 from ..kernel import MODES as KERNEL_MODES
 from ..kernel import Kernel
 from ..non_linearities import GatedBlockParity, rescaled_act
@@ -28,6 +37,10 @@ __all__ = ["EquivariantNet", "layer_representations"]
 
 EVEN_SCALAR = (0, 1)
 READOUTS = ("add", "mean")
+
+
+#: Constructor arguments that are not architecture settings (see EquivariantNet.config)
+_NOT_CONFIG = ("mean", "std", "atomref", "interaction_graph")
 
 
 def _connects(l_in: int, p_in: int, l_out: int, p_out: int, lmax: int) -> bool:
@@ -131,9 +144,16 @@ class InteractionBlock(nn.Module):
         self.gate.reset_parameters()
 
     def forward(
-        self, x: Tensor, pos: Tensor, edge_index: Tensor, graph_cache: dict | None = None
+        self,
+        x: Tensor,
+        pos: Tensor,
+        edge_index: Tensor,
+        graph_cache: dict | None = None,
+        edge_shift: Tensor | None = None,
     ) -> Tensor:
-        h = self.conv(x, pos, edge_index, graph_cache=graph_cache)  # [N, dim(gate.Rs_in)]
+        h = self.conv(
+            x, pos, edge_index, graph_cache=graph_cache, edge_shift=edge_shift
+        )  # [N, dim(gate.Rs_in)]
         h = h + self.self_interaction(x)
         return self.gate(h * math.sqrt(0.5))  # [N, dim(Rs_out)]
 
@@ -183,6 +203,14 @@ class EquivariantNet(nn.Module):
     vectors are always recomputed from ``pos``, so gradients reach the positions whatever
     ``interaction_graph`` returns as edge weights.
 
+    **Periodic structures.** ``forward(z, pos, batch, cell, pbc)`` treats the structures as
+    crystals, slabs or wires: neighbours are the periodic images within the cutoff
+    (:func:`~e3nn_pyg.graph.periodic_radius_graph`: triclinic cells of any size, mixed
+    ``pbc``, positions inside or outside the cell), and with ``derivative=True`` and
+    ``stress=True`` the forward also returns the stress, the strain derivative of the energy
+    per volume (see :meth:`forward`). Inputs are validated once, at the entry of
+    :meth:`forward` and :meth:`energy`; the graph and the layers then skip their own checks.
+
     Args:
         hidden_Rs (Rs-like, optional): the hidden representation; every irrep needs a
             parity and it must hold even scalars ``0e``. (default: ``"32x0e+16x1o+8x2e"``)
@@ -228,9 +256,12 @@ class EquivariantNet(nn.Module):
 
     Shapes:
         - **input:** atomic numbers :math:`(|\mathcal{V}|)` long, positions
-          :math:`(|\mathcal{V}|, 3)`, batch :math:`(|\mathcal{V}|)` (optional)
+          :math:`(|\mathcal{V}|, 3)`, batch :math:`(|\mathcal{V}|)` (optional), cell
+          :math:`(|\mathcal{G}|, 3, 3)` or :math:`(3, 3)` (optional), pbc
+          :math:`(|\mathcal{G}|, 3)` or :math:`(3)` bool (optional)
         - **output:** :math:`(|\mathcal{G}|, \text{out\_channels})`, and with
-          ``derivative=True`` also forces :math:`(|\mathcal{V}|, 3)`
+          ``derivative=True`` also forces :math:`(|\mathcal{V}|, 3)`, and with
+          ``stress=True`` also the stress :math:`(|\mathcal{G}|, 3, 3)`
 
     Example:
         >>> model = EquivariantNet("8x0e + 4x1o", num_layers=2, cutoff=3.0)
@@ -370,27 +401,17 @@ class EquivariantNet(nn.Module):
         self.lin2.reset_parameters()
 
     def config(self) -> dict[str, Any]:
-        """The constructor arguments that define the architecture (plain Python values).
+        """The constructor arguments that define the architecture (plain Python values),
+        read from the constructor's signature: the model records every argument as an
+        attribute of the same name.
 
         ``mean``, ``std`` and ``atomref`` live in the buffers of the ``state_dict``;
-        a custom ``interaction_graph`` is not part of the config.
+        a custom ``interaction_graph`` is code, not part of the config.
         """
-        return {
-            "hidden_Rs": str(self.hidden_Rs),
-            "lmax": self.lmax,
-            "num_layers": self.num_layers,
-            "cutoff": self.cutoff,
-            "max_num_neighbors": self.max_num_neighbors,
-            "num_basis": self.num_basis,
-            "radial_hidden": self.radial_hidden,
-            "radial_layers": self.radial_layers,
-            "avg_num_neighbors": self.avg_num_neighbors,
-            "readout": self.readout,
-            "out_channels": self.out_channels,
-            "max_z": self.max_z,
-            "derivative": self.derivative,
-            "kernel_mode": self.kernel_mode,
-        }
+        keys = [key for key in inspect.signature(type(self)).parameters if key not in _NOT_CONFIG]
+        values = {key: getattr(self, key) for key in keys}
+        values["hidden_Rs"] = str(values["hidden_Rs"])
+        return values
 
     def get_extra_state(self) -> dict[str, Any]:
         """The :meth:`config`, saved in the ``state_dict`` (key ``_extra_state``)."""
@@ -429,7 +450,16 @@ class EquivariantNet(nn.Module):
         if key in missing_keys:  # saved before the config was recorded: nothing to compare
             missing_keys.remove(key)
 
-    def _check_inputs(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> None:
+    def _check_inputs(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None,
+        cell: Tensor | None = None,
+        pbc: Tensor | Sequence[bool] | bool | None = None,
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Validate the inputs of a call, once for the whole network; return the cells and
+        periodic axes per structure (``None`` for molecules)."""
         if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
             what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
             raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
@@ -444,51 +474,164 @@ class EquivariantNet(nn.Module):
                 f"pos is {pos.dtype} but the model is {self.std.dtype}: convert one of them "
                 "(model.double() or pos.float())"
             )
+        if cell is None:
+            if pbc is not None:
+                raise ValueError("pbc was given without a cell: pass the cell too")
+            return None, None
+        graph = self.interaction_graph
+        if type(graph) is not RadiusInteractionGraph:
+            raise ValueError(
+                f"periodic structures (a cell was given) need the default interaction graph; "
+                f"this model has {type(graph).__name__}, which builds no periodic images"
+            )
+        if graph.max_num_neighbors is not None:
+            raise ValueError(
+                "periodic structures (a cell was given) need max_num_neighbors=None: the "
+                "periodic graph is exact"
+            )
+        return validate_cell(cell, True if pbc is None else pbc, pos, batch)
 
-    def _predict(self, z: Tensor, pos: Tensor, batch: Tensor | None) -> Tensor:
-        edge_index, _ = self.interaction_graph(pos, batch)  # [2, E]; lengths from pos below
-        num_nodes = pos.shape[0]
+    def _edges(
+        self, pos: Tensor, batch: Tensor | None, cell: Tensor | None, pbc: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The interaction graph of validated inputs ``[2, E]``, and the cell shift of every
+        edge ``[E, 3]`` for periodic structures (``None`` otherwise)."""
+        graph = self.interaction_graph
+        if type(graph) is not RadiusInteractionGraph:  # a user's graph: validate its edges
+            edge_index, _ = graph(pos, batch)  # [2, E]; lengths from pos below
+            return sorted_edge_index(edge_index, pos.shape[0], pos.shape[0], pos.device), None
+        # the inputs are validated at the entry: the graph's own checks are skipped
+        cutoff = _validate_options(
+            graph.cutoff, False, graph.max_num_neighbors, "auto", "source_to_target"
+        )
+        if cell is not None:
+            return _periodic_edges(pos, cutoff, cell, pbc, batch)  # [2, E], [E, 3]
+        return _radius_edges(pos, cutoff, batch, max_num_neighbors=graph.max_num_neighbors), None
+
+    def _energy(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None,
+        cell: Tensor | None,
+        pbc: Tensor | None,
+        displacement: Tensor | None = None,
+    ) -> Tensor:
+        r"""The prediction ``[G, out_channels]`` of validated inputs; ``displacement``
+        ``[G, 3, 3]`` strains positions and cells, :math:`x \to x (I + \varepsilon)`
+        with :math:`\varepsilon` its symmetric part (zero: a handle for the stress)."""
+        edge_index, shifts = self._edges(pos, batch, cell, pbc)
+        if displacement is not None:  # (zero: the graph of the strained inputs is the same)
+            strain = 0.5 * (displacement + displacement.mT)  # [G, 3, 3]
+            graph = batch if batch is not None else z.new_zeros(z.shape)  # [N]
+            pos = pos + (pos[:, None, :] @ strain[graph]).squeeze(1)  # [N, 3]
+            cell = cell + cell @ strain  # [G, 3, 3]
+        edge_shift = None
+        if cell is not None:
+            edge_shift = cartesian_shifts(shifts, cell, edge_index, batch)  # [E, 3]
+            num_graphs = cell.shape[0]
+        elif batch is None:
+            num_graphs = 1
+        else:
+            # (read from a count, not batch.max(), so that torch.compile needs no host value)
+            num_graphs = torch.bincount(batch).shape[0]
+        return self._predict(z, pos, batch, edge_index, edge_shift, num_graphs)
+
+    def _predict(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None,
+        edge_index: Tensor,
+        edge_shift: Tensor | None,
+        num_graphs: int,
+    ) -> Tensor:
         # sorted once for the layers, which also share the pairing of the edges, their
-        # lengths and harmonics (one cache per forward pass)
-        edge_index = sorted_edge_index(edge_index, num_nodes, num_nodes, pos.device)
-        graph_cache: dict = {}
+        # lengths and harmonics, and skip the checks of the inputs validated at the entry
+        # (one cache per forward pass)
+        edge_index, edge_shift, graph_cache = shared_graph(pos, edge_index, edge_shift)
         x = self.embedding(z)  # [N, num_scalars]
         for block in self.interactions:
-            x = block(x, pos, edge_index, graph_cache)  # [N, dim(block.Rs_out)]
+            x = block(x, pos, edge_index, graph_cache, edge_shift)  # [N, dim(block.Rs_out)]
         h = self.lin2(self.act(self.lin1(x)))  # [N, out_channels]
         h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
-        if batch is None:
-            return scatter(h, z.new_zeros(z.shape), 0, dim_size=1, reduce=self.readout)
-        # (read from a count, not batch.max(), so that torch.compile needs no host value)
-        num_graphs = torch.bincount(batch).shape[0]
-        return scatter(h, batch, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
+        graph = batch if batch is not None else z.new_zeros(z.shape)  # [N]
+        return scatter(h, graph, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
 
-    def energy(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+    def energy(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        cell: Tensor | None = None,
+        pbc: Tensor | Sequence[bool] | bool | None = None,
+    ) -> Tensor:
         """The prediction ``[num_graphs, out_channels]`` alone, also with ``derivative=True``
         (e.g. to export it: the forces are then its gradient, see
-        :func:`~e3nn_pyg.compilation.export_model`)."""
-        self._check_inputs(z, pos, batch)
-        return self._predict(z, pos, batch)
+        :func:`~e3nn_pyg.compilation.export_model`); arguments as in :meth:`forward`."""
+        cell, pbc = self._check_inputs(z, pos, batch, cell, pbc)
+        return self._energy(z, pos, batch, cell, pbc)
 
     def forward(
-        self, z: Tensor, pos: Tensor, batch: Tensor | None = None
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        r"""Predict one value per molecule (and the forces with ``derivative=True``).
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None = None,
+        cell: Tensor | None = None,
+        pbc: Tensor | Sequence[bool] | bool | None = None,
+        stress: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        r"""Predict one value per structure (and the forces with ``derivative=True``, and
+        the stress with ``stress=True``).
+
+        With a ``cell`` the structures are periodic: the graph is
+        :func:`~e3nn_pyg.graph.periodic_radius_graph` of the cutoff (every periodic image
+        of an atom within the cutoff is a neighbour; positions may lie outside the cell),
+        and the edge vectors are :math:`\mathbf{p}_j - \mathbf{p}_i + \mathbf{s} C`.
+
+        The stress is the derivative of the energy with respect to a homogeneous strain
+        :math:`\varepsilon` (symmetric) of the positions and the cell,
+        :math:`\mathbf{x} \to \mathbf{x}(I + \varepsilon)` for positions and lattice
+        vectors as rows, per volume:
+
+        .. math::
+            \sigma_G = \frac{1}{V_G} \frac{\partial E_G}{\partial \varepsilon}
+            \Big|_{\varepsilon = 0}, \qquad V_G = |\det C_G|,
+
+        ASE's sign convention (positive under tension; units of energy per volume, e.g.
+        eV/Å³), computed by autograd with the forces in one backward pass.
 
         Args:
             z (torch.Tensor): atomic numbers ``[N]``, long.
             pos (torch.Tensor): positions ``[N, 3]``, the model's dtype.
-            batch (torch.Tensor, optional): molecule of every atom ``[N]``, sorted.
-                (default: :obj:`None`, one molecule)
+            batch (torch.Tensor, optional): structure of every atom ``[N]``, sorted.
+                (default: :obj:`None`, one structure)
+            cell (torch.Tensor, optional): lattice vectors as rows, ``[num_graphs, 3, 3]``
+                or ``[3, 3]`` for every structure, the model's dtype (see
+                :func:`~e3nn_pyg.graph.validate_cell`); needs the default interaction graph
+                without ``max_num_neighbors``. (default: :obj:`None`, molecules)
+            pbc (torch.Tensor or sequence of bool or bool, optional): periodic axes, bool
+                ``[num_graphs, 3]`` or ``[3]``. (default: :obj:`None`: all three periodic
+                when a cell is given)
+            stress (bool, optional): also return the stress; needs ``derivative=True`` and
+                cells of non-zero volume with at least one periodic axis.
+                (default: :obj:`False`)
 
         Returns:
             ``[num_graphs, out_channels]``; with ``derivative=True`` the tuple
-            ``(energy [num_graphs, 1], forces [N, 3])``. Forces are computed even under
-            :func:`torch.no_grad`; in training mode they keep their graph for a force loss.
+            ``(energy [num_graphs, 1], forces [N, 3])``, and with ``stress=True``
+            ``(energy [num_graphs, 1], forces [N, 3], stress [num_graphs, 3, 3])``. Forces
+            and stress are computed even under :func:`torch.no_grad`; in training mode they
+            keep their graph for a force (and stress) loss. ``num_graphs`` is the number of
+            cells when a cell per structure is given.
         """
+        cell, pbc = self._check_inputs(z, pos, batch, cell, pbc)
+        if not isinstance(stress, bool):
+            raise TypeError(f"stress must be a bool, got {type(stress).__name__}")
+        if stress:
+            volume = self._stress_volume(cell, pbc)  # [G]
         if not self.derivative:
-            return self.energy(z, pos, batch)
-        self._check_inputs(z, pos, batch)
+            return self._energy(z, pos, batch, cell, pbc)
         grad_enabled = torch.is_grad_enabled()
         # torch.compile cannot return values differentiable through a leaf made inside it
         detach = not grad_enabled
@@ -502,26 +645,49 @@ class EquivariantNet(nn.Module):
         with torch.enable_grad():
             if not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
-            energy = self._predict(z, pos, batch)  # [G, 1]
-            gradient = None
+            inputs = [pos]
+            if stress:
+                displacement = pos.new_zeros(cell.shape).requires_grad_(True)  # [G, 3, 3]
+                inputs.append(displacement)
+            energy = self._energy(z, pos, batch, cell, pbc, inputs[1] if stress else None)
+            gradients = [None] * len(inputs)
             if energy.requires_grad:
-                (gradient,) = torch.autograd.grad(
-                    energy.sum(),  # molecules are independent: one backward for all
-                    pos,
+                gradients = torch.autograd.grad(
+                    energy.sum(),  # structures are independent: one backward for all
+                    inputs,
                     create_graph=self.training and grad_enabled,
                     allow_unused=True,
-                )  # [N, 3], None without edges
-        if gradient is None:
-            gradient = torch.zeros_like(pos)
+                )  # [N, 3] (and [G, 3, 3]), None without edges
+        forces = -gradients[0] if gradients[0] is not None else torch.zeros_like(pos)
+        outputs = [energy, forces]
+        if stress:
+            virial = gradients[1] if gradients[1] is not None else torch.zeros_like(cell)
+            outputs.append(virial / volume[:, None, None])  # [G, 3, 3]
         if detach:
-            energy, gradient = energy.detach(), gradient.detach()
-        return energy, -gradient
+            outputs = [t.detach() for t in outputs]
+        return tuple(outputs)
+
+    def _stress_volume(self, cell: Tensor | None, pbc: Tensor | None) -> Tensor:
+        """The volumes ``[G]`` that divide the stress, after checking that it is defined."""
+        if not self.derivative:
+            raise ValueError("stress=True needs a force model: build it with derivative=True")
+        if cell is None:
+            raise ValueError("stress=True needs periodic structures: pass their cell")
+        volume = torch.linalg.det(cell).abs()  # [G]
+        periodic = pbc.any(1)  # [G]
+        require(
+            periodic.all(), ValueError, "stress=True needs periodic structures: a structure "
+            "has no periodic axis (pbc all False)",
+            lambda: f"stress=True needs periodic structures: structure "
+            f"{int(torch.nonzero(~periodic)[0, 0])} has no periodic axis (pbc all False)",
+        )  # fmt: skip
+        require(
+            (volume > 0).all(), ValueError,
+            "stress=True needs cells of non-zero volume (for a slab, give the cell its "
+            "vacuum vector along the non-periodic axis)",
+        )  # fmt: skip
+        return volume
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(hidden_Rs='{self.hidden_Rs}', lmax={self.lmax}, "
-            f"num_layers={self.num_layers}, cutoff={self.cutoff}, "
-            f"max_num_neighbors={self.max_num_neighbors}, num_basis={self.num_basis}, "
-            f"readout={self.readout!r}, out_channels={self.out_channels}, "
-            f"kernel_mode={self.kernel_mode!r}, derivative={self.derivative})"
-        )
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({arguments})"

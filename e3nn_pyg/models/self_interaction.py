@@ -50,18 +50,17 @@ class SelfInteraction(nn.Module):
     def __init__(self, Rs_in: RsLike, Rs_out: RsLike, bias: bool = True) -> None:
         super().__init__()
         self.Rs_in, self.Rs_out = Rs(Rs_in), Rs(Rs_out)
-        slices_in = self.Rs_in.slices()
-        # For each output block: the input blocks of its type (their slices and total mul).
-        self._sources: list[list[tuple[int, int, int]]] = []
+        # For each output block: the indices of the input blocks of its type.
+        self._sources: list[list[int]] = []
         weights, biases = [], []
         for mul_o, l, p in self.Rs_out:
             sources = [
-                (s.start, s.stop, mul_i)
-                for (mul_i, l_i, p_i), s in zip(self.Rs_in, slices_in)
+                i
+                for i, (mul_i, l_i, p_i) in enumerate(self.Rs_in)
                 if (l_i, p_i) == (l, p) and mul_i > 0
             ]
             self._sources.append(sources)
-            fan_in = sum(mul for _, _, mul in sources)
+            fan_in = sum(self.Rs_in[i].mul for i in sources)
             weights.append(nn.Parameter(torch.empty(mul_o, fan_in)) if fan_in and mul_o else None)
             scalar = l == 0 and p != -1 and mul_o > 0
             biases.append(nn.Parameter(torch.empty(mul_o)) if bias and scalar else None)
@@ -88,22 +87,21 @@ class SelfInteraction(nn.Module):
                 f"'{self.Rs_in}', got {shape}"
             )
         batch_shape = x.shape[:-1]
+        chunks = self.Rs_in.chunks(x)  # [..., mul, 2l+1] per block of Rs_in
         out = []
         for (mul_o, l, _), sources, w, b in zip(
             self.Rs_out, self._sources, self._weight_index, self._bias_index
         ):
             if w < 0:
-                out.append(x.new_zeros(*batch_shape, mul_o * (2 * l + 1)))
+                out.append(x.new_zeros(*batch_shape, mul_o, 2 * l + 1))
                 continue
-            v = torch.cat(
-                [x[..., a:z].unflatten(-1, (mul, 2 * l + 1)) for a, z, mul in sources], dim=-2
-            )  # [..., n_lp, 2l+1]
+            v = torch.cat([chunks[i] for i in sources], dim=-2)  # [..., n_lp, 2l+1]
             weight = self.weights[w]  # [mul_o, n_lp]
             y = torch.einsum("uv,...vm->...um", weight, v) / math.sqrt(weight.shape[1])
             if b >= 0:
                 y = y + self.biases[b][:, None]  # [..., mul_o, 1]
-            out.append(y.flatten(-2))  # [..., mul_o * (2l+1)]
-        return torch.cat(out, dim=-1) if out else x[..., :0]  # [..., dim(Rs_out)]
+            out.append(y)  # [..., mul_o, 2l+1]
+        return self.Rs_out.from_chunks(out, batch_shape, dtype=x.dtype, device=x.device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}', bias={self.bias})"

@@ -30,16 +30,13 @@ Activations = Activation | None | Sequence[Activation | None]
 
 
 class _Block(NamedTuple):
-    """One output block: input features ``[start, stop)``, laid out ``[mul, dim]``.
+    """One output block: the block ``index`` of ``Rs_in``.
 
-    ``gate < 0``: a scalar block through ``scalar_acts[act]``; otherwise the copies are
-    multiplied by the activated gates ``gate .. gate + mul - 1``.
+    ``gate < 0``: a scalar block through ``scalar_acts[act]``; otherwise its ``mul`` copies
+    are multiplied by the activated gates ``gate .. gate + mul - 1``.
     """
 
-    start: int
-    stop: int
-    mul: int
-    dim: int
+    index: int
     act: int
     gate: int
 
@@ -55,10 +52,12 @@ class _Gate(torch.nn.Module):
         gate_acts: list[torch.nn.Module],
         gate_slices: list[slice],
         blocks: list[_Block],
+        layout: Rs,
     ) -> None:
         super().__init__()
         self.Rs_in = Rs_in
         self.Rs_out = Rs_out
+        self._layout = layout  # the output blocks as the forward makes them, one per _Block
         self.scalar_acts = torch.nn.ModuleList(scalar_acts)
         self.gate_acts = torch.nn.ModuleList(gate_acts)
         self._gate_slices = gate_slices
@@ -75,16 +74,16 @@ class _Gate(torch.nn.Module):
         check_features(x, self.Rs_in, type(self).__name__)
         gates = [act(x[..., s]) for act, s in zip(self.gate_acts, self._gate_slices)]
         gates = torch.cat(gates, dim=-1) if gates else x[..., :0]  # [..., num_gates]
+        chunks = self.Rs_in.chunks(x)  # [..., mul, 2l+1] per block of Rs_in
         out = []
         for block in self._blocks:
-            features = x[..., block.start : block.stop]  # [..., mul * dim]
-            if block.gate < 0:
-                out.append(self.scalar_acts[block.act](features))
+            v = chunks[block.index]  # [..., mul, 2l+1]
+            if block.gate < 0:  # the activation sees the scalars as [..., mul]
+                out.append(self.scalar_acts[block.act](v.flatten(-2)).unsqueeze(-1))
             else:
-                v = features.unflatten(-1, (block.mul, block.dim))  # [..., mul, 2l+1]
-                g = gates[..., block.gate : block.gate + block.mul, None]  # [..., mul, 1]
-                out.append((v * g).flatten(-2))  # [..., mul * (2l+1)]
-        return torch.cat(out, dim=-1) if out else x[..., :0]  # [..., Rs_out.dim]
+                g = gates[..., block.gate : block.gate + v.shape[-2], None]  # [..., mul, 1]
+                out.append(v * g)  # [..., mul, 2l+1]
+        return self._layout.from_chunks(out, x.shape[:-1], dtype=x.dtype, device=x.device)
 
 
 class GatedBlock(_Gate):
@@ -139,7 +138,7 @@ class GatedBlock(_Gate):
         Rs_gates = Rs_gates.simplify()
         gate_start = Rs_out.dim
         blocks, gate = [], 0
-        for (mul, l, p), s in zip(Rs_out, Rs_out.slices()):
+        for i, (mul, l, p) in enumerate(Rs_out):  # block i of Rs_out is block i of Rs_in
             if l == 0:
                 if mul and activated_parity(p, scalar_act, "GatedBlock") != p:
                     raise ValueError(
@@ -147,9 +146,9 @@ class GatedBlock(_Gate):
                         f"{scalar_act!r} is even and would make its odd scalars even: use an "
                         "odd activation, or GatedBlockParity"
                     )
-                blocks.append(_Block(s.start, s.stop, mul, 1, 0, -1))
+                blocks.append(_Block(i, 0, -1))
             else:
-                blocks.append(_Block(s.start, s.stop, mul, 2 * l + 1, 0, gate))
+                blocks.append(_Block(i, 0, gate))
                 gate += mul
         super().__init__(
             Rs_in=Rs_out + Rs_gates,
@@ -158,6 +157,7 @@ class GatedBlock(_Gate):
             gate_acts=[gate_act],
             gate_slices=[slice(gate_start, gate_start + gate)],
             blocks=blocks,
+            layout=Rs_out,
         )
 
     def __repr__(self) -> str:
@@ -269,9 +269,9 @@ class GatedBlockParity(_Gate):
         n_scalars, n_gates = len(Rs_scalars), len(Rs_gates)
 
         blocks, scalars_out = [], []
-        for i, ((mul, _, p), s) in enumerate(zip(Rs_scalars, slices)):
+        for i, (mul, _, p) in enumerate(Rs_scalars):
             scalars_out.append((mul, 0, activated_parity(p, scalar_acts[i], "act_scalars")))
-            blocks.append(_Block(s.start, s.stop, mul, 1, i, -1))
+            blocks.append(_Block(i, i, -1))
 
         gate_parities = [  # output parity of every gate, copy by copy
             activated_parity(p, act, "act_gates")
@@ -279,7 +279,7 @@ class GatedBlockParity(_Gate):
             for _ in range(mul)
         ]
         nonscalars_out, gate = Rs(), 0
-        for (mul, l, p), s in zip(Rs_nonscalars, slices[n_scalars + n_gates :]):
+        for i, (mul, l, p) in enumerate(Rs_nonscalars, start=n_scalars + n_gates):
             copies = []
             for p_gate in gate_parities[gate : gate + mul]:
                 if (p_gate == 0) != (p == 0):
@@ -290,7 +290,7 @@ class GatedBlockParity(_Gate):
                     )
                 copies.append((1, l, p_gate * p))
             nonscalars_out += Rs(copies).simplify()
-            blocks.append(_Block(s.start, s.stop, mul, 2 * l + 1, -1, gate))
+            blocks.append(_Block(i, -1, gate))
             gate += mul
 
         super().__init__(
@@ -300,6 +300,7 @@ class GatedBlockParity(_Gate):
             gate_acts=gate_acts,
             gate_slices=slices[n_scalars : n_scalars + n_gates],
             blocks=blocks,
+            layout=Rs_scalars + Rs_nonscalars,
         )
         self.Rs_scalars, self.Rs_gates, self.Rs_nonscalars = Rs_scalars, Rs_gates, Rs_nonscalars
 

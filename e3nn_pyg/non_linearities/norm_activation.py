@@ -130,16 +130,15 @@ class NormActivation(torch.nn.Module):
                 f"{math.sqrt(torch.finfo(x.dtype).tiny):.1e}"
             )
         out, copy = [], 0
-        for (mul, l, _), s in zip(self.Rs_in, self.Rs_in.slices()):
-            if l == 0:
-                out.append(self.scalar_act(x[..., s]))  # [..., mul]
+        for (mul, l, _), v in zip(self.Rs_in, self.Rs_in.chunks(x)):  # v: [..., mul, 2l+1]
+            if l == 0:  # the activation sees the scalars as [..., mul]
+                out.append(self.scalar_act(v.flatten(-2)).unsqueeze(-1))  # [..., mul, 1]
                 continue
-            v = x[..., s].unflatten(-1, (mul, 2 * l + 1))  # [..., mul, 2l+1]
             norm = (v.pow(2).sum(-1, keepdim=True) + self.eps**2).sqrt()  # [..., mul, 1]
             bias = self.bias[copy : copy + mul, None]  # [mul, 1]
-            out.append((v * (self.tensor_act(norm - bias) / norm)).flatten(-2))  # [..., mul(2l+1)]
+            out.append(v * (self.tensor_act(norm - bias) / norm))  # [..., mul, 2l+1]
             copy += mul
-        return torch.cat(out, dim=-1) if out else x[..., :0]  # [..., Rs.dim]
+        return self.Rs_out.from_chunks(out, x.shape[:-1], dtype=x.dtype, device=x.device)
 
     def __repr__(self) -> str:
         return (

@@ -3,15 +3,17 @@
 This subpackage imports torch only (never torch_geometric).
 """
 
-from .rs import MulIrrep, Rs, RsLike, dim
+from .rs import Irrep, IrrepLike, MulIrrep, Rs, RsLike, dim, rs_representation
 from .spherical_harmonics import (
     spherical_harmonics,
     spherical_harmonics_xyz,
     spherical_harmonics_xyz_backwardable,
 )
-from .wigner import parity_matrix, rand_rotation, rs_representation, wigner_3j, wigner_D
+from .wigner import parity_matrix, rand_rotation, wigner_3j, wigner_D
 
 __all__ = [
+    "Irrep",
+    "IrrepLike",
     "MulIrrep",
     "Rs",
     "RsLike",

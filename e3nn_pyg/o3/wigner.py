@@ -20,13 +20,11 @@ import torch
 from torch import Tensor
 
 from ..checks import is_int
-from .rs import Rs, RsLike
 from .spherical_harmonics import spherical_harmonics
 
 __all__ = [
     "parity_matrix",
     "rand_rotation",
-    "rs_representation",
     "wigner_3j",
     "wigner_D",
 ]
@@ -128,44 +126,6 @@ def wigner_D(l: int, R: Tensor) -> Tensor:
     points, pinv = points.to(R.device), pinv.to(R.device)
     rotated = spherical_harmonics(l, points @ R.double().transpose(-1, -2))  # [..., K, 2l+1]
     return (pinv @ rotated).transpose(-1, -2).to(R.dtype)  # [..., 2l+1, 2l+1]
-
-
-def rs_representation(rs: RsLike, R: Tensor) -> Tensor:
-    r"""The block-diagonal matrix by which an element of :math:`O(3)` acts on an ``Rs``.
-
-    For a rotation :math:`R` each copy of :math:`(l, p)` gets :math:`D^l(R)`; for an
-    improper element (:math:`\det R = -1`) it gets :math:`p\, D^l(-R)`. Irreps with
-    ``p = 0`` only admit rotations.
-
-    Args:
-        rs (Rs-like): the representation list.
-        R (Tensor): ``[..., 3, 3]`` orthogonal matrices.
-
-    Returns:
-        Tensor ``[..., dim, dim]``.
-
-    Example:
-        >>> rs_representation("1x0e + 1x1o", -torch.eye(3)).diagonal().tolist()
-        [1.0, -1.0, -1.0, -1.0]
-    """
-    rs = Rs(rs)
-    det = _check_orthogonal(R)
-    improper = det < 0  # [...]
-    if improper.any() and any(block.p == 0 for block in rs if block.mul > 0):
-        raise ValueError(f"Rs {rs} has irreps without parity (p = 0): only rotations act on it")
-    sign = torch.where(improper, -1.0, 1.0).to(R)[..., None, None]  # [..., 1, 1]
-    rotation = R * sign
-    out = R.new_zeros((*R.shape[:-2], rs.dim, rs.dim))
-    start = 0
-    for block in rs:
-        D = wigner_D(block.l, rotation)  # [..., 2l+1, 2l+1]
-        if block.p != 0:
-            D = D * torch.where(improper, float(block.p), 1.0).to(R)[..., None, None]
-        width = 2 * block.l + 1
-        for _ in range(block.mul):
-            out[..., start : start + width, start : start + width] = D
-            start += width
-    return out
 
 
 # -- Clebsch-Gordan -------------------------------------------------------------------

@@ -63,7 +63,7 @@ class RowGeometry:
 
     def sh(self, kernel: Any) -> Tensor:
         """The kernel's spherical harmonics of the rows ``[rows, n_Y]`` (shared by kernels
-        of equal :attr:`~e3nn_pyg.kernel.Kernel.sh_key`)."""
+        of equal ``kernel.sh_key``, i.e. the same harmonics function)."""
         if kernel.sh_key is None:  # a custom function: nothing says two kernels' agree
             return kernel.sh(kernel.plan.filter_orders, self.vectors)
         key = (kernel.sh_key, tuple(kernel.plan.filter_orders))

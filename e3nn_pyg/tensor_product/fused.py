@@ -23,9 +23,9 @@ and with every operand laid out so that no step needs a layout copy but one:
    the only copy (one ``cat``);
 4. ``m_o = C_o @ R_o`` with the radial weights of the block as ``[rows, J_o, u]``: one
    batched product per output block (``[D (2l_o+1), J_o] @ [J_o, u]`` per row), giving
-   the messages as ``[rows, D, (2l_o+1) u]`` (:math:`m_o`-major; :meth:`assemble`
-   transposes the node sums back). A channel-wise kernel multiplies ``C_o`` by its
-   weights ``[rows, J_o]`` element-wise instead.
+   the messages as ``[rows, D, (2l_o+1) u]`` (:math:`m_o`-major;
+   :meth:`FusedTensorProduct.assemble` transposes the node sums back). A channel-wise
+   kernel multiplies ``C_o`` by its weights ``[rows, J_o]`` element-wise instead.
 
 The engine's radial weight layout (per output block ``[J_o, u]``, or ``[J_o]``) differs
 from the docs/conventions.md layout: :attr:`FusedTensorProduct.weight_permutation` maps one to
@@ -50,9 +50,9 @@ through :func:`torch.compile` (Inductor), on pieces of exactly ``compile_rows`` 
 last piece zero-padded; zero rows give zero messages and gradients), so that one
 compilation per number of directions serves every graph size. It is used only where no
 autograd graph has to be recorded through it: the two kernels of the trilinear
-operation, at every order of differentiation. The first call compiles
-(tens of seconds, and Inductor needs a C++ compiler at run time on CPU); if compilation
-fails the engine warns once and stays eager, which gives the same values.
+operation, at every order of differentiation. The first call compiles (on CPU Inductor
+needs a C++ compiler at run time); if compilation fails the engine warns once and stays
+eager, which gives the same values.
 """
 
 from __future__ import annotations
@@ -215,6 +215,10 @@ class FusedTensorProduct(ExactConstants):
           :math:`Y(-r)`)
         - **output:** one message part per output block :math:`(R, D, \text{width})`
           (see :attr:`part_widths` and :meth:`assemble`)
+
+    Attributes:
+        weight_permutation (Tensor): ``[n_w]``, for each column of the engine's weight
+            layout, the column of the docs/conventions.md layout it holds (a buffer).
     """
 
     def __init__(
@@ -439,24 +443,22 @@ class FusedTensorProduct(ExactConstants):
         """``coupled_b = M_b x_b^T`` ``[R, D, F_b, v]`` of every input block."""
         rows, directions = x.shape[:2]
         coupled: list[Tensor | None] = []
-        for b, ((mul, l_in, _), block) in enumerate(zip(self.plan.rs_in, self.plan.rs_in.slices())):
+        x_blocks = self.plan.rs_in.chunks(x)  # [R, D, v, m_i] per input block
+        for b, ((_, l_in, _), x_b) in enumerate(zip(self.plan.rs_in, x_blocks)):
             width = self.coupled_rows[b]
             if width == 0:
                 coupled.append(None)
                 continue
             di = 2 * l_in + 1
             m_b = m[..., self.m_offset[b] : self.m_offset[b] + width * di]  # [R, D, F_b m_i]
-            x_b = x[..., block]  # [R, D, v m_i]
             if di == 1:
-                c = m_b.unsqueeze(3) * x_b.unsqueeze(2)  # [R, D, F_b, v]
+                c = m_b.unsqueeze(3) * x_b.transpose(2, 3)  # [R, D, F_b, v]
             elif torch.compiler.is_compiling():  # unrolled over m_i: one fused loop
                 m_b = m_b.view(rows, directions, width, di)
-                x_b = x_b.view(rows, directions, mul, di)
                 c = sum(m_b[..., i, None] * x_b[..., None, :, i] for i in range(di))
             else:
                 c = torch.matmul(
-                    m_b.view(rows, directions, width, di),
-                    x_b.view(rows, directions, mul, di).transpose(2, 3),
+                    m_b.view(rows, directions, width, di), x_b.transpose(2, 3)
                 )  # [R, D, F_b, v]
             coupled.append(c)
         return coupled
@@ -538,12 +540,12 @@ class FusedTensorProduct(ExactConstants):
                 ..., : piece.n_filters * piece.mul_in
             ]  # [R, D, k, f v]
             by_block[piece.index_in].append(g.reshape(rows, directions, -1, piece.mul_in))
-        grad_m, grad_x = [], []
-        for b, ((mul, l_in, _), parts) in enumerate(zip(self.plan.rs_in, by_block)):
+        grad_m, grad_x = [], []  # grad_x: [R, D, v, m_i] per input block
+        x_blocks = self.plan.rs_in.chunks(x)  # [R, D, v, m_i] per input block
+        for b, ((_, l_in, _), parts, x_b) in enumerate(zip(self.plan.rs_in, by_block, x_blocks)):
             di = 2 * l_in + 1
-            x_b = x[..., self.plan.rs_in.slices()[b]].reshape(rows, directions, mul, di)
             if not parts:
-                grad_x.append(x_b.new_zeros(rows, directions, mul * di))
+                grad_x.append(torch.zeros_like(x_b))
                 continue
             g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # [R, D, F_b, v]
             width = self.coupled_rows[b]
@@ -552,12 +554,12 @@ class FusedTensorProduct(ExactConstants):
             )  # [R, D, F_b, m_i]
             if torch.compiler.is_compiling():  # products with 2l+1 <= 7 outputs: reductions
                 if needs[2]:
-                    grad_x.append((g.unsqueeze(4) * m_b.unsqueeze(3)).sum(2).flatten(2))
+                    grad_x.append((g.unsqueeze(4) * m_b.unsqueeze(3)).sum(2))
                 if needs[1]:
                     grad_m.append((g.unsqueeze(4) * x_b.unsqueeze(2)).sum(3).flatten(2))
                 continue
             if needs[2]:
-                grad_x.append(torch.matmul(g.transpose(2, 3), m_b).flatten(2))  # [R, D, v m_i]
+                grad_x.append(torch.matmul(g.transpose(2, 3), m_b))  # [R, D, v, m_i]
             if needs[1]:
                 grad_m.append(torch.matmul(g, x_b).flatten(2))  # [R, D, F_b m_i]
         grad_sh = None
@@ -565,7 +567,7 @@ class FusedTensorProduct(ExactConstants):
             cg = self.cg if directions == 1 else self.cg_both
             grad_m_all = torch.cat(grad_m, dim=2).reshape(rows, cg.shape[1])  # [R, D M]
             grad_sh = grad_m_all @ cg.t()  # [R, n_Y]
-        grad_x_all = torch.cat(grad_x, dim=2) if needs[2] else None  # [R, D, dim_in]
+        grad_x_all = self.plan.rs_in.from_chunks(grad_x) if needs[2] else None  # [R, D, dim_in]
         return grad_weights, grad_sh, grad_x_all
 
     def assemble(self, parts: list[Tensor], mix: list[Tensor] | None = None) -> Tensor:
@@ -584,8 +586,8 @@ class FusedTensorProduct(ExactConstants):
             part = part.reshape(part.shape[0], 2 * l + 1, channels)  # [N, k, u] or [N, k, J_o]
             if self.channelwise:
                 part = part @ mix[o][:, self.mix_permutation[o]].t()  # [N, k, u]
-            blocks.append(part.transpose(1, 2).flatten(1))  # [N, u k]
-        return torch.cat(blocks, dim=1)  # [N, dim_out]
+            blocks.append(part.transpose(1, 2))  # [N, u, k]
+        return self.plan.rs_out.from_chunks(blocks)  # [N, dim_out]
 
 
 _COMPILE_ERROR: list[str] = []  # the first compiler failure: every engine then stays eager

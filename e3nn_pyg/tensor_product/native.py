@@ -19,7 +19,7 @@ three gradients (weights, harmonics, features) in one pass of the same loop, and
 run on these two kernels.
 
 The C source is compiled on first use with the C compiler of the machine (``cc``, or
-``$CC``; about a second) into a cache folder (``$E3NN_PYG_CACHE``, default
+``$CC``; once per new source) into a cache folder (``$E3NN_PYG_CACHE``, default
 ``~/.cache/e3nn_pyg``) and loaded with :mod:`ctypes`; :func:`available` says whether that
 worked (it is tried once per process). Node sums are accumulated per thread and added in
 a fixed order, so results do not depend on thread scheduling.
@@ -217,8 +217,8 @@ class NativeKernels:
         (channel-wise only; ``None`` for a fully connected table that could not be built).
 
         Specialised kernels have the table's constants, offsets and loop bounds compiled in
-        (no per-entry table reads, loops of known length): several times faster than the
-        generic loops, for about a second of compilation per new table (cached on disk).
+        (no per-entry table reads, loops of known length), at the price of one compilation
+        per new table (cached on disk).
         """
         if not self._specialized:
             try:
@@ -236,13 +236,9 @@ class NativeKernels:
 
     def to_ir_mul(self, x: Tensor) -> Tensor:
         """Node features ``[N, dim_in]`` (e3nn's ``mul_ir``) to the kernels' ``ir_mul``."""
-        rows = x.shape[0]
         blocks = [
-            x[:, block]
-            .reshape(rows, mul, 2 * l + 1)
-            .transpose(1, 2)
-            .reshape(rows, block.stop - block.start)
-            for (mul, l, _), block in zip(self.rs_in, self.rs_in.slices())
+            chunk.transpose(1, 2).flatten(1)  # [N, (2l+1) mul]
+            for (mul, _, _), chunk in zip(self.rs_in, self.rs_in.chunks(x))
             if mul > 0
         ]
         if not blocks:

@@ -83,12 +83,12 @@ def apply_kernel(
         x (Tensor): the source features of every edge ``[E, dim_in]``.
     """
     num_edges = x.shape[0]
-    slices_in = plan.rs_in.slices()
+    x_blocks = plan.rs_in.chunks(x)  # [E, v, 2l_i+1] per input block
     outputs = [x.new_zeros(num_edges, mul, 2 * l + 1) for mul, l, _ in plan.rs_out]
     for pair in plan.pairs:
-        x_block = x[:, slices_in[pair.index_in]].unflatten(1, (pair.mul_in, -1))  # [E, v, i]
+        x_block = x_blocks[pair.index_in]  # [E, v, i]
         m = filter_matrices(pair, sh, cg)  # [E, f, i, k]
         coupled = torch.einsum("evi,efik->evfk", x_block, m)  # [E, v, f, 2l_o+1]
         w = _pair_weights(pair, weights)  # [E, u, v, f]
         outputs[pair.index_out] += torch.einsum("euvf,evfk->euk", w, coupled)
-    return torch.cat([o.flatten(1) for o in outputs], dim=1)  # [E, dim_out]
+    return plan.rs_out.from_chunks(outputs, (num_edges,), dtype=x.dtype, device=x.device)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch_geometric.nn.models import SchNet
 
-from ..models import EquivariantNet, RadiusInteractionGraph
+from ..models import EnergyForces, EquivariantNet, RadiusInteractionGraph
 from .config import DTYPES, ConfigError
 from .distributed import default_dtype
 
@@ -50,8 +50,11 @@ def build_model(kind: str, model_config: dict[str, Any]) -> nn.Module:
     if kind == "equivariant":
         return EquivariantNet(**model_config)
     if kind == "schnet":
-        graph = RadiusInteractionGraph(model_config["cutoff"])
-        return SchNet(**model_config, interaction_graph=graph)
+        arguments = dict(model_config)
+        forces = arguments.pop("derivative", False)  # forces by autograd, as ours
+        graph = RadiusInteractionGraph(arguments["cutoff"])
+        schnet = SchNet(**arguments, interaction_graph=graph)
+        return EnergyForces(schnet) if forces else schnet
     raise ConfigError(f"unknown model kind {kind!r}, expected one of {KINDS}")
 
 

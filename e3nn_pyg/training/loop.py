@@ -1,14 +1,12 @@
 r"""The training loop of one model: AdamW, a learning-rate schedule, early stopping, a time
 budget, progress bars, and checkpoints from which it resumes.
 
-The loss is computed on errors divided by the target's ``loss_scale`` (the typical error of
-the fitted offsets, see :mod:`e3nn_pyg.training.data`), so that learning rates transfer
-between targets:
-
-.. math::
-    \mathcal{L} = \frac{1}{|B|} \sum_{G \in B} \Big|\frac{\hat y_G - y_G}{s}\Big|
-    \quad (\text{``l1''}), \qquad
-    \frac{1}{|B|} \sum_{G \in B} \Big(\frac{\hat y_G - y_G}{s}\Big)^2 \quad (\text{``mse''}).
+The loss and the metrics are those of the run's task (:mod:`~e3nn_pyg.training.tasks`): a
+property of each molecule, or the energies and forces of an interatomic potential. Errors
+are divided by the ``loss_scale`` of the fitted offsets (:mod:`~e3nn_pyg.training.data`), so
+that learning rates transfer between targets. With ``ema_decay`` the validation, the best
+checkpoint and the final model use an exponential moving average of the weights
+(:mod:`~e3nn_pyg.training.ema`).
 
 The cosine schedule warms up linearly over the first ``warmup`` of the budget and then
 decays to 1% of ``lr``; its progress is the larger of the fraction of epochs done and the
@@ -30,29 +28,19 @@ from torch_geometric.loader import DataLoader
 
 from ..progress import tqdm_if_installed
 from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import DATA_KEYS, ConfigError, TrainConfig
 from .data import RunData, TargetStats
 from .distributed import Runtime, default_dtype
+from .ema import ExponentialMovingAverage
 from .history import HistoryWriter
 from .interrupt import DeferredInterrupt
+from .tasks import predict
 
-__all__ = ["FitResult", "Trainer", "TrainingInterrupted", "predict"]
+__all__ = ["FitResult", "Trainer", "TrainingInterrupted", "mean_absolute_error", "predict"]
 
-#: Keys of the run config that define the data and the models: a checkpoint resumes only
-#: under the same values.
-FIXED_KEYS = {
-    "equivariant": (
-        "dataset", "target", "num_molecules", "split", "seed", "hidden_Rs", "lmax",
-        "num_layers", "cutoff", "num_basis", "radial_hidden", "radial_layers", "kernel_mode",
-        "readout",
-    ),
-    "schnet": (
-        "dataset", "target", "num_molecules", "split", "seed", "cutoff", "readout",
-        "schnet_hidden", "schnet_interactions", "schnet_gaussians",
-    ),
-}  # fmt: skip
-EVAL_BATCH_SIZE = 256
 MIN_LR_FACTOR = 0.01
+#: Model arguments fitted on the training data (not settings)
+_FITTED = ("mean", "std", "atomref", "avg_num_neighbors")
 
 
 class TrainingInterrupted(Exception):
@@ -67,9 +55,9 @@ class TrainingInterrupted(Exception):
 class FitResult:
     """How training of one model went."""
 
-    model: nn.Module  # the best model (by validation MAE)
+    model: nn.Module  # the best model (by the task's validation score)
     history: list[dict[str, float]]
-    best_val_mae: float  # in the target's report unit
+    best_val_mae: float  # the validation score (a MAE) in the task's report unit
     best_epoch: int
     epochs: int
     seconds: float
@@ -80,22 +68,6 @@ class FitResult:
 def mean_absolute_error(prediction: Tensor, reference: Tensor, scale: float) -> float:
     """MAE of ``prediction`` in the report unit (``scale``: target unit -> report unit)."""
     return float((prediction - reference).abs().mean()) * scale
-
-
-def predict(model: nn.Module, dataset, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
-    """Predictions of ``model`` for every molecule of ``dataset``, float64 ``[M]`` on the
-    CPU (the batches go to the model's device and dtype)."""
-    model.eval()
-    parameter = next(model.parameters())
-    out = []
-    with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            batch = batch.to(parameter.device)
-            prediction = model(batch.z, batch.pos.to(parameter.dtype), batch.batch)
-            if isinstance(prediction, tuple):  # (energy, forces)
-                prediction = prediction[0]
-            out.append(prediction[:, 0].double().cpu())  # [G]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def _replicate(model: nn.Module, runtime: Runtime) -> nn.Module:
@@ -122,6 +94,7 @@ class _TrainingState:
     replica: nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    ema: ExponentialMovingAverage | None
     progress: dict[str, Any]  # saved in checkpoints (see Trainer.fit)
     last_validation: float = 0.0  # seconds the last validation took
     consistent: bool = True  # parameters and optimizer agree (no step half taken)
@@ -165,12 +138,11 @@ class Trainer:
         self.lr = lr
         self.runtime = runtime or Runtime(torch.device("cpu"), torch.float32)
         self.log = self.runtime.logger(log)
-        self.scale = data.target.report_scale  # target unit -> report unit
+        self.task = data.task
         # views made once: a dataset view caches the molecules it has read
         self._train_set = data.subset("train")
-        share = self.runtime.share(torch.arange(len(data.val)))
-        self._val_set = data.subset("val")[share]
-        self._val_targets = data.targets("val")[share]  # [M] float64
+        val = data.subset("val")
+        self._val_set = val[self.runtime.share(torch.arange(len(val)))]
 
     @property
     def best_path(self) -> Path:
@@ -189,25 +161,31 @@ class Trainer:
             "model_state": model.state_dict(),
             "run_config": self.config.to_dict(),
             "stats": self.stats.to_dict(),
-            "target": {
-                "name": self.data.target.name,
-                "index": self.data.target.index,
-                "unit": self.data.target.unit,
-                "report_unit": self.data.target.report_unit,
-                "report_scale": self.data.target.report_scale,
-            },
+            "target": self.data.target_record(),
             "progress": progress,
         }
 
     def _check_resumable(self, payload: dict[str, Any]) -> None:
-        saved = payload["run_config"]
-        for key in FIXED_KEYS[self.kind]:
-            now = self.config.to_dict()[key]
-            if saved.get(key) != now:
+        """The checkpoint was trained on the same data with the same model settings."""
+        saved_run = payload["run_config"]
+        mine = self.config.to_dict()
+        if saved_run.get("data") is None:  # QM9 runs of earlier versions spelled the default
+            saved_run = {**saved_run, "dataset": saved_run.get("dataset") or "qm9"}
+            mine["dataset"] = mine["dataset"] or "qm9"
+        section = "baseline" if self.kind == "schnet" else "model"
+        differences = [(key, saved_run.get(key), mine[key]) for key in DATA_KEYS]
+        saved_model = payload["model_config"]
+        differences += [
+            (f"{section}.{key}", saved_model.get(key), value)
+            for key, value in self.model_config.items()
+            if key not in _FITTED  # fitted on the data, equal when the data is
+        ]
+        for key, saved, now in differences:
+            if saved != now:
                 raise ConfigError(
-                    f"checkpoint {self.last_path} was trained with {key}={saved.get(key)!r} but "
-                    f"this run asks for {key}={now!r}: use the checkpoint's setting to resume, "
-                    "or another --out (or --overwrite) to start over"
+                    f"checkpoint {self.last_path} was trained with {key}={saved!r} but this "
+                    f"run asks for {key}={now!r}: use the checkpoint's setting to resume, or "
+                    "another --out (or --overwrite) to start over"
                 )
 
     def _lr_factor(self, epoch: float, elapsed: float) -> float:
@@ -223,16 +201,23 @@ class Trainer:
         decay = (progress - config.warmup) / (1.0 - config.warmup)
         return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * decay))
 
-    def _loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        error = (prediction - target) / self.stats.loss_scale  # [G]
-        return error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
+    def _validate(self, state: _TrainingState) -> dict[str, float]:
+        """The task's validation metrics (with the averaged weights when there is an EMA),
+        each rank predicting its share of the structures."""
+        if state.ema is None:
+            sums = self.task.eval_sums(state.model, self._val_set)
+        else:
+            with state.ema.applied(state.model) as averaged:
+                sums = self.task.eval_sums(averaged, self._val_set)
+        return self.task.eval_metrics(self.runtime.sum(sums))
 
-    def _validate(self, model: nn.Module) -> float:
-        """The validation MAE, each rank predicting its share of the molecules."""
-        prediction = predict(model, self._val_set)
-        error = (prediction - self._val_targets).abs().sum()
-        total, count = self.runtime.sum([float(error), float(len(prediction))])
-        return total / count * self.scale
+    def _save_best(self, state: _TrainingState) -> None:
+        """``best.pt``: the model as it is used (with the averaged weights)."""
+        if state.ema is None:
+            save_checkpoint(self.best_path, self._payload(state.model, state.progress))
+            return
+        with state.ema.applied(state.model) as averaged:
+            save_checkpoint(self.best_path, self._payload(averaged, state.progress))
 
     def _build(self, make: Callable[[], nn.Module]) -> nn.Module:
         with default_dtype(self.runtime.dtype):
@@ -244,7 +229,7 @@ class Trainer:
         batches, shared out by rank; a final batch with fewer molecules than processes is
         left out."""
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.data.train), generator=generator)
+        order = torch.randperm(len(self._train_set), generator=generator)
         world = self.runtime.world_size
         batches = [b for b in order.split(self.config.batch_size) if len(b) >= world]
         return [self.runtime.share(b).tolist() for b in batches], [len(b) for b in batches]
@@ -271,7 +256,7 @@ class Trainer:
         stop = self._stop_reason(progress)
         if not stop:
             self.log(
-                f"{self.name}: {num_parameters:,} parameters, {len(self.data.train)} training "
+                f"{self.name}: {num_parameters:,} parameters, {len(self._train_set)} training "
                 f"molecules, {len(self._epoch_batches(0)[1])} batches per epoch"
                 + (f" over {runtime.world_size} processes" if runtime.distributed else "")
                 + f", {runtime.device} {str(runtime.dtype).removeprefix('torch.')}"
@@ -312,7 +297,7 @@ class Trainer:
         progress: dict[str, Any] = {
             "epoch": 0,  # epochs done
             "step": 0,  # steps done in the current epoch
-            "partial": [0.0, 0.0, 0.0],  # its sums so far: loss, |error|, molecules
+            "partial": [0.0] * len(self.task.step_sums),  # its step sums so far
             "elapsed": 0.0,
             "history": [],
             "best_val_mae": math.inf,
@@ -326,6 +311,16 @@ class Trainer:
             self.model_config = payload["model_config"]
             model = self._build(lambda: model_from_checkpoint(payload, self.last_path))
             progress = {**progress, **payload["progress"]}
+        ema = None
+        if config.ema_decay is not None:
+            ema = ExponentialMovingAverage(model, config.ema_decay)
+            if payload is not None:
+                if payload.get("ema") is None:
+                    raise ConfigError(
+                        f"checkpoint {self.last_path} was trained without an EMA of the "
+                        "weights: resume it with --ema-decay as it was, or start over"
+                    )
+                ema.load_state_dict(payload["ema"])
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.lr, weight_decay=config.weight_decay
         )
@@ -345,13 +340,14 @@ class Trainer:
             )
         # the replicas start equal (same seed, or the same checkpoint); DDP averages gradients
         replica = _replicate(model, self.runtime)
-        return _TrainingState(model, replica, optimizer, plateau, progress)
+        return _TrainingState(model, replica, optimizer, plateau, ema, progress)
 
     def _save_last(self, state: _TrainingState) -> None:
         if self.runtime.is_main:
             payload = self._payload(state.model, state.progress)
             payload["optimizer"] = state.optimizer.state_dict()
             payload["scheduler"] = state.plateau.state_dict() if state.plateau else None
+            payload["ema"] = state.ema.state_dict() if state.ema else None
             save_checkpoint(self.last_path, payload)
 
     def _epoch(
@@ -378,7 +374,7 @@ class Trainer:
         state.model.train()
         start, elapsed_before = time.perf_counter(), progress["elapsed"]
         # the epoch's sums so far (after a resume: rank 0 holds those of every rank)
-        partial = progress["partial"] if runtime.is_main else [0.0, 0.0, 0.0]
+        partial = progress["partial"] if runtime.is_main else [0.0] * len(self.task.step_sums)
         sums = torch.tensor(partial, dtype=torch.float64, device=runtime.device)
         seen_now, out_of_time = 0, False
         for step, batch in enumerate(bar, start=first):
@@ -402,17 +398,18 @@ class Trainer:
             progress["elapsed"] = elapsed_before + time.perf_counter() - start
             progress["step"] = step + 1
             if bar is not loader:
-                loss_sum, abs_sum, seen = sums.tolist()
+                shown = self.task.train_metrics(sums.tolist())
                 bar.set_postfix(
-                    loss=f"{loss_sum / seen:.4f}",
-                    mae=f"{abs_sum / seen * self.scale:.1f} {self.data.target.report_unit}",
+                    {key.removeprefix("train_"): f"{value:.4g}" for key, value in shown.items()},
                     mol_s=f"{seen_now / (time.perf_counter() - start):.0f}",
                 )
         train_seconds = time.perf_counter() - start
-        loss_sum, abs_sum, seen, trained_now = runtime.sum([*sums.tolist(), float(seen_now)])
+        *epoch_sums, trained_now = runtime.sum([*sums.tolist(), float(seen_now)])
+        seen = epoch_sums[self.task.step_sums.index(self.task.count_sum)]
 
         val_start = time.perf_counter()
-        val_mae = self._validate(state.model)
+        val_metrics = self._validate(state)
+        val_mae = self.task.score(val_metrics)
         now = time.perf_counter()
         state.last_validation, progress["elapsed"] = runtime.from_main(
             [now - val_start, elapsed_before + now - start]
@@ -422,16 +419,16 @@ class Trainer:
                 f"{self.name} diverged in epoch {epoch + 1} (validation MAE {val_mae}): "
                 f"lower the learning rate (now {self.lr:g})"
             )
-        progress.update(epoch=epoch + 1, step=0, partial=[0.0, 0.0, 0.0])
+        progress.update(epoch=epoch + 1, step=0, partial=[0.0] * len(self.task.step_sums))
         if state.plateau is not None:
             state.plateau.step(val_mae)
         lr = state.optimizer.param_groups[0]["lr"]
         record = {
             "epoch": epoch + 1,
-            "fraction": seen / len(self.data.train),
-            "train_loss": loss_sum / max(seen, 1),
-            "train_mae": abs_sum / max(seen, 1) * self.scale,
+            "fraction": seen / len(self._train_set),
+            **self.task.train_metrics(epoch_sums),
             "val_mae": val_mae,
+            **{f"val_{key}": value for key, value in val_metrics.items() if key != "mae"},
             "lr": lr,
             "elapsed": progress["elapsed"],
             "molecules_per_second": trained_now / max(train_seconds, 1e-9),
@@ -442,14 +439,15 @@ class Trainer:
         if improved:
             progress["best_val_mae"], progress["best_epoch"] = val_mae, epoch + 1
             if runtime.is_main:
-                save_checkpoint(self.best_path, self._payload(state.model, progress))
+                self._save_best(state)
         stop = self._stop_reason(progress, out_of_time, state.last_validation)
         progress["stop_reason"] = stop
         progress["time_budget"] = config.time_budget
         self._save_last(state)
         self.log(
             f"{self.name} epoch {epoch + 1:3d}: train loss {record['train_loss']:.4f}, "
-            f"val MAE {val_mae:.2f} {self.data.target.report_unit}{' *' if improved else ''}, "
+            f"val {self.task.score_name} {val_mae:.2f} {self.task.report_unit}"
+            f"{' *' if improved else ''}, "
             f"lr {lr:.2e}, {record['molecules_per_second']:.0f} mol/s, "
             f"{progress['elapsed']:.0f} s"
         )
@@ -458,14 +456,13 @@ class Trainer:
         return stop
 
     def _step(self, state: _TrainingState, batch, global_size: int) -> Tensor:
-        """One optimizer step on this rank's share of a batch; its sums (loss times
-        molecules, |error|, molecules) ``[3]``."""
+        """One optimizer step on this rank's share of a batch; its step sums (the task's
+        ``step_sums``)."""
         runtime, config = self.runtime, self.config
         batch = batch.to(runtime.device, non_blocking=True)
-        target = batch.y[:, self.data.column].to(runtime.dtype)  # [G]
+        batch.pos = batch.pos.to(runtime.dtype)
         state.consistent = False
-        prediction = state.replica(batch.z, batch.pos.to(runtime.dtype), batch.batch)[:, 0]
-        loss = self._loss(prediction, target)
+        loss, sums = self.task.step(state.replica, batch, self.stats.loss_scale)
         state.optimizer.zero_grad(set_to_none=True)
         if runtime.distributed:  # weighted by this rank's share (see distributed)
             (loss * (batch.num_graphs * runtime.world_size / global_size)).backward()
@@ -474,10 +471,10 @@ class Trainer:
         if config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
         state.optimizer.step()
+        if state.ema is not None:
+            state.ema.update(state.model)
         state.consistent = True
-        error = (prediction.detach() - target).abs().sum()
-        count = error.new_tensor(float(batch.num_graphs))
-        return torch.stack([loss.detach() * batch.num_graphs, error, count]).double()
+        return sums
 
     def _stop_reason(
         self, progress: dict[str, Any], out_of_time: bool = False, reserve: float = 0.0

@@ -7,7 +7,8 @@ r"""A whole run: data, the equivariant model and its baselines, the final table,
   ``history.csv`` (and ``tensorboard/`` when installed) next to them;
 - ``metrics.json``: test and validation MAEs of every model and baseline, sizes, times;
 - ``test_predictions.csv``: the test molecules with their DFT value and every prediction;
-- ``learning_curves.png`` and ``parity.png``.
+- ``learning_curves.png`` and ``parity.png`` (a potential: ``parity_energy.png`` and
+  ``parity_forces.png``).
 
 :func:`evaluate`, :func:`predict_xyz` and :func:`export_checkpoint` use a checkpoint.
 """
@@ -28,16 +29,32 @@ from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
 from ..compilation import export_model
-from ..datasets import QM9_TARGET_INFO
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import ConfigError, TrainConfig, write_yaml
-from .data import TargetStats, average_degree, fit_target_stats, load_data
+from ..models import EquivariantNet
+from .checkpoint import build_model, load_checkpoint, model_from_checkpoint
+from .config import BASELINE, MODEL, ConfigError, TrainConfig, write_yaml
+from .data import (
+    RunData,
+    TargetStats,
+    average_degree,
+    fit_target_stats,
+    load_data,
+    read_structures_file,
+)
 from .distributed import Runtime, setup_runtime
-from .loop import EVAL_BATCH_SIZE, FitResult, Trainer, mean_absolute_error, predict
+from .loop import FitResult, Trainer, mean_absolute_error
 from .plots import plot_learning_curves, plot_parity
+from .tasks import (
+    EVAL_BATCH_SIZE,
+    PotentialTask,
+    PropertyTask,
+    atom_rows,
+    predict,
+    predict_potential,
+)
 
 __all__ = [
     "MODELS",
+    "check_models",
     "evaluate",
     "export_checkpoint",
     "format_table",
@@ -48,7 +65,8 @@ __all__ = [
 
 #: name -> (kind, label in tables and plots)
 MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schnet", "SchNet")}
-_RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png")
+_RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png",
+              "parity_energy.png", "parity_forces.png")  # fmt: skip
 _MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a few 0.01 Å
 _SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17}
 
@@ -56,31 +74,38 @@ Log = Callable[[str], None]
 
 
 def model_config(kind: str, config: TrainConfig, stats: TargetStats, degree: float) -> dict:
-    """The constructor arguments of a model of the run (offsets from the training set)."""
-    offsets = {"mean": stats.mean, "std": stats.std, "atomref": stats.atomref}
+    """The constructor arguments of a model of the run: its section of the config, with the
+    offsets fitted on the training set (and the forces of a potential)."""
+    fitted = {"readout": stats.readout, "mean": stats.mean, "std": stats.std,
+              "atomref": stats.atomref}  # fmt: skip
+    if config.data is not None:
+        fitted["derivative"] = True
     if kind == "schnet":
-        return {
-            "hidden_channels": config.schnet_hidden,
-            "num_filters": config.schnet_hidden,
-            "num_interactions": config.schnet_interactions,
-            "num_gaussians": config.schnet_gaussians,
-            "cutoff": config.cutoff,
-            "readout": stats.readout,
-            **offsets,
-        }
-    return {
-        "hidden_Rs": config.hidden_Rs,
-        "lmax": config.lmax,
-        "num_layers": config.num_layers,
-        "cutoff": config.cutoff,
-        "num_basis": config.num_basis,
-        "radial_hidden": config.radial_hidden,
-        "radial_layers": config.radial_layers,
-        "kernel_mode": config.kernel_mode,
-        "avg_num_neighbors": round(degree, 3),
-        "readout": stats.readout,
-        **offsets,
-    }
+        arguments = BASELINE.arguments(config.baseline)
+        return {**arguments, "cutoff": config.baseline_cutoff, **fitted}
+    return {**MODEL.arguments(config.model), "avg_num_neighbors": round(degree, 3), **fitted}
+
+
+def check_models(config: TrainConfig) -> None:
+    """Build the run's models once, untrained, so that settings they refuse are reported
+    before the data is loaded.
+
+    Raises:
+        ConfigError: naming the section and the model's own message.
+    """
+    model = {**MODEL.arguments(config.model), "readout": config.resolved_readout}
+    checks = [("model", lambda: EquivariantNet(**model))]
+    if config.baseline["name"] is not None:
+        arguments = {**BASELINE.arguments(config.baseline), "cutoff": config.baseline_cutoff}
+        checks.append(("baseline", lambda: build_model("schnet", arguments)))
+    for section, build in checks:
+        try:
+            build()
+        # PyG's SchNet checks nothing itself: IndexError for one Gaussian, ...
+        except (TypeError, ValueError, IndexError, RuntimeError, ZeroDivisionError) as error:
+            raise ConfigError(
+                f"invalid {section} settings: {error or type(error).__name__}"
+            ) from None
 
 
 def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime: Runtime) -> Path:
@@ -134,6 +159,7 @@ def train(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: pick one")
     start = time.perf_counter()
+    check_models(config)
     runtime = setup_runtime(config.device, config.dtype)
     log = runtime.logger(log)
     out = _prepare_output(config, resume, overwrite, runtime)
@@ -145,22 +171,32 @@ def train(
     if runtime.is_main:
         runtime.barrier()
     stats = fit_target_stats(data, config.resolved_readout)
-    degree = average_degree(data.subset("train"), config.cutoff)
+    degree = average_degree(data.subset("train"), config.model["cutoff"])
     if runtime.is_main:
         write_yaml(config.to_dict(), out / "config.yaml")
-    target = data.target
+    task = data.task
+    what = (
+        f"target {task.target.name} ({task.target.description}, {task.target.unit})"
+        if isinstance(task, PropertyTask)
+        else f"energies and forces (force RMS {stats.std * 1000:.0f} meV/Å)"
+    )
     log(
-        f"{config.dataset}: {len(data.dataset)} molecules (train {len(data.train)}, val "
-        f"{len(data.val)}, test {len(data.test)}), target {target.name} ({target.description}, "
-        f"{target.unit}), readout {stats.readout}, {degree:.1f} neighbours within "
-        f"{config.cutoff} Å on average ({time.perf_counter() - start:.1f} s)"
+        f"{config.resolved_dataset}: {data.num_structures} structures (train {len(data.train)}, "
+        f"val {len(data.val)}, test {len(data.test)}), {what}, readout {stats.readout}, "
+        f"{degree:.1f} neighbours within {config.model['cutoff']} Å on average "
+        f"({time.perf_counter() - start:.1f} s)"
     )
 
-    names = ["equivariant_net"] + (["schnet"] if config.baseline == "schnet" else [])
+    names = ["equivariant_net"] + (["schnet"] if config.baseline["name"] == "schnet" else [])
+    if "schnet" in names and data.periodic:
+        raise ConfigError(
+            f"{config.data} holds periodic structures: PyG's SchNet baseline takes molecules "
+            "only; train without --baseline"
+        )
     fits: dict[str, FitResult] = {}
     for name in names:
         kind, label = MODELS[name]
-        lr = config.schnet_lr if kind == "schnet" else config.lr
+        lr = config.baseline["lr"] if kind == "schnet" else config.lr
         try:
             arguments = model_config(kind, config, stats, degree)
             trainer = Trainer(
@@ -174,6 +210,107 @@ def train(
 
     if not runtime.is_main:  # rank 0 evaluates and writes the run's files
         return {}
+    if isinstance(task, PotentialTask):
+        metrics = _potential_report(fits, data, stats, config, out, runtime)
+    else:
+        metrics = _property_report(fits, data, stats, config, out, runtime)
+    metrics["wall_seconds"] = time.perf_counter() - start
+    metrics["config"] = config.to_dict()
+    with open(out / "metrics.json", "w") as f:
+        json.dump(metrics, f, indent=2, default=float)
+    log("")
+    log(format_table(metrics))
+    if metrics["plots"]:
+        log(f"plots: {', '.join(metrics['plots'])}")
+    log(f"metrics: {out / 'metrics.json'}; checkpoints: {out}/<model>/best.pt")
+    return metrics
+
+
+def _fit_record(name: str, fit: FitResult, out: Path) -> dict[str, Any]:
+    return {
+        "label": MODELS[name][1],
+        "best_val_mae": fit.best_val_mae,
+        "best_epoch": fit.best_epoch,
+        "epochs": fit.epochs,
+        "train_seconds": fit.seconds,
+        "stop_reason": fit.stop_reason,
+        "num_parameters": fit.num_parameters,
+        "checkpoint": str(out / name / "best.pt"),
+    }
+
+
+def _run_record(config: TrainConfig, data: RunData, runtime: Runtime) -> dict[str, Any]:
+    return {
+        "dataset": config.resolved_dataset,
+        "num_molecules": data.num_structures,
+        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "seed": config.seed,
+        "world_size": runtime.world_size,
+        "global_batch_size": config.batch_size,
+        "device": str(runtime.device),
+        "dtype": config.dtype,
+    }
+
+
+def potential_metrics(model: nn.Module, dataset, task: PotentialTask) -> dict[str, Any]:
+    """Energy and force errors of a potential on a dataset view: ``energy_mae`` (meV),
+    ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å), and
+    ``forces_mae_per_element`` (meV/Å by element symbol)."""
+    from ase.data import chemical_symbols  # the data was read with ASE
+
+    _, forces, *_ = predict_potential(model, dataset)
+    metrics: dict[str, Any] = task.eval_metrics(task.eval_sums(model, dataset))
+    reference = atom_rows(dataset, "forces").double()  # [N, 3]
+    z = atom_rows(dataset, "z")  # [N]
+    error = (forces - reference).abs()  # [N, 3]
+    metrics["forces_mae_per_element"] = {
+        chemical_symbols[int(element)]: float(error[z == element].mean()) * task.report_scale
+        for element in torch.unique(z)
+    }
+    return metrics
+
+
+def _potential_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
+    task, test = data.task, data.subset("test")
+    y_test = data.targets("test")  # [M] eV
+    results: dict[str, dict[str, Any]] = {}
+    energies, force_components = {}, {}
+    for name, fit in fits.items():
+        label = MODELS[name][1]
+        metrics = potential_metrics(fit.model, test, task)
+        results[name] = {**_fit_record(name, fit, out), **metrics}
+        results[name]["test_mae"] = metrics["forces_mae"]
+        energy, forces, *_ = predict_potential(fit.model, test)
+        energies[label], force_components[label] = energy, forces.reshape(-1)
+    composition = _composition(test, stats)
+    results["per_element_linear"] = {
+        "label": "per-element linear fit",
+        "energy_mae": mean_absolute_error(composition, y_test, task.report_scale),
+        # its forces are 0: their MAE is the mean |F| of the test set
+        "test_mae": float(atom_rows(test, "forces").double().abs().mean()) * task.report_scale,
+    }
+    energy_parity, forces_parity = out / "parity_energy.png", out / "parity_forces.png"
+    curves = out / "learning_curves.png"
+    histories = {MODELS[name][1]: fit.history for name, fit in fits.items()}
+    plotted = plot_learning_curves(histories, curves, task.score_name, task.report_unit)
+    plotted &= plot_parity(energies, y_test, energy_parity, "energy", "eV", "meV",
+                           task.report_scale)  # fmt: skip
+    plotted &= plot_parity(force_components, atom_rows(test, "forces").reshape(-1),
+                           forces_parity, "force component", "eV/Å", "meV/Å",
+                           task.report_scale)  # fmt: skip
+    _write_predictions(out / "test_predictions.csv", test, y_test, energies, "eV")
+    return {
+        **_run_record(config, data, runtime),
+        "target": "forces",
+        "unit": "eV/Å",
+        "mae_unit": task.report_unit,
+        "results": results,
+        "plots": [str(curves), str(energy_parity), str(forces_parity)] if plotted else [],
+    }
+
+
+def _property_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
+    target = data.task.target
     test = data.subset("test")
     y_test = data.targets("test")
     scale = target.report_scale
@@ -182,15 +319,8 @@ def train(
     for name, fit in fits.items():
         label = MODELS[name][1]
         results[name] = {
-            "label": label,
             "test_mae": mean_absolute_error(predictions[label], y_test, scale),
-            "best_val_mae": fit.best_val_mae,
-            "best_epoch": fit.best_epoch,
-            "epochs": fit.epochs,
-            "train_seconds": fit.seconds,
-            "stop_reason": fit.stop_reason,
-            "num_parameters": fit.num_parameters,
-            "checkpoint": str(out / name / "best.pt"),
+            **_fit_record(name, fit, out),
         }
     y_val = data.targets("val")
     if stats.atomref is not None:
@@ -214,32 +344,14 @@ def train(
     plotted &= plot_parity(predictions, y_test, parity, target.name, target.unit,
                            target.report_unit, scale)  # fmt: skip
     _write_predictions(out / "test_predictions.csv", test, y_test, predictions, target.unit)
-
-    metrics = {
-        "dataset": config.dataset,
+    return {
+        **_run_record(config, data, runtime),
         "target": target.name,
         "unit": target.unit,
         "mae_unit": target.report_unit,
-        "num_molecules": len(data.dataset),
-        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "seed": config.seed,
-        "world_size": runtime.world_size,
-        "global_batch_size": config.batch_size,
-        "device": str(runtime.device),
-        "dtype": config.dtype,
         "results": results,
         "plots": [str(curves), str(parity)] if plotted else [],
-        "wall_seconds": time.perf_counter() - start,
-        "config": config.to_dict(),
     }
-    with open(out / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
-    log("")
-    log(format_table(metrics))
-    if plotted:
-        log(f"plots: {curves}, {parity}")
-    log(f"metrics: {out / 'metrics.json'}; checkpoints: {out}/<model>/best.pt")
-    return metrics
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -262,7 +374,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def _write_predictions(
     path: Path, test, y: Tensor, predictions: dict[str, Tensor], unit: str
 ) -> None:
-    names = [test[i].name for i in range(len(test))]
+    names = [getattr(test[i], "name", None) or str(i) for i in range(len(test))]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", f"dft_{unit}", *(f"{label}_{unit}" for label in predictions)])
@@ -281,14 +393,23 @@ def evaluate(
     checkpoint: str | os.PathLike,
     split: str = "test",
     data_root: str | None = None,
+    data: str | os.PathLike | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
-    """MAE of a checkpoint on a split of the data it was trained on.
+    """Errors of a checkpoint on a split of the data it was trained on, or (a potential) on
+    the structures of a file.
 
     Args:
         checkpoint: a ``best.pt`` or ``last.pt``.
         split: ``"train"``, ``"val"`` or ``"test"``.
         data_root: the dataset cache (default: the one of the run).
+        data: a file of structures with energies and forces (potentials only); every
+            structure of it is evaluated, ``split`` is not used.
+
+    Returns:
+        For a property: ``mae`` in ``mae_unit``. For a potential: ``energy_mae`` (meV),
+        ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å),
+        ``forces_mae_per_element``.
     """
     if split not in ("train", "val", "test"):
         raise ConfigError(f"unknown split {split!r}: choose train, val or test")
@@ -297,13 +418,39 @@ def evaluate(
     if data_root is not None:
         run_config["data_root"] = data_root
     config = TrainConfig.from_dict(run_config, source=f"checkpoint {checkpoint}")
+    name = payload.get("name", payload["kind"])
+    if config.data is None:
+        if data is not None:
+            raise ConfigError(
+                f"checkpoint {checkpoint} predicts {payload['target']['name']} of QM9 "
+                "molecules: --data takes the checkpoint of a potential (trained with --data)"
+            )
+        return _evaluate_property(checkpoint, name, model, config, split, log)
+    run_data = load_data(config, log=False)
+    if data is None:
+        structures, where = run_data.subset(split), f"{split} split"
+    else:
+        structures = read_structures_file(data, config.data_root)
+        where = os.fspath(data)
+    metrics = potential_metrics(model, structures, run_data.task)
+    result = {"checkpoint": str(checkpoint), "model": name, "data": where,
+              "num_structures": len(structures), **metrics}  # fmt: skip
+    log(
+        f"{name} ({checkpoint}) on {len(structures)} structures of the {where}: energy MAE "
+        f"{metrics['energy_mae']:.2f} meV ({metrics['energy_mae_per_atom']:.2f} meV/atom), "
+        f"forces MAE {metrics['forces_mae']:.2f} meV/Å, RMSE {metrics['forces_rmse']:.2f} meV/Å"
+    )
+    return result
+
+
+def _evaluate_property(checkpoint, name, model, config, split, log) -> dict[str, Any]:
     data = load_data(config, log=False)
     prediction = predict(model, data.subset(split))
-    target = data.target
+    target = data.task.target
     mae = mean_absolute_error(prediction, data.targets(split), target.report_scale)
     result = {
         "checkpoint": str(checkpoint),
-        "model": payload.get("name", payload["kind"]),
+        "model": name,
         "target": target.name,
         "split": split,
         "num_molecules": len(prediction),
@@ -311,7 +458,7 @@ def evaluate(
         "mae_unit": target.report_unit,
     }
     log(
-        f"{result['model']} ({checkpoint}): {split} MAE of {target.name} on {len(prediction)} "
+        f"{name} ({checkpoint}): {split} MAE of {target.name} on {len(prediction)} "
         f"molecules: {mae:.2f} {target.report_unit}"
     )
     return result
@@ -386,7 +533,7 @@ def predict_xyz(
     Writes ``index,comment,<target>_<unit>`` rows to ``output`` (a CSV) or logs them.
     """
     payload, model = _load(checkpoint)
-    target = QM9_TARGET_INFO[payload["target"]["index"]]
+    target = payload["target"]  # name and unit
     molecules = read_xyz(xyz)
     max_z = getattr(model, "max_z", 100)
     dtype = next(model.parameters()).dtype
@@ -398,7 +545,7 @@ def predict_xyz(
                 raise ConfigError(f"{xyz}: molecule {number} has atomic number {int(z.max())}")
             out = model(z, pos.to(dtype))
             values.append(float((out[0] if isinstance(out, tuple) else out)[0, 0]))
-    header = ["index", "comment", f"{target.name}_{target.unit}"]
+    header = ["index", "comment", f"{target['name']}_{target['unit']}"]
     rows = [[i + 1, m[0], f"{v:.6f}"] for i, (m, v) in enumerate(zip(molecules, values))]
     if output is not None:
         try:
@@ -409,7 +556,7 @@ def predict_xyz(
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-        log(f"wrote {len(rows)} predictions of {target.name} ({target.unit}) to {output}")
+        log(f"wrote {len(rows)} predictions of {target['name']} ({target['unit']}) to {output}")
     else:
         log(",".join(header))
         for row in rows:
@@ -447,11 +594,11 @@ def export_checkpoint(
     with torch.no_grad():
         for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
             pos = batch.pos.to(dtype)
-            expected = model(batch.z, pos, batch.batch)
+            expected = model.energy(batch.z, pos, batch.batch)
             error = max(error, float((exported(batch.z, pos, batch.batch) - expected).abs().max()))
     log(
         f"exported {payload.get('name', payload['kind'])} ({checkpoint}, {str(dtype)[6:]}) to "
-        f"{out}; on the {len(data.test)} test molecules it differs from the checkpoint's "
+        f"{out}; on the {len(data.test)} test structures it differs from the checkpoint's "
         f"model by at most {error:.1e}. Load it with torch.export.load('{out}').module()"
     )
     return out

@@ -9,7 +9,11 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn.models import SchNet
 
+import e3nn_pyg.conv
+import e3nn_pyg.graph
+import e3nn_pyg.models.equivariant_net
 from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph, layer_representations
+from e3nn_pyg.o3 import rand_rotation
 from e3nn_pyg.testing import assert_equivariant
 
 SMALL = dict(hidden_Rs="8x0e + 4x1o + 2x2e", num_layers=2, cutoff=3.0, radial_hidden=16)
@@ -49,8 +53,8 @@ def test_energy_invariant_and_forces_equivariant(batch, kernel_mode):
 
 def test_equivariance_checker_catches_a_broken_model(batch):
     class Broken(EquivariantNet):
-        def _predict(self, z, pos, batch):
-            return super()._predict(z, pos, batch) + pos[:1, :1]  # depends on x of atom 0
+        def _predict(self, z, pos, *args):
+            return super()._predict(z, pos, *args) + pos[:1, :1]  # depends on x of atom 0
 
     torch.manual_seed(0)
     model = Broken(**SMALL)
@@ -314,6 +318,32 @@ def test_bad_hyper_parameters_raise(kwargs, match):
         make_model(**kwargs)
 
 
+def test_inputs_are_validated_once_at_the_entry(batch, monkeypatch):
+    """The model checks z, pos, batch (and cell) once; its graph and its layers do not
+    check them again. Called directly, graph and layer still validate."""
+    calls = []
+
+    def counted(module, name):
+        check = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: calls.append(name) or check(*a, **k))
+
+    counted(e3nn_pyg.models.equivariant_net, "validate_pos")
+    counted(e3nn_pyg.models.equivariant_net, "validate_batch")
+    for name in ("validate_pos", "validate_batch", "validate_cell"):
+        counted(e3nn_pyg.graph, name)
+    for name in ("validate_pos", "validate_batch", "require_index_range", "_check_edge_shift"):
+        counted(e3nn_pyg.conv, name)
+    model = make_model(derivative=True)
+    model(batch.z, batch.pos, batch.batch)
+    assert calls == ["validate_pos", "validate_batch"]
+    calls.clear()
+    model(batch.z, batch.pos, batch.batch, cell=3.0 * torch.eye(3))
+    assert calls == ["validate_pos", "validate_batch"]  # (validate_cell: the model's import)
+    calls.clear()
+    model.interactions[0].conv(model.embedding(batch.z), batch.pos, batch=batch.batch)
+    assert calls == ["validate_pos", "validate_batch"]  # the layer alone validates
+
+
 def test_consumes_pyg_qm9_batches(tmp_path):
     """torch_geometric.datasets.QM9 (raw files written offline) feeds the model directly."""
     from torch_geometric.datasets import QM9
@@ -329,3 +359,198 @@ def test_consumes_pyg_qm9_batches(tmp_path):
     assert energy.shape == (12, 1) and forces.shape == (batch.num_nodes, 3)
     first = batch.get_example(0)
     torch.testing.assert_close(energy[:1], model(first.z, first.pos.double())[0])
+
+
+# -- periodic structures -------------------------------------------------------------------
+def crystals(sizes=(3, 1, 4), seed=0, side=(2.0, 3.5), pbc=None) -> Batch:
+    """Random triclinic cells, some smaller than the cutoff (3), atoms inside them."""
+    generator = torch.Generator().manual_seed(seed)
+    data = []
+    for n in sizes:
+        lengths = side[0] + (side[1] - side[0]) * torch.rand(3, generator=generator)
+        cell = torch.diag(lengths) + 0.3 * (torch.rand(3, 3, generator=generator) - 0.5)
+        z = torch.tensor([1, 6, 7, 8, 9])[torch.randint(0, 5, (n,), generator=generator)]
+        pos = torch.rand(n, 3, generator=generator) @ cell
+        periodic = torch.ones(1, 3, dtype=torch.bool) if pbc is None else pbc
+        data.append(Data(z=z, pos=pos, cell=cell[None], pbc=periodic))
+    return Batch.from_data_list(data)
+
+
+def run(model, data, stress=True, pos=None, cell=None):
+    pos = data.pos if pos is None else pos
+    cell = data.cell if cell is None else cell
+    return model(data.z, pos, data.batch, cell, data.pbc, stress=stress)
+
+
+def test_periodic_energy_invariant_forces_and_stress_equivariant():
+    """Rotation and inversion of positions and cells, translation, wrapping atoms into
+    other cells, permuting atoms: E invariant, F -> R F, stress -> R stress R^T."""
+    model = make_model(derivative=True)
+    data = crystals()
+    energy, forces, stress = run(model, data)
+    assert energy.shape == (3, 1) and forces.shape == (8, 3) and stress.shape == (3, 3, 3)
+    assert forces.abs().max() > 1e-3 and stress.abs().max() > 1e-4  # not trivially zero
+    torch.testing.assert_close(stress, stress.mT, atol=1e-12, rtol=0)
+
+    generator = torch.Generator().manual_seed(4)
+    for matrix in (rand_rotation(dtype=torch.float64, generator=generator), -torch.eye(3)):
+        out = run(model, data, pos=data.pos @ matrix.T, cell=data.cell @ matrix.T)
+        expected = (energy, forces @ matrix.T, matrix @ stress @ matrix.T)
+        for a, b in zip(out, expected):
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    moves = torch.randint(-3, 4, data.pos.shape, generator=generator).double()
+    moved = data.pos + (moves[:, None, :] @ data.cell[data.batch]).squeeze(1) + 0.7
+    for a, b in zip(run(model, data, pos=moved), (energy, forces, stress)):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    perm = torch.tensor([2, 0, 1, 3, 7, 5, 4, 6])  # within each structure
+    out = model(data.z[perm], data.pos[perm], data.batch, data.cell, data.pbc, stress=True)
+    for a, b in zip(out, (energy, forces[perm], stress)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_supercell_energy_is_extensive():
+    """Doubling the cell along a lattice vector doubles the energy; forces repeat and the
+    stress (per volume) is the same: also when the cell is smaller than the cutoff."""
+    model = make_model(derivative=True)
+    for side in ((2.0, 2.5), (3.5, 5.0)):
+        data = crystals((3,), seed=2, side=side)
+        cell = data.cell[0]
+        energy, forces, stress = model(data.z, data.pos, cell=cell, stress=True)
+        double = torch.stack([2 * cell[0], cell[1], cell[2]])
+        pos = torch.cat([data.pos, data.pos + cell[0]])
+        out = model(data.z.repeat(2), pos, cell=double, stress=True)
+        torch.testing.assert_close(out[0], 2 * energy, atol=1e-9, rtol=0)
+        torch.testing.assert_close(out[1], forces.repeat(2, 1), atol=1e-9, rtol=0)
+        torch.testing.assert_close(out[2], stress, atol=1e-9, rtol=0)
+
+
+def test_stress_equals_finite_differences_of_the_energy():
+    r"""sigma_ab = (1/V) dE/d eps_ab under x -> x (1 + eps), eps symmetric."""
+    model = make_model(derivative=True)
+    data = crystals((3, 2), seed=5, pbc=torch.tensor([[True, True, False]]))
+    data.cell[:, 2] = torch.tensor([0.0, 0.0, 6.0])  # a slab: vacuum along z
+    _, _, stress = run(model, data)
+    volume = torch.linalg.det(data.cell).abs()
+    h = 1e-5
+    for a, b in [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]:
+        strain = torch.zeros(3, 3)
+        strain[a, b] += h / 2
+        strain[b, a] += h / 2
+        energies = [
+            model.energy(data.z, data.pos + sign * data.pos @ strain, data.batch,
+                         data.cell + sign * data.cell @ strain, data.pbc)[:, 0]
+            for sign in (1, -1)
+        ]  # fmt: skip
+        numeric = (energies[0] - energies[1]) / (2 * h) / volume  # [G]
+        torch.testing.assert_close(stress[:, a, b], numeric, atol=1e-8, rtol=1e-6)
+
+
+def test_periodic_forces_equal_finite_differences():
+    model = make_model(derivative=True)
+    data = crystals((4,), seed=6, side=(2.0, 2.4))  # every atom sees its own images
+    _, forces = model(data.z, data.pos, cell=data.cell, pbc=data.pbc)
+    h = 1e-5
+    for i, k in [(0, 0), (1, 2), (2, 1), (3, 0)]:
+        step = torch.zeros_like(data.pos)
+        step[i, k] = h
+        plus = model.energy(data.z, data.pos + step, cell=data.cell)
+        minus = model.energy(data.z, data.pos - step, cell=data.cell)
+        numeric = -(plus - minus).item() / (2 * h)
+        assert forces[i, k].item() == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+
+
+def test_one_atom_in_a_cell_smaller_than_the_cutoff():
+    """Its images are its neighbours: energy unlike the free atom's, zero forces (every
+    atom of a Bravais lattice is a centre of inversion), a stress."""
+    model = make_model(derivative=True)
+    z, pos = torch.tensor([6]), torch.tensor([[0.4, 0.1, -0.3]])
+    cell = torch.tensor([[1.4, 0.0, 0.0], [0.3, 1.5, 0.0], [0.2, -0.1, 1.6]])
+    energy, forces, stress = model(z, pos, cell=cell, stress=True)
+    free_energy, _ = model(z, pos)
+    assert (energy - free_energy).abs().item() > 1e-3
+    assert forces.abs().max() < 1e-12 and stress.abs().max() > 1e-4
+
+
+def test_batch_of_crystals_and_molecules_equals_one_by_one():
+    """Structures of different cells and pbc in one batch; a structure without periodic
+    axis (ASE's zero cell) is the molecule."""
+    model = make_model(derivative=True)
+    data = crystals((3, 2, 4), seed=7)
+    data.pbc[1] = torch.tensor([True, False, True])
+    data.pbc[2] = False
+    data.cell[2] = 0.0
+    energy, forces = model(data.z, data.pos, data.batch, data.cell, data.pbc)
+    for g, one in enumerate(data.to_data_list()):
+        out = model(one.z, one.pos, cell=one.cell, pbc=one.pbc)
+        torch.testing.assert_close(energy[g : g + 1], out[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(forces[data.batch == g], out[1], atol=1e-12, rtol=0)
+    torch.testing.assert_close(energy[2:], model(data.z[5:], data.pos[5:])[0], atol=1e-12, rtol=0)
+
+
+def test_periodic_energy_forces_and_stress_on_every_device(device):
+    """The periodic model on ``device`` equals the reference engine on the CPU (float64)."""
+    model = make_model(derivative=True)
+    data = crystals((3, 2), seed=9)
+    for interaction in model.interactions:
+        interaction.conv.kernel.engine = "reference"
+    expected = run(model, data)
+    for interaction in model.interactions:
+        interaction.conv.kernel.engine = "auto"
+    model, data = model.to(device), data.to(device)
+    out = run(model, data)
+    assert all(t.device.type == device.type for t in out)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-10, rtol=1e-10)
+
+
+def test_stress_in_training_and_under_no_grad():
+    model = make_model(derivative=True).train()
+    data = crystals((2, 3), seed=8)
+    energy, forces, stress = run(model, data)
+    (energy.pow(2).sum() + forces.pow(2).sum() + stress.pow(2).sum()).backward()
+    assert model.embedding.weight.grad.abs().sum() > 0  # a stress loss trains the model
+    model.eval()
+    with torch.no_grad():
+        out = run(model, data)
+    assert not any(t.requires_grad for t in out)
+    for a, b in zip(out, (energy, forces, stress)):
+        torch.testing.assert_close(a, b.detach(), atol=1e-12, rtol=0)
+    # without edges: zero forces and stress
+    far = model(torch.tensor([1]), torch.zeros(1, 3), cell=10.0 * torch.eye(3), stress=True)
+    assert not far[1].any() and not far[2].any()
+
+
+EYE = torch.eye(3, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(stress=True), ValueError, "needs periodic structures: pass their cell"),
+        (dict(cell=EYE, stress=True, pbc=False), ValueError, "structure 0 has no periodic axis"),
+        (dict(cell=torch.diag(torch.tensor([2.0, 2.0, 0.0], dtype=torch.float64)),
+              pbc=[True, True, False], stress=True), ValueError, "non-zero volume"),
+        (dict(cell=EYE, stress=1), TypeError, "stress must be a bool"),
+        (dict(pbc=[True] * 3), ValueError, "pbc was given without a cell"),
+        (dict(cell=EYE.float()), TypeError, r"cell is torch\.float32"),
+        (dict(cell=0 * EYE), ValueError, "singular"),
+    ],
+)  # fmt: skip
+def test_bad_periodic_inputs_raise_clear_errors(kwargs, error, match):
+    model = make_model(derivative=True)
+    with pytest.raises(error, match=match):
+        model(torch.tensor([1, 6]), torch.rand(2, 3), **kwargs)
+
+
+def test_periodic_inputs_need_the_default_exact_graph():
+    cell = 3.0 * torch.eye(3)
+    z, pos = torch.tensor([1, 6]), torch.rand(2, 3)
+    with pytest.raises(ValueError, match="stress=True needs a force model"):
+        make_model()(z, pos, cell=cell, stress=True)
+    with pytest.raises(ValueError, match="need max_num_neighbors=None"):
+        make_model(max_num_neighbors=4)(z, pos, cell=cell)
+    custom = make_model(
+        interaction_graph=lambda pos, batch: RadiusInteractionGraph(3.0)(pos, batch)
+    )
+    with pytest.raises(ValueError, match="need the default interaction graph"):
+        custom(z, pos, cell=cell)

@@ -1,9 +1,13 @@
-"""Tests of e3nn_pyg.o3.rs: parsing, layout, simplify/sort and input validation."""
+"""Tests of e3nn_pyg.o3.rs: irreps, parsing, layout, simplify/sort/filter/count, feature
+chunks, random features, representation matrices and input validation."""
+
+import copy
+import pickle
 
 import pytest
 import torch
 
-from e3nn_pyg.o3 import MulIrrep, Rs, dim, rand_rotation, rs_representation
+from e3nn_pyg.o3 import Irrep, MulIrrep, Rs, dim, rand_rotation, rs_representation, wigner_D
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -27,12 +31,67 @@ from e3nn_pyg.o3 import MulIrrep, Rs, dim, rand_rotation, rs_representation
         ([MulIrrep(5, 3, -1)], [(5, 3, -1)]),
         ((entry for entry in [(1, 0, 1), (1, 1, -1)]), [(1, 0, 1), (1, 1, -1)]),
         ([], []),
+        # e3nn's nested (mul, (l, p)) and (mul, "1e")
+        ([(16, (1, 1))], [(16, 1, 1)]),
+        ([(16, (1, 1)), (2, (0, -1)), (3, (2, 0))], [(16, 1, 1), (2, 0, -1), (3, 2, 0)]),
+        ([(2, [1, -1])], [(2, 1, -1)]),
+        ([(4, "1e"), (2, "0o"), (1, "3")], [(4, 1, 1), (2, 0, -1), (1, 3, 0)]),
+        ([(3, Irrep(2, -1))], [(3, 2, -1)]),
+        # irreps and one-term strings as entries
+        ([Irrep(1, -1), Irrep("2e")], [(1, 1, -1), (1, 2, 1)]),
+        (["1e", "2x1o", " 3 x 0 ", "0o"], [(1, 1, 1), (2, 1, -1), (3, 0, 0), (1, 0, -1)]),
+        ([(2, 0), "1x1o"], [(2, 0, 0), (1, 1, -1)]),
+        # the 2020 shorthand: a bare order l is one copy without parity
+        ([0], [(1, 0, 0)]),
+        ([3], [(1, 3, 0)]),
+        ([0, (2, 0)], [(1, 0, 0), (2, 0, 0)]),
+        ([2, 0], [(1, 2, 0), (1, 0, 0)]),
+        (range(3), [(1, 0, 0), (1, 1, 0), (1, 2, 0)]),
+        # every spelling in one list
+        ([(16, (1, 1)), "2o", 0, (3, "0e"), (1, 1), (1, 1, -1)],
+         [(16, 1, 1), (1, 2, -1), (1, 0, 0), (3, 0, 1), (1, 1, 0), (1, 1, -1)]),
+        # a single irrep or block is a one-block list
+        (Irrep("1o"), [(1, 1, -1)]),
+        (MulIrrep(3, 2, 1), [(3, 2, 1)]),
+        # a tuple of tuples is a list of blocks
+        (((2, 0), (1, 1, -1)), [(2, 0, 0), (1, 1, -1)]),
     ],
-)
+)  # fmt: skip
 def test_parse_spellings(spec, blocks):
     rs = Rs(spec)
     assert [tuple(block) for block in rs] == blocks
     assert all(isinstance(block, MulIrrep) for block in rs)
+
+
+def test_spellings_agree():
+    spellings = [
+        "16x1e + 1x2o + 1x0 + 3x0e",
+        [(16, 1, 1), (1, 2, -1), (1, 0), (3, 0, 1)],
+        [(16, (1, 1)), "2o", 0, (3, "0e")],
+        [(16, "1e"), Irrep(2, -1), "1x0", MulIrrep(3, 0, 1)],
+    ]
+    assert len({Rs(spec) for spec in spellings}) == 1
+    assert all(Rs(spec) == spellings[0] for spec in spellings)
+
+
+def test_e3nn_irreps_convert():
+    e3nn_o3 = pytest.importorskip("e3nn.o3")
+    irreps = e3nn_o3.Irreps("16x1e + 2x0o + 0x2e")
+    assert Rs(irreps) == Rs("16x1e + 2x0o + 0x2e")
+    assert Rs(irreps).dim == irreps.dim
+    assert Rs(str(irreps)) == Rs(irreps)
+    # e3nn's Irrep is a pair (l, p): on its own it is one copy, not a block (mul, l)
+    assert Rs([e3nn_o3.Irrep("1e")]) == Rs(e3nn_o3.Irrep("1e")) == Rs("1x1e")
+    assert Irrep(e3nn_o3.Irrep("2o")) == Irrep("2o")
+
+
+def test_pickle_and_copy_keep_the_feature_layout():
+    rs = Rs("2x0e + 1x1o + 0x2e")
+    x = rs.randn(3)
+    for other in (pickle.loads(pickle.dumps(rs)), copy.deepcopy(rs), copy.copy(rs)):
+        assert other == rs and hash(other) == hash(rs)
+        for a, b in zip(other.chunks(x), rs.chunks(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_copy_constructor_and_default():
@@ -143,6 +202,7 @@ def test_concatenation():
     assert isinstance(a + b, Rs)
     assert (a + b).dim == a.dim + b.dim
     assert a * 3 == Rs("2x0e + 2x0e + 2x0e")
+    assert 3 * a == a * 3
     assert a + Rs() == a
     assert a == Rs("2x0e")  # operands are not modified
     with pytest.raises(ValueError):
@@ -229,6 +289,392 @@ def test_sort_of_sorted_is_identity():
     assert Rs().sort() == (Rs(), [])
 
 
+# -- Irrep -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "l", "p"),
+    [
+        ((1, -1), 1, -1),
+        ((2, 1), 2, 1),
+        ((3,), 3, 0),
+        ((0, 0), 0, 0),
+        (("1o",), 1, -1),
+        (("0e",), 0, 1),
+        (("2",), 2, 0),
+        ((" 12 o ",), 12, -1),
+        (((2, -1),), 2, -1),
+        ((Irrep(4, 1),), 4, 1),
+    ],
+)
+def test_irrep_spellings(args, l, p):
+    ir = Irrep(*args)
+    assert (ir.l, ir.p) == (l, p)
+    assert ir.dim == 2 * l + 1
+    assert tuple(ir) == (l, p)
+    assert ir.is_scalar() == (l == 0)
+
+
+def test_irrep_str_repr_and_round_trip():
+    assert str(Irrep(1, -1)) == "1o"
+    assert str(Irrep(2, 1)) == "2e"
+    assert str(Irrep(3)) == "3"
+    assert repr(Irrep("1e")) == "Irrep('1e')"
+    for ir in (Irrep(0, 1), Irrep(5, -1), Irrep(2, 0)):
+        assert Irrep(str(ir)) == ir
+        assert eval(repr(ir)) == ir  # the repr is the constructor call
+
+
+def test_irrep_is_an_immutable_hashable_pair():
+    ir = Irrep("1o")
+    assert ir == Irrep(1, -1) == (1, -1)
+    assert ir != Irrep("1e") and ir != Irrep("1")
+    assert hash(ir) == hash(Irrep(1, -1))
+    assert len({Irrep("1o"), Irrep(1, -1), Irrep((1, -1)), Irrep("1e")}) == 2
+    l, p = ir
+    assert (l, p) == (1, -1)
+    assert sorted([Irrep("2e"), Irrep("0e"), Irrep("1o"), Irrep("0o")]) == [
+        Irrep("0o"), Irrep("0e"), Irrep("1o"), Irrep("2e")
+    ]  # fmt: skip
+    with pytest.raises(AttributeError):
+        ir.l = 2
+    with pytest.raises(AttributeError):
+        ir.mul = 2  # no new attributes (slots)
+    assert Irrep(ir) is ir
+    assert pickle.loads(pickle.dumps(ir)) == ir
+    assert isinstance(pickle.loads(pickle.dumps(ir)), Irrep)
+    assert copy.deepcopy(ir) == ir
+
+
+def test_irrep_arithmetic_makes_an_rs():
+    ir = Irrep("1o")
+    assert 3 * ir == ir * 3 == Rs("3x1o")
+    assert isinstance(3 * ir, Rs)
+    assert 0 * ir == Rs("0x1o")
+    assert ir + Irrep("0e") == Rs("1x1o + 1x0e")
+    assert ir + "2x0e" == Rs("1x1o + 2x0e")
+    assert "2x0e" + ir == Rs("2x0e + 1x1o")
+    assert Rs("2x0e") + ir == Rs("2x0e + 1x1o")
+    with pytest.raises(TypeError, match="an Irrep can be multiplied by an int only"):
+        _ = ir * 2.0
+    with pytest.raises(ValueError, match="negative"):
+        _ = -1 * ir
+
+
+def test_mul_irrep_ir():
+    block = MulIrrep(3, 2, -1)
+    assert block.ir == Irrep("2o")
+    assert isinstance(block.ir, Irrep)
+    assert [block.ir for block in Rs("2x0e + 1x1o")] == [Irrep("0e"), Irrep("1o")]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((-1,), "non-negative"),
+        ((1.0,), "non-negative int"),
+        ((True,), "non-negative int"),
+        ((1, 2), "parity"),
+        ((1, True), "parity"),
+        ((1, "o"), "parity"),
+        (("1x1o",), "cannot parse irrep '1x1o'"),
+        (("1q",), "cannot parse irrep"),
+        (("",), "cannot parse irrep"),
+        (((1, 1, 1),), "pair"),
+        (((1,),), "pair"),
+        (("1o", 1), "non-negative int"),
+        ((None,), "non-negative int"),
+    ],
+)
+def test_irrep_bad_values(args, match):
+    with pytest.raises(ValueError, match=match):
+        Irrep(*args)
+
+
+# -- repetition, membership, count ---------------------------------------------------------
+def test_repetition_repeats_the_list():
+    rs = Rs("1x0e + 2x1o")
+    assert 2 * rs == rs * 2 == rs + rs == Rs("1x0e + 2x1o + 1x0e + 2x1o")
+    assert (2 * rs).dim == 2 * rs.dim
+    assert (2 * rs).simplify() == Rs("1x0e + 2x1o + 1x0e + 2x1o")  # not 2x0e + 4x1o
+    assert 0 * rs == Rs() and 1 * rs == rs
+    assert 3 * Rs("2x0e") == Rs("2x0e") * 3 == Rs("2x0e + 2x0e + 2x0e")
+    assert (3 * Rs("2x0e")).simplify() == Rs("6x0e")
+
+
+@pytest.mark.parametrize("times", [2.0, "2", True, None, Rs("1x0e")])
+def test_repetition_needs_an_int(times):
+    rs = Rs("1x0e")
+    with pytest.raises(TypeError, match="an Rs can be multiplied by an int only"):
+        _ = rs * times
+    with pytest.raises(TypeError):
+        _ = times * rs
+
+
+def test_repetition_refuses_negative_counts():
+    with pytest.raises(ValueError, match="negative"):
+        _ = -1 * Rs("1x0e")
+
+
+def test_count():
+    rs = Rs("2x0e + 1x1o + 3x0e + 1x0o + 0x2e + 4x1")
+    assert rs.count("0e") == 5
+    assert rs.count(Irrep(0, 1)) == 5
+    assert rs.count((1, -1)) == 1
+    assert rs.count("0o") == 1
+    assert rs.count("2e") == 0  # present with multiplicity 0
+    assert rs.count("1") == 4  # no parity is its own irrep
+    assert rs.count("1e") == 0
+    assert Rs().count("0e") == 0
+    assert sum(rs.count(ir) * ir.dim for ir in {block.ir for block in rs}) == rs.dim
+    with pytest.raises(ValueError, match="cannot parse irrep"):
+        rs.count("2x0e")
+
+
+def test_contains():
+    rs = Rs("2x0e + 1x1o + 0x2e")
+    assert "0e" in rs and Irrep(1, -1) in rs and (1, -1) in rs
+    assert "1e" not in rs and "0o" not in rs
+    assert "2e" not in rs  # multiplicity 0: no copy present
+    assert MulIrrep(2, 0, 1) in rs and MulIrrep(0, 2, 1) in rs
+    assert MulIrrep(1, 0, 1) not in rs
+
+
+# -- filter ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, "2x0e + 1x1o + 1x2e + 3x0o + 0x1o + 2x1"),
+        ({"keep": "0e + 2e"}, "2x0e + 1x2e"),
+        ({"keep": "5x1o"}, "1x1o + 0x1o"),  # the multiplicities of keep do not matter
+        ({"keep": ["0e", "1o"]}, "2x0e + 1x1o + 0x1o"),
+        ({"keep": Irrep(0, -1)}, "3x0o"),
+        ({"keep": [Irrep(1, 0)]}, "2x1"),
+        ({"keep": ""}, ""),
+        ({"keep": "3e"}, ""),
+        ({"l": 0}, "2x0e + 3x0o"),
+        ({"l": [0, 2]}, "2x0e + 1x2e + 3x0o"),
+        ({"l": range(2)}, "2x0e + 1x1o + 3x0o + 0x1o + 2x1"),
+        ({"p": -1}, "1x1o + 3x0o + 0x1o"),
+        ({"p": [1, 0]}, "2x0e + 1x2e + 2x1"),
+        ({"l": [0, 2], "p": 1}, "2x0e + 1x2e"),
+        ({"keep": "0e + 0o + 1o", "l": 0, "p": -1}, "3x0o"),
+    ],
+)
+def test_filter(kwargs, expected):
+    rs = Rs("2x0e + 1x1o + 1x2e + 3x0o + 0x1o + 2x1")
+    assert rs.filter(**kwargs) == Rs(expected)
+
+
+def test_filter_keeps_order_and_does_not_merge():
+    rs = Rs("1x0e + 1x1o + 2x0e")
+    assert rs.filter(l=0) == Rs("1x0e + 2x0e")
+    assert rs.filter(l=0).simplify() == Rs("3x0e")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"l": -1}, "-1 is not a valid order l"),
+        ({"l": [0, 1.0]}, "1.0 is not a valid order l"),
+        ({"l": True}, "True is not a valid order l"),
+        ({"p": 2}, "2 is not a valid parity p"),
+        ({"p": ["e"]}, "'e' is not a valid parity p"),
+        ({"keep": "1x1q"}, "cannot parse Rs term"),
+        ({"keep": [(1, -1)]}, r"Rs entry \(1, -1\)"),  # tuples are blocks: use Irrep(1, -1)
+    ],
+)
+def test_filter_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Rs("1x0e + 1x1o").filter(**kwargs)
+
+
+# -- chunks and from_chunks ------------------------------------------------------------------
+CHUNK_RS = Rs("2x0e + 1x1o + 0x3e + 3x2o + 1x0")
+
+
+@pytest.mark.parametrize("leading", [(), (7,), (2, 3), (0,), (4, 0, 2)])
+def test_chunks_shapes_values_and_round_trip(leading):
+    x = CHUNK_RS.randn(*leading, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    chunks = CHUNK_RS.chunks(x)
+    assert [tuple(c.shape) for c in chunks] == [
+        (*leading, mul, 2 * l + 1) for mul, l, _ in CHUNK_RS
+    ]
+    for chunk, s in zip(chunks, CHUNK_RS.slices()):
+        torch.testing.assert_close(chunk.flatten(-2), x[..., s], rtol=0, atol=0)
+    back = CHUNK_RS.from_chunks(chunks)
+    assert back.shape == x.shape and back.dtype == x.dtype
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    torch.testing.assert_close(CHUNK_RS.from_chunks(chunks, leading), x, rtol=0, atol=0)
+
+
+def test_chunks_are_multiplicity_major_views():
+    rs = Rs("2x1o")
+    x = torch.arange(6.0)
+    u0, u1 = rs.chunks(x)[0]  # copy u holds the features u * 3 .. u * 3 + 2
+    assert u0.tolist() == [0.0, 1.0, 2.0] and u1.tolist() == [3.0, 4.0, 5.0]
+    rs.chunks(x)[0][1, 2] = -1.0  # a view: writes through
+    assert x[5] == -1.0
+    y = torch.randn(6, 4).t()  # not contiguous: still views
+    (chunk,) = rs.chunks(y)
+    assert chunk.data_ptr() == y.data_ptr()
+    torch.testing.assert_close(rs.from_chunks([chunk]), y, rtol=0, atol=0)
+
+
+def test_from_chunks_is_the_inverse_of_chunks_with_gradients():
+    rs = Rs("1x0e + 2x1o + 1x2e")
+    blocks = [torch.randn(5, mul, 2 * l + 1, requires_grad=True) for mul, l, _ in rs]
+    x = rs.from_chunks(blocks)
+    assert x.shape == (5, rs.dim)
+    for block, chunk in zip(blocks, rs.chunks(x)):
+        torch.testing.assert_close(chunk, block, rtol=0, atol=0)
+    weights = torch.randn(rs.dim)
+    (x * weights).sum().backward()
+    for block, w in zip(blocks, rs.chunks(weights)):
+        torch.testing.assert_close(block.grad, w.expand_as(block), rtol=0, atol=0)
+
+
+def test_from_chunks_of_an_rs_without_blocks():
+    rs = Rs()
+    assert rs.chunks(torch.randn(3, 0)) == []
+    out = rs.from_chunks([], (3, 2), dtype=torch.float64)
+    assert out.shape == (3, 2, 0) and out.dtype == torch.float64
+    assert rs.from_chunks([], ()).shape == (0,)
+    with pytest.raises(ValueError, match="has no blocks: from_chunks needs leading_shape"):
+        rs.from_chunks([])
+
+
+def test_from_chunks_of_empty_blocks():
+    rs = Rs("0x1o + 0x0e")
+    x = torch.randn(4, 0)
+    chunks = rs.chunks(x)
+    assert [tuple(c.shape) for c in chunks] == [(4, 0, 3), (4, 0, 1)]
+    assert rs.from_chunks(chunks).shape == (4, 0)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [torch.randn(4, 13), torch.randn(13, 4), torch.tensor(1.0), [0.0] * 12, None],
+)
+def test_chunks_refuses_features_of_another_width(x):
+    with pytest.raises(ValueError, match=r"Rs '2x0e\+1x1o\+0x3e\+3x2o\+1x0' chunks features"):
+        CHUNK_RS.chunks(x)
+
+
+def test_from_chunks_refuses_bad_chunks():
+    rs = Rs("2x0e + 1x1o")
+    good = [torch.randn(4, 2, 1), torch.randn(4, 1, 3)]
+    with pytest.raises(ValueError, match="has 2 blocks, got 1 chunks"):
+        rs.from_chunks(good[:1])
+    with pytest.raises(ValueError, match="has 2 blocks, got 3 chunks"):
+        rs.from_chunks([*good, good[0]])
+    with pytest.raises(ValueError, match=r"chunk 1 of Rs '2x0e\+1x1o' must be \[\.\.\., 1, 3\]"):
+        rs.from_chunks([good[0], torch.randn(4, 3)])  # flattened
+    with pytest.raises(ValueError, match=r"chunk 0 .* \[\.\.\., 2, 1\] for its block 2x0e"):
+        rs.from_chunks([torch.randn(4, 1, 2), good[1]])  # transposed
+    with pytest.raises(ValueError, match=r"chunk 0 .* got list"):
+        rs.from_chunks([[[0.0], [0.0]], good[1]])
+    with pytest.raises(ValueError, match="different leading shapes"):
+        rs.from_chunks([good[0], torch.randn(5, 1, 3)])
+    with pytest.raises(ValueError, match="different leading shapes"):
+        rs.from_chunks(good, (5,))  # the chunks' own leading shape is (4,)
+
+
+def test_chunks_trace_without_graph_breaks():
+    rs = Rs("2x0e + 1x1o + 0x2e")
+
+    def double(x):
+        return rs.from_chunks([2 * c for c in rs.chunks(x)])
+
+    explanation = torch._dynamo.explain(double)(torch.randn(3, rs.dim))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+# -- randn -----------------------------------------------------------------------------------
+def test_randn_shape_dtype_and_reproducibility():
+    rs = Rs("4x0e + 2x1o + 1x2e")
+    assert rs.randn().shape == (15,)
+    assert rs.randn(3, 2).shape == (3, 2, 15)
+    assert rs.randn((3, 2)).shape == rs.randn(torch.Size([3, 2])).shape == (3, 2, 15)
+    assert rs.randn(0).shape == (0, 15)
+    assert rs.randn(2, dtype=torch.float64).dtype == torch.float64
+    assert rs.randn(2).dtype == torch.get_default_dtype()
+    assert rs.randn(2, device="cpu").device.type == "cpu"
+    a = rs.randn(5, generator=torch.Generator().manual_seed(3))
+    b = rs.randn(5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert Rs().randn(4).shape == (4, 0)
+    big = rs.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1) < 0.02
+
+
+@pytest.mark.parametrize("leading", [(-1,), (2.0,), (True,), ("3",), ((2, -1),)])
+def test_randn_bad_leading_shape(leading):
+    with pytest.raises(ValueError, match="leading shape must be non-negative ints"):
+        Rs("1x0e").randn(*leading)
+
+
+# -- representation --------------------------------------------------------------------------
+def _group_elements(seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    R1, R2 = rand_rotation(2, dtype=torch.float64, generator=generator)
+    return [R1, -R2, R1 @ torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))]
+
+
+def test_representation_is_an_orthogonal_homomorphism():
+    rs = Rs("2x0e + 1x0o + 2x1o + 1x1e + 1x2e + 0x3o + 1x3o")
+    elements = _group_elements(seed=1)
+    for A in elements:
+        D = rs.representation(A)
+        assert D.shape == (rs.dim, rs.dim)
+        torch.testing.assert_close(D @ D.T, torch.eye(rs.dim, dtype=D.dtype), rtol=0, atol=1e-10)
+        for B in elements:
+            torch.testing.assert_close(
+                rs.representation(A @ B),
+                D @ rs.representation(B),
+                rtol=0,
+                atol=1e-10,
+            )
+
+
+def test_representation_matches_rs_representation_and_the_irreps():
+    rs = Rs("2x0e + 1x1o + 1x2o + 1x1e")
+    for R in _group_elements(seed=2):
+        D = rs.representation(R)
+        torch.testing.assert_close(D, rs_representation(rs, R), rtol=0, atol=0)
+        torch.testing.assert_close(D, rs_representation(str(rs), R), rtol=0, atol=0)
+        blocks = [block.ir.representation(R) for block in rs for _ in range(block.mul)]
+        torch.testing.assert_close(D, torch.block_diag(*blocks), rtol=0, atol=0)
+    R = _group_elements(seed=2)[0]
+    torch.testing.assert_close(Irrep("1o").representation(R), R, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Irrep("2e").representation(R), wigner_D(2, R), rtol=0, atol=0)
+    torch.testing.assert_close(Irrep("2o").representation(-R), -wigner_D(2, R), rtol=0, atol=0)
+
+
+def test_representation_transforms_chunks_blockwise():
+    # acting with the matrix on features acts with each irrep's matrix on every copy
+    rs = Rs("2x1o + 3x2e")
+    R = _group_elements(seed=3)[1]
+    x = rs.randn(4, dtype=torch.float64)
+    y = x @ rs.representation(R).T
+    for (_, l, p), x_c, y_c in zip(rs, rs.chunks(x), rs.chunks(y)):
+        torch.testing.assert_close(y_c, x_c @ Irrep(l, p).representation(R).T, rtol=0, atol=1e-12)
+
+
+def test_representation_batch_and_errors():
+    rs = Rs("1x0o + 1x1e")
+    R = torch.stack(_group_elements(seed=4))
+    D = rs.representation(R)
+    assert D.shape == (3, 4, 4)
+    for i in range(3):
+        torch.testing.assert_close(D[i], rs.representation(R[i]))
+    with pytest.raises(ValueError, match="p = 0"):
+        Rs("1x1").representation(-torch.eye(3))
+    with pytest.raises(ValueError, match="orthogonal"):
+        rs.representation(2 * torch.eye(3))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3, 3\]"):
+        rs.representation(torch.eye(2))
+    assert Rs().representation(torch.eye(3)).shape == (0, 0)
+
+
 # -- validation -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec",
@@ -238,7 +684,6 @@ def test_sort_of_sorted_is_identity():
         [(1.5, 0)],  # non-integer mul
         [(1, 1.0)],  # non-integer l (even if integral)
         [("2", 0)],
-        [(1, "1")],
         [(True, 0)],  # bool is not an int here
         [(1, False)],
         [(1, 1, True)],
@@ -248,11 +693,32 @@ def test_sort_of_sorted_is_identity():
         [(1, 1, "o")],
         [(1,)],  # wrong tuple length
         [(1, 1, 1, 1)],
-        [3],  # not a tuple
-        [(2, 0), "1x1o"],
-        3,  # not a spec at all
+        [MulIrrep(-1, 0, 1)],  # a block built by hand is checked too
+        [MulIrrep(1, 0, 2)],
+        [-1],  # a bare order must be a non-negative int
+        [True],
+        [1.5],
+        [None],
+        [(1, (1,))],  # the nested irrep must be a pair (l, p)
+        [(1, (1, 1, 1))],
+        [(1, MulIrrep(1, 1, 1))],
+        [(1, (1, 2))],  # parity outside {-1, 0, 1}
+        [(1, (-1, 1))],
+        [(1.0, (1, 1))],
+        [(-2, "1e")],
+        [(1, "1x1o")],  # (mul, irrep): the irrep has no multiplicity
+        [(1, "1q")],
+        ["1x1o + 2x0e"],  # a string entry is one term
+        ["1q"],
+        [""],
+        [{"l": 1}],
+        3,  # not a spec at all: Rs(3) would read as three scalars or as one l = 3
+        (2, 0),  # ambiguous: one block (2, 0) or the orders 2 and 0
+        (1, 1, -1),
         None,
         2.5,
+        b"ab",
+        torch.tensor([1, 2]),
     ],
 )
 def test_bad_entries_raise_value_error(spec):
@@ -291,3 +757,15 @@ def test_error_names_the_offending_entry():
         Rs([(2, 0), (1, -3)])
     with pytest.raises(ValueError, match="'1xo'"):
         Rs("2x0e + 1xo")
+    with pytest.raises(ValueError, match=r"Rs entry \(2, \(1, 5\)\): parity .* got 5"):
+        Rs([(1, 0), (2, (1, 5))])
+    with pytest.raises(ValueError, match=r"Rs entry -4: order l .* got -4"):
+        Rs([0, 1, -4])
+    with pytest.raises(ValueError, match=r"Rs entry \(1, '1x1o'\): cannot parse irrep '1x1o'"):
+        Rs([(1, "1x1o")])
+    with pytest.raises(ValueError, match=r"Rs entry '1x0e\+1x1o': a string inside a list"):
+        Rs(["1x0e+1x1o"])
+    with pytest.raises(ValueError, match=r"Rs entry \{'l': 1\} is none of"):
+        Rs([{"l": 1}])
+    with pytest.raises(ValueError, match=r"ambiguous: write \[\(2, 0\)\] .* \[2, 0\]"):
+        Rs((2, 0))

@@ -8,20 +8,62 @@ from e3nn_pyg.training.config import read_yaml, write_yaml
 
 def test_defaults_are_valid_and_round_trip():
     config = TrainConfig()
-    assert config.dataset == "qm9" and config.target == "U0" and config.split == [0.8, 0.1, 0.1]
+    assert config.resolved_dataset == "qm9" and config.target == "U0"
+    assert config.split == [0.8, 0.1, 0.1]
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
 def test_yaml_round_trip(tmp_path):
-    config = TrainConfig(target="gap", num_molecules=500, baseline="schnet", split=[0.7, 0.2, 0.1])
+    config = TrainConfig(target="gap", num_molecules=500, baseline={"name": "schnet"},
+                         model={"num_layers": 2}, split=[0.7, 0.2, 0.1])  # fmt: skip
     write_yaml(config.to_dict(), tmp_path / "run.yaml")
     assert TrainConfig.from_yaml(tmp_path / "run.yaml") == config
 
 
 def test_yaml_integers_become_floats_and_lists_stay_lists(tmp_path):
-    (tmp_path / "run.yaml").write_text("lr: 1\ncutoff: 4\nsplit: [0.8, 0.1, 0.1]\n")
+    (tmp_path / "run.yaml").write_text("lr: 1\nmodel:\n  cutoff: 4\nsplit: [0.8, 0.1, 0.1]\n")
     config = TrainConfig.from_yaml(tmp_path / "run.yaml")
-    assert config.lr == 1.0 and isinstance(config.lr, float) and config.cutoff == 4.0
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.model["cutoff"] == 4.0 and isinstance(config.model["cutoff"], float)
+    assert config.baseline_cutoff == 4.0  # the baseline follows the model's cutoff
+
+
+def test_sections_take_their_defaults_and_help_from_the_models():
+    from torch_geometric.nn.models import SchNet
+
+    from e3nn_pyg.models import EquivariantNet
+    from e3nn_pyg.training.config import MODEL
+
+    config = TrainConfig(model={"num_layers": 2})
+    assert config.model["num_basis"] == EquivariantNet.__init__.__defaults__[5] == 8
+    assert config.model["num_layers"] == 2 and config.baseline["num_interactions"] == 3
+    assert "radial perceptron" in MODEL.settings["radial_hidden"].help
+    assert "num_gaussians" in TrainConfig.__doc__ and SchNet.__name__ in TrainConfig.__doc__
+    with pytest.raises(ConfigError, match=r"'model.num_layer'.*did you mean 'model.num_layers'"):
+        TrainConfig.from_dict({"model": {"num_layer": 2}})
+    with pytest.raises(ConfigError, match=r"'model.cutoff' must be a number, got 'far'"):
+        TrainConfig.from_dict({"model": {"cutoff": "far"}})
+
+
+def test_flat_keys_of_earlier_versions_move_into_their_sections():
+    legacy = {"hidden_Rs": "4x0e", "cutoff": 4, "schnet_hidden": 8, "schnet_lr": 1e-3,
+              "baseline": "schnet"}  # fmt: skip
+    config = TrainConfig.from_dict(legacy)
+    assert config.model["hidden_Rs"] == "4x0e" and config.model["cutoff"] == 4.0
+    assert config.baseline == {**TrainConfig().baseline, "name": "schnet", "lr": 1e-3,
+                               "hidden_channels": 8, "num_filters": 8}  # fmt: skip
+
+
+def test_model_settings_are_checked_by_the_model_before_the_data_is_loaded():
+    from e3nn_pyg.training.run import check_models
+
+    check_models(TrainConfig())
+    with pytest.raises(ConfigError, match="invalid model settings: num_layers must be an int >= 1"):
+        check_models(TrainConfig(model={"num_layers": 0}))
+    with pytest.raises(ConfigError, match="invalid model settings"):
+        check_models(TrainConfig(model={"hidden_Rs": "4x1o"}))
+    with pytest.raises(ConfigError, match="invalid baseline settings"):
+        check_models(TrainConfig(baseline={"name": "schnet", "num_gaussians": 0}))
 
 
 def test_updated_ignores_none_and_checks_values():
@@ -46,7 +88,8 @@ def test_updated_ignores_none_and_checks_values():
         ({"num_molecules": 3}, r"num_molecules must be >= 10"),
         ({"time_budget": -5}, r"time_budget must be a positive number"),
         ({"scheduler": "step"}, r"unknown scheduler"),
-        ({"hidden_Rs": " "}, r"hidden_Rs must not be empty"),
+        ({"model": {"readout": "max"}}, r"unknown model.readout 'max'"),
+        ({"baseline": {"name": "dimenet"}}, r"unknown baseline"),
     ],
 )
 def test_mistakes_raise_config_errors_that_say_what_to_fix(values, match):
@@ -58,7 +101,7 @@ def test_target_names_are_case_insensitive_and_pick_the_readout():
     assert TrainConfig(target="u0").target_name == "U0"
     assert TrainConfig(target="u0").resolved_readout == "add"
     assert TrainConfig(target="gap").resolved_readout == "mean"
-    assert TrainConfig(target="gap", readout="add").resolved_readout == "add"
+    assert TrainConfig(target="gap", model={"readout": "add"}).resolved_readout == "add"
     assert default_readout("homo") == "mean" and default_readout("U0_atom") == "add"
 
 

@@ -17,7 +17,7 @@ def test_split_is_seeded_disjoint_and_sized(tiny_config):
     assert torch.equal(again.test, data.test)
     other = load_data(tiny_config(seed=1), log=False)
     assert not torch.equal(other.test, data.test)
-    assert data.target.name == "U0" and data.target.report_unit == "meV"
+    assert data.task.target.name == "U0" and data.task.report_unit == "meV"
 
 
 def test_too_few_molecules_for_the_split(tiny_config):

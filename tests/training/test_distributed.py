@@ -14,9 +14,10 @@ from e3nn_pyg.training import ConfigError, load_checkpoint, train
 from e3nn_pyg.training.distributed import Runtime, setup_runtime
 
 FLAGS = [
-    "--dataset", "fixture", "--num-molecules", "60", "--hidden-Rs", "4x0e+2x1o",
-    "--num-layers", "2", "--cutoff", "4", "--num-basis", "4", "--radial-hidden", "8",
-    "--schnet-hidden", "8", "--schnet-interactions", "1", "--schnet-gaussians", "8",
+    "--dataset", "fixture", "--num-molecules", "60", "--model.hidden-Rs", "4x0e+2x1o",
+    "--model.num-layers", "2", "--model.cutoff", "4", "--model.num-basis", "4",
+    "--model.radial-hidden", "8", "--baseline.hidden-channels", "8", "--baseline.num-filters",
+    "8", "--baseline.num-interactions", "1", "--baseline.num-gaussians", "8",
     "--batch-size", "7", "--no-progress", "--dtype", "float64", "--device", "cpu",
     "--num-threads", "1",
 ]  # fmt: skip

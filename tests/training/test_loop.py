@@ -25,7 +25,7 @@ def make_trainer(config, directory: Path, kind: str = "equivariant", log=None) -
     lines = []
     trainer = Trainer(
         kind, kind, model_config(kind, config, stats, 10.0), data, stats, config, directory,
-        config.lr if kind == "equivariant" else config.schnet_lr, log or lines.append,
+        config.lr if kind == "equivariant" else config.baseline["lr"], log or lines.append,
     )  # fmt: skip
     trainer.lines = lines
     return trainer
@@ -91,7 +91,7 @@ def test_time_budget_stops_training(tiny_config, tmp_path):
 def test_early_stopping(tiny_config, tmp_path):
     trainer = make_trainer(tiny_config(epochs=50, patience=2), tmp_path)
     values = iter([5.0, 4.0, 6.0, 7.0, 1.0])
-    trainer._validate = lambda model: next(values)
+    trainer._validate = lambda state: {"mae": next(values)}
     result = trainer.fit()
     assert result.stop_reason == "early stopping"
     assert result.epochs == 4 and result.best_epoch == 2 and result.best_val_mae == 4.0
@@ -114,14 +114,15 @@ def test_cosine_schedule_warms_up_and_decays(tiny_config, tmp_path):
 
 def test_resume_with_another_model_config_is_refused(tiny_config, tmp_path):
     make_trainer(tiny_config(epochs=1), tmp_path).fit()
-    other = make_trainer(tiny_config(epochs=2, num_layers=3), tmp_path)
-    with pytest.raises(ConfigError, match="num_layers=2 but this run asks for num_layers=3"):
+    model = {**tiny_config().model, "num_layers": 3}
+    other = make_trainer(tiny_config(epochs=2, model=model), tmp_path)
+    with pytest.raises(ConfigError, match=r"model\.num_layers=2 but .* model\.num_layers=3"):
         other.fit(resume=True)
 
 
 def test_divergence_is_reported(tiny_config, tmp_path):
     trainer = make_trainer(tiny_config(), tmp_path)
-    trainer._validate = lambda model: math.nan
+    trainer._validate = lambda state: {"mae": math.nan}
     with pytest.raises(ConfigError, match=r"diverged in epoch 1.*lower the learning rate"):
         trainer.fit()
 

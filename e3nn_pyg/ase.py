@@ -1,0 +1,402 @@
+r"""Molecular dynamics with ASE: an ASE calculator for the potentials of e3nn_pyg.
+
+:class:`Calculator` gives the Atomic Simulation Environment (``pip install ase``) the
+energy, forces and, for periodic systems, the stress of a trained potential, so that every
+ASE driver (molecular dynamics, geometry optimisation, phonons, nudged elastic bands) runs
+on it:
+
+.. code-block:: python
+
+    from ase.io import read
+    from ase.md.verlet import VelocityVerlet
+    from ase import units
+    from e3nn_pyg.ase import Calculator
+
+    atoms = read("ethanol.xyz")
+    atoms.calc = Calculator("runs/ethanol/equivariant_net/best.pt", dtype="float64")
+    VelocityVerlet(atoms, timestep=0.5 * units.fs).run(1000)
+
+Units are ASE's: positions in Å, energies in eV, forces in eV/Å, stress in eV/Å³, which
+are the units of the data a potential is trained on by ``e3nn-pyg train --data``.
+
+This module imports ASE at its top: import it only where ASE is installed
+(``import e3nn_pyg`` never imports it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator as ASECalculator
+from ase.calculators.calculator import PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+from torch import Tensor, nn
+
+from .checks import is_real
+from .graph import _periodic_edges, _radius_edges, _shift_vectors, _squared_norm
+from .models import EquivariantNet, RadiusInteractionGraph
+
+__all__ = ["Calculator"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# The neighbour list is rebuilt once an atom has moved this fraction of half the skin: the
+# remaining 1 % of the skin absorbs the rounding of the distances in the model's dtype
+# (below 1e-4 Å in float32 for coordinates up to 1000 Å), so that every pair within the
+# cutoff is still among the candidates.
+_SKIN_USE = 0.99
+
+
+class Calculator(ASECalculator):
+    r"""An ASE calculator for an energy model of e3nn_pyg: a trained checkpoint or a
+    module.
+
+    .. math::
+        E = f_\theta(Z, \mathbf{R}), \qquad
+        \mathbf{F}_i = -\frac{\partial E}{\partial \mathbf{r}_i}, \qquad
+        \sigma = \frac{1}{V} \frac{\partial E}{\partial \varepsilon}\Big|_{\varepsilon = 0}
+
+    with :math:`\varepsilon` a homogeneous strain of the positions and the cell (ASE's
+    convention: positive under tension, eV/Å³; returned in Voigt order
+    :math:`xx, yy, zz, yz, xz, xy` by ``atoms.get_stress()``).
+
+    The model is one of:
+
+    - a checkpoint (``best.pt`` or ``last.pt``) written by ``e3nn-pyg train --data``: a
+      potential trained on energies and forces (its ``target`` record has
+      ``forces: True``). Checkpoints of a QM9 property (a HOMO energy, a dipole moment, even
+      :math:`U_0`, which is not a potential energy surface: equilibrium geometries only)
+      are refused;
+    - an :class:`~e3nn_pyg.models.EquivariantNet` with ``out_channels=1``, with
+      ``derivative=True`` or not (the calculator then uses a copy with ``derivative=True``:
+      the forces are the gradient of the same energy);
+    - any other module ``model(z, pos, batch)`` returning the energy ``[1, 1]``, or the
+      tuple ``(energy [1, 1], forces [N, 3])``, e.g.
+      :class:`~e3nn_pyg.models.EnergyForces` around PyG's ``SchNet``. Such models take no
+      cell: they compute molecules only (``atoms.pbc`` all false).
+
+    The calculator works on its own copy of a module (the module passed in stays as it
+    is), in evaluation mode, on ``device`` in ``dtype``; numbers come back as float64
+    NumPy arrays. Structures with ``atoms.pbc`` all false are molecules (their cell, if
+    any, is ignored); others are periodic along the axes of ``atoms.pbc`` and need an
+    :class:`~e3nn_pyg.models.EquivariantNet`. The stress is computed for every periodic
+    structure whose cell has a volume (with the forces, in the same backward pass), and
+    asking a molecule for it raises ASE's ``PropertyNotImplementedError``.
+
+    **Reuse between steps.** ASE asks again only when the atoms changed (its
+    ``check_state``: positions, numbers, cell, pbc); the atomic numbers are kept on the
+    device until they change. With the default interaction graph of an
+    :class:`~e3nn_pyg.models.EquivariantNet` (no ``max_num_neighbors``) the radius graph is
+    a Verlet list: the pairs within ``cutoff + skin`` are searched once and, at every
+    step, filtered to those within the cutoff by the same comparison the graph search
+    makes (same dtype, same operations). The graph, hence every number, is therefore the
+    one a new search gives (tested bit for bit along a trajectory); the search is redone
+    when an atom has moved by almost ``skin / 2`` since the last one (then a pair outside
+    the candidates could have come within the cutoff), or when the cell, the periodic axes
+    or the number of atoms change. The candidates cost one filter per step, not convolution
+    work: edges beyond the cutoff would contribute exactly 0 (the radial functions are
+    exactly 0 there), but they would be computed.
+
+    Args:
+        model_or_checkpoint_path (torch.nn.Module or str or os.PathLike): the model, or
+            the path of a checkpoint written by ``e3nn-pyg train``.
+        device (torch.device or str, optional): where the model runs (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``). (default: :obj:`None`: the device of the module's
+            parameters; the CPU for a checkpoint)
+        dtype (torch.dtype or str, optional): ``torch.float32`` or ``torch.float64`` (or
+            their names): the precision of the model and of its inputs. float32 rounds a
+            total energy :math:`E` to about :math:`6 \cdot 10^{-8} |E|` (2.5e-4 eV for
+            ethanol's -4209 eV), which limits how well dynamics can conserve it.
+            (default: :obj:`None`: the dtype of the module, or the one the checkpoint was
+            trained in)
+        skin (float, optional): the Verlet skin in Å; ``0`` searches the graph at every
+            step. (default: :obj:`0.5`)
+
+    Raises:
+        TypeError: when ``model_or_checkpoint_path`` is neither a module nor a path.
+        ValueError: for an unknown ``device`` or ``dtype``, a negative ``skin``, an
+            :class:`~e3nn_pyg.models.EquivariantNet` with several outputs, or a
+            checkpoint that is missing, unreadable or not a potential
+            (:class:`~e3nn_pyg.training.ConfigError`, a ``ValueError``).
+
+    Example:
+        >>> from ase.build import molecule
+        >>> model = EquivariantNet("4x0e + 2x1o", num_layers=2, cutoff=4.0, derivative=True)
+        >>> atoms = molecule("CH3CH2OH")
+        >>> atoms.calc = Calculator(model, dtype=torch.float64)
+        >>> atoms.get_forces().shape, atoms.get_forces().dtype
+        ((9, 3), dtype('float64'))
+    """
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(
+        self,
+        model_or_checkpoint_path: nn.Module | str | os.PathLike,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        skin: float = 0.5,
+    ) -> None:
+        device = _check_device(device)
+        dtype = _check_dtype(dtype)
+        if not is_real(skin) or not (math.isfinite(skin) and skin >= 0):
+            raise ValueError(f"skin must be a number >= 0 (Å), got {skin!r}")
+        model = _load_model(model_or_checkpoint_path)
+        parameter = _first_tensor(model)
+        device = parameter.device if device is None else device
+        dtype = parameter.dtype if dtype is None else dtype
+        if dtype not in DTYPES.values():
+            raise ValueError(
+                f"the model is {dtype}: pass dtype=torch.float32 or torch.float64 to convert it"
+            )
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype, self.skin = device, dtype, float(skin)
+        self._neighbors = None
+        if isinstance(model, EquivariantNet) and skin > 0:
+            graph = model.interaction_graph
+            if type(graph) is RadiusInteractionGraph and graph.max_num_neighbors is None:
+                # the model's own search, replaced on this private copy by the Verlet list
+                self._neighbors = _VerletList(float(graph.cutoff), self.skin)
+                self.model._edges = self._neighbors
+        self._numbers: np.ndarray | None = None
+        self._z: Tensor | None = None  # [N] long, on the device
+        super().__init__()
+        # what ASE records of the calculator (e.g. in trajectory files)
+        self.parameters.update(device=str(device), dtype=str(dtype).replace("torch.", ""),
+                               skin=self.skin)  # fmt: skip
+
+    @property
+    def neighbor_list_builds(self) -> int:
+        """How many times the Verlet list was searched (0 when the model has none)."""
+        return 0 if self._neighbors is None else self._neighbors.builds
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        """Compute the energy, forces (and stress) of ``atoms`` into ``self.results``;
+        ASE calls it through ``atoms.get_potential_energy()`` and the like."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if len(atoms) == 0:
+            raise ValueError("the calculator needs at least one atom, got an empty Atoms")
+        periodic = bool(atoms.pbc.any())
+        if "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                "the stress is defined for periodic systems only: atoms.pbc is all False"
+            )
+        if periodic and not isinstance(self.model, EquivariantNet):
+            raise ValueError(
+                f"periodic systems (atoms.pbc = {atoms.pbc.tolist()}) need an EquivariantNet; "
+                f"{type(self.model).__name__} takes no cell: set atoms.pbc = False for a "
+                "molecule"
+            )
+        if self._numbers is None or not np.array_equal(self._numbers, atoms.numbers):
+            self._numbers = atoms.numbers.copy()
+            self._z = torch.as_tensor(self._numbers, dtype=torch.long, device=self.device)
+        pos = torch.tensor(atoms.positions, dtype=self.dtype, device=self.device)  # [N, 3]
+        if periodic:
+            cell = torch.as_tensor(atoms.cell.array, dtype=self.dtype, device=self.device)
+            pbc = torch.as_tensor(atoms.pbc, device=self.device)  # [3] bool
+            # with the forces whenever it is defined (one backward pass), else on request
+            stress = "stress" in properties or bool(abs(atoms.cell.volume) > 0)
+            energy, forces, virial = self._evaluate(pos, cell, pbc, stress)
+        else:
+            energy, forces, virial = self._evaluate(pos, None, None, False)
+        energy = float(energy.detach().to("cpu", torch.float64).reshape(()))
+        forces = forces.detach().to("cpu", torch.float64).numpy()  # [N, 3]
+        if not (math.isfinite(energy) and np.isfinite(forces).all()):
+            raise RuntimeError(
+                f"the model gave a non-finite energy ({energy}) or forces for these positions "
+                "(atoms on top of each other, or far outside the training data?)"
+            )
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+        if virial is not None:
+            stress = virial.detach().to("cpu", torch.float64).reshape(3, 3).numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)  # [6]
+
+    def _evaluate(
+        self, pos: Tensor, cell: Tensor | None, pbc: Tensor | None, stress: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Energy ``[1, 1]``, forces ``[N, 3]`` and stress ``[1, 3, 3]`` (or ``None``)."""
+        z, model = self._z, self.model
+        if isinstance(model, EquivariantNet):  # derivative=True (see _load_model)
+            with torch.no_grad():  # (the forces are computed all the same)
+                outputs = model(z, pos, None, cell, pbc, stress=stress)
+            return outputs[0], outputs[1], outputs[2] if stress else None
+        with torch.enable_grad():
+            pos.requires_grad_(True)
+            outputs = model(z, pos, torch.zeros_like(z))
+            if isinstance(outputs, tuple):  # (energy, forces)
+                energy, forces = outputs[0], outputs[1] if len(outputs) > 1 else None
+                _check_energy(energy)
+            else:
+                energy = outputs
+                _check_energy(energy)
+                (gradient,) = torch.autograd.grad(energy.sum(), pos, allow_unused=True)  # [N, 3]
+                forces = torch.zeros_like(pos) if gradient is None else -gradient
+        if not isinstance(forces, Tensor) or forces.shape != pos.shape:
+            what = list(forces.shape) if isinstance(forces, Tensor) else type(forces).__name__
+            raise ValueError(f"the model must return forces [{len(z)}, 3], got {what}")
+        return energy, forces, None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({type(self.model).__name__}, device={self.device}, "
+            f"dtype={self.dtype}, skin={self.skin})"
+        )
+
+
+def _check_energy(energy: Any) -> None:
+    if not isinstance(energy, Tensor) or energy.shape != (1, 1):
+        what = list(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
+        raise ValueError(
+            "the model must return the energy of one structure as [1, 1] (or the tuple "
+            f"(energy, forces)), got {what}"
+        )
+
+
+def _check_device(device: torch.device | str | None) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but CUDA is not available")
+    return device
+
+
+def _check_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _first_tensor(model: nn.Module) -> Tensor:
+    """A floating-point parameter (or buffer) of the model: its device and dtype."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor
+    raise ValueError(f"{type(model).__name__} has no floating-point parameter: not an energy model")
+
+
+def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module:
+    """The calculator's own copy of the model; an EquivariantNet with ``derivative=True``."""
+    if isinstance(source, (str, os.PathLike)):
+        return _potential_from_checkpoint(source)
+    if not isinstance(source, nn.Module):
+        raise TypeError(
+            "model_or_checkpoint_path must be a torch.nn.Module or the path of a checkpoint, "
+            f"got {type(source).__name__}"
+        )
+    if not isinstance(source, EquivariantNet):
+        return copy.deepcopy(source)
+    if source.out_channels != 1:
+        raise ValueError(
+            f"the EquivariantNet has out_channels={source.out_channels}: a potential predicts "
+            "one energy per structure (out_channels=1)"
+        )
+    if source.derivative:
+        return copy.deepcopy(source)
+    # the same network with forces: rebuilt from its config, as a checkpoint is
+    graph = source.interaction_graph
+    custom = {} if type(graph) is RadiusInteractionGraph else {"interaction_graph": graph}
+    parameter = _first_tensor(source)
+    model = type(source)(**{**source.config(), "derivative": True}, **custom)
+    model = model.to(device=parameter.device, dtype=parameter.dtype)
+    model.load_state_dict(source.state_dict())
+    return model
+
+
+def _potential_from_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """The model of a checkpoint of a potential; refuse checkpoints of other targets."""
+    # (imported here: the training package is only needed for checkpoints)
+    from .training import ConfigError, load_checkpoint, model_from_checkpoint
+
+    payload = load_checkpoint(path)  # ConfigError when missing or not a checkpoint
+    target = payload["target"]
+    if not (isinstance(target, dict) and target.get("forces") is True):
+        name = target.get("name", "?") if isinstance(target, dict) else target
+        raise ConfigError(
+            f"checkpoint {path} predicts {name} of QM9 molecules, not a potential energy "
+            "surface: the calculator needs a potential trained on energies and forces "
+            "(`e3nn-pyg train --data train.xyz`)"
+        )
+    return model_from_checkpoint(payload, path)
+
+
+class _VerletList:
+    """The interaction graph of an :class:`~e3nn_pyg.models.EquivariantNet`, reused between
+    calls: it stands in for the model's ``_edges(pos, batch, cell, pbc)`` (validated inputs,
+    one structure) and returns the same ``(edge_index, shifts)`` (see :class:`Calculator`).
+    """
+
+    def __init__(self, cutoff: float, skin: float) -> None:
+        self.cutoff, self.skin = cutoff, skin
+        self.builds = 0
+        self._reference: Tensor | None = None  # [N, 3] positions of the last search
+        self._cell: Tensor | None = None  # [1, 3, 3]
+        self._pbc: Tensor | None = None  # [1, 3]
+        self._edges: Tensor | None = None  # [2, C] candidates
+        self._shifts: Tensor | None = None  # [C, 3]
+
+    def __call__(
+        self, pos: Tensor, batch: Tensor | None, cell: Tensor | None, pbc: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        if batch is not None:
+            raise ValueError("the calculator's neighbour list holds one structure (batch=None)")
+        pos = pos.detach()
+        cell = None if cell is None else cell.detach()
+        if self._stale(pos, cell, pbc):
+            self._search(pos, cell, pbc)
+        source, target = self._edges
+        vec = pos.index_select(0, source) - pos.index_select(0, target)  # [C, 3]
+        if cell is not None:  # as the periodic search: (pos_j - pos_i) + s C
+            vec = vec + _shift_vectors(self._shifts, cell, torch.zeros_like(target))  # [C, 3]
+        r2 = torch.tensor(self.cutoff * self.cutoff, dtype=pos.dtype, device=pos.device)
+        keep = torch.nonzero(_squared_norm(vec) < r2).squeeze(1)  # [E]
+        edge_index = self._edges.index_select(1, keep)  # [2, E]
+        return edge_index, None if cell is None else self._shifts.index_select(0, keep)
+
+    def _stale(self, pos: Tensor, cell: Tensor | None, pbc: Tensor | None) -> bool:
+        reference = self._reference
+        if (
+            reference is None
+            or reference.shape != pos.shape
+            or reference.dtype != pos.dtype
+            or reference.device != pos.device
+            or (cell is None) != (self._cell is None)
+        ):
+            return True
+        if cell is not None and not (torch.equal(cell, self._cell) and torch.equal(pbc, self._pbc)):
+            return True
+        moved = (pos.double() - reference.double()).pow(2).sum(1).max()  # squared, Å^2
+        return bool(moved.sqrt() >= _SKIN_USE * self.skin / 2)
+
+    def _search(self, pos: Tensor, cell: Tensor | None, pbc: Tensor | None) -> None:
+        reach = self.cutoff + self.skin
+        if cell is None:
+            self._edges, self._shifts = _radius_edges(pos, reach, None), None
+        else:
+            self._edges, self._shifts = _periodic_edges(pos, reach, cell, pbc, None)
+        self._reference = pos.clone()
+        self._cell = None if cell is None else cell.clone()
+        self._pbc = None if pbc is None else pbc.clone()
+        self.builds += 1

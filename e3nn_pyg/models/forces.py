@@ -1,0 +1,88 @@
+r"""Forces of any energy model: the negative gradient of its energy with respect to the
+positions.
+
+.. math::
+    \mathbf{F}_i = -\frac{\partial}{\partial \mathbf{p}_i} \sum_G E_G
+
+Molecules are independent, so one backward pass of the summed energy gives the forces of
+every atom of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["EnergyForces"]
+
+
+class EnergyForces(nn.Module):
+    r"""Wraps a model ``energy_model(z, pos, batch) -> [num_graphs, 1]`` (e.g. PyG's
+    :class:`~torch_geometric.nn.models.SchNet`) so that it returns the energy and the
+    forces :math:`-\partial E / \partial \mathbf{p}`, as
+    :class:`~e3nn_pyg.models.EquivariantNet` does with ``derivative=True``.
+
+    Forces are computed also under :func:`torch.no_grad`; in training mode they keep their
+    graph, so that a loss on the forces trains the energy model.
+
+    Args:
+        energy_model (torch.nn.Module): the energy model.
+
+    Shapes:
+        - **input:** atomic numbers :math:`(|\mathcal{V}|)`, positions
+          :math:`(|\mathcal{V}|, 3)`, batch :math:`(|\mathcal{V}|)` (optional)
+        - **output:** energy :math:`(|\mathcal{G}|, 1)`, forces :math:`(|\mathcal{V}|, 3)`
+
+    Example:
+        >>> from torch_geometric.nn.models import SchNet
+        >>> from e3nn_pyg.models import RadiusInteractionGraph
+        >>> schnet = SchNet(hidden_channels=16, num_filters=16, num_gaussians=8,
+        ...                 interaction_graph=RadiusInteractionGraph(10.0))
+        >>> model = EnergyForces(schnet)
+        >>> energy, forces = model(torch.tensor([8, 1, 1]), torch.randn(3, 3))
+        >>> energy.shape, forces.shape
+        (torch.Size([1, 1]), torch.Size([3, 3]))
+    """
+
+    def __init__(self, energy_model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(energy_model, nn.Module):
+            raise TypeError(f"energy_model must be a torch.nn.Module, got {type(energy_model)}")
+        self.energy_model = energy_model
+
+    def reset_parameters(self) -> None:
+        self.energy_model.reset_parameters()
+
+    def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        grad_enabled = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            energy = self.energy_model(z, pos, batch)  # [G, 1]
+            if energy.dim() != 2 or energy.shape[1] != 1:
+                raise ValueError(
+                    f"the energy model must return [num_graphs, 1], got {list(energy.shape)}"
+                )
+            (gradient,) = torch.autograd.grad(
+                energy.sum(),
+                pos,
+                create_graph=self.training and grad_enabled,
+                allow_unused=True,
+            )  # [N, 3], None when no atom interacts
+        if gradient is None:
+            gradient = torch.zeros_like(pos)
+        if not (self.training and grad_enabled):
+            energy, gradient = energy.detach(), gradient.detach()
+        return energy, -gradient
+
+    def __getattr__(self, name: str) -> Any:
+        # attributes such as cutoff or max_z read through to the wrapped model
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("energy_model"), name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.energy_model!r})"
