@@ -36,6 +36,7 @@ SECTIONS: dict[str, list[str]] = {
         "testing",
         "checks",
         "constants",
+        "elements",
         "progress",
     ],
     "The tutorial's import paths": ["point"],

@@ -127,6 +127,29 @@ def test_resume_and_overwrite(trained, data_root, capsys):
     assert metrics["results"]["equivariant_net"]["epochs"] == 3
 
 
+def test_resume_without_a_checkpoint_or_of_other_data_is_refused_before_training(
+    trained, tmp_path, data_root, capsys, monkeypatch
+):
+    import e3nn_pyg.training.run as run
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the resume was checked")
+
+    monkeypatch.setattr(run, "load_data", no_data)
+    base = ["train", *TINY, "--data-root", data_root, "--resume"]
+    status, _, err = run_main([*base, "--out", str(tmp_path / "empty")], capsys)
+    assert_one_line_error(status, err, "holds no checkpoint to continue", "without --resume")
+    status, _, err = run_main([*base, "--out", str(trained), "--target", "gap"], capsys)
+    assert_one_line_error(status, err, "target='U0'", "target='gap'")
+    # a checkpoint of another model kind where EquivariantNet's belongs
+    other = tmp_path / "other"
+    (other / "equivariant_net").mkdir(parents=True)
+    payload = load_checkpoint(trained / "equivariant_net" / "last.pt")
+    torch.save({**payload, "kind": "schnet"}, other / "equivariant_net" / "last.pt")
+    status, _, err = run_main([*base, "--out", str(other)], capsys)
+    assert_one_line_error(status, err, "model kind='schnet'", "model kind='equivariant'")
+
+
 def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
     argv = ["train", *TINY, "--data-root", data_root, "--out", str(trained), "--resume",
             "--model.num-layers", "3"]  # fmt: skip

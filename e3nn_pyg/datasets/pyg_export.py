@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..elements import CHEMICAL_SYMBOLS
 from .qm9 import QM9Pack
-from .qm9_csv import NUM_UNCHARACTERIZED, Z_TO_SYMBOL, Molecule, iter_rows, parse_row
+from .qm9_csv import NUM_UNCHARACTERIZED, Molecule, iter_rows, parse_row
 
 __all__ = ["write_pyg_raw"]
 
@@ -96,9 +97,11 @@ def _write_sdf_raw(raw_dir: str, molecules: Sequence[Molecule | None]) -> list[s
                 z, pos = molecule.z, molecule.pos
                 p = molecule.properties
                 values = [*p[12:], *p[:12], *molecule.atomization_kcalmol()]
-            xyz = f"{len(z)}\n\n" + "".join(
-                f"{Z_TO_SYMBOL[a]} {x:.10f} {y:.10f} {w:.10f}\n" for a, (x, y, w) in zip(z, pos)
-            )
+            lines = [
+                f"{CHEMICAL_SYMBOLS[a]} {x:.10f} {y:.10f} {w:.10f}\n"
+                for a, (x, y, w) in zip(z, pos)
+            ]
+            xyz = f"{len(z)}\n\n" + "".join(lines)
             mol = Chem.Mol(Chem.MolFromXYZBlock(xyz))
             try:
                 rdDetermineBonds.DetermineBonds(mol, charge=0)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ..elements import atomic_number
 from .qm9_targets import HARTREE_TO_EV, HARTREE_TO_KCALMOL
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "NUM_UNCHARACTERIZED",
     "PROPERTY_COLUMNS",
     "QM9PACK_FILES",
-    "Z_TO_SYMBOL",
     "Molecule",
     "iter_rows",
     "parse_row",
@@ -71,9 +71,6 @@ ATOM_ENERGY_HARTREE = {
     8: (-75.064579, -75.063163, -75.062219, -75.079532),
     9: (-99.718730, -99.717314, -99.716370, -99.733544),
 }
-_SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
-Z_TO_SYMBOL = {z: s for s, z in _SYMBOL_TO_Z.items()}
-"""Element symbols of the atomic numbers found in QM9."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +137,7 @@ def parse_row(row: dict[str, str]) -> Molecule:
     """The molecule of one row of :func:`iter_rows`."""
     index = int(row["Index"])
     try:
-        z = tuple(_SYMBOL_TO_Z[s.strip(" '\"")] for s in row["Elements"].strip("[]").split(","))
+        z = tuple(atomic_number(s.strip(" '\"")) for s in row["Elements"].strip("[]").split(","))
     except KeyError as error:
         raise ValueError(f"molecule {index}: unknown element {error}") from None
     xyz = [float(v) for v in row["XYZ_Ang"].replace("[", "").replace("]", "").split(",")]

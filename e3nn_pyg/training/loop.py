@@ -36,11 +36,73 @@ from .history import HistoryWriter
 from .interrupt import DeferredInterrupt
 from .tasks import predict
 
-__all__ = ["FitResult", "Trainer", "TrainingInterrupted", "mean_absolute_error", "predict"]
+__all__ = [
+    "FitResult",
+    "Trainer",
+    "TrainingInterrupted",
+    "check_resumable_run",
+    "mean_absolute_error",
+    "predict",
+    "refuse_differences",
+    "resume_differences",
+]
 
 MIN_LR_FACTOR = 0.01
 #: Model arguments fitted on the training data (not settings)
 _FITTED = ("mean", "std", "atomref", "avg_num_neighbors")
+
+
+def resume_differences(
+    payload: dict[str, Any],
+    config: TrainConfig,
+    kind: str,
+    model_config: dict[str, Any] | None = None,
+) -> list[tuple[str, Any, Any]]:
+    """What keeps a checkpoint from being resumed by a run: ``(key, saved, now)`` for its
+    model kind, the settings that choose the data and, given the run's ``model_config``, the
+    model's settings."""
+    if payload["kind"] != kind:
+        return [("model kind", payload["kind"], kind)]
+    saved_run = payload["run_config"]
+    mine = config.to_dict()
+    if saved_run.get("data") is None:  # QM9 runs of earlier versions spelled the default
+        saved_run = {**saved_run, "dataset": saved_run.get("dataset") or "qm9"}
+        mine["dataset"] = mine["dataset"] or "qm9"
+    differences = [(key, saved_run.get(key), mine[key]) for key in DATA_KEYS]
+    section = "baseline" if kind == "schnet" else "model"
+    saved_model = payload["model_config"]
+    differences += [
+        (f"{section}.{key}", saved_model.get(key), value)
+        for key, value in (model_config or {}).items()
+        if key not in _FITTED  # fitted on the data, equal when the data is
+    ]
+    return [(key, saved, now) for key, saved, now in differences if saved != now]
+
+
+def refuse_differences(path: Path, differences: list[tuple[str, Any, Any]]) -> None:
+    """Raise :class:`ConfigError` naming the first difference, if any."""
+    for key, saved, now in differences:
+        raise ConfigError(
+            f"checkpoint {path} was trained with {key}={saved!r} but this run asks for "
+            f"{key}={now!r}: use the checkpoint's setting to resume, or another --out (or "
+            "--overwrite) to start over"
+        )
+
+
+def check_resumable_run(out: Path, config: TrainConfig, models: dict[str, str]) -> None:
+    """Before any data is loaded: ``--resume`` needs a ``last.pt`` of at least one of the
+    run's ``models`` (folder name -> kind) in ``out``, each of the same kind and data."""
+    paths = {name: Path(out) / name / "last.pt" for name in models}
+    if not any(path.exists() for path in paths.values()):
+        missing = ", ".join(map(str, paths.values()))
+        raise ConfigError(
+            f"--resume: {out} holds no checkpoint to continue ({missing} missing): train "
+            "without --resume"
+        )
+    for name, path in paths.items():
+        if path.exists():
+            differences = resume_differences(load_checkpoint(path), config, models[name])
+            refuse_differences(path, differences)
 
 
 class TrainingInterrupted(Exception):
@@ -166,27 +228,11 @@ class Trainer:
         }
 
     def _check_resumable(self, payload: dict[str, Any]) -> None:
-        """The checkpoint was trained on the same data with the same model settings."""
-        saved_run = payload["run_config"]
-        mine = self.config.to_dict()
-        if saved_run.get("data") is None:  # QM9 runs of earlier versions spelled the default
-            saved_run = {**saved_run, "dataset": saved_run.get("dataset") or "qm9"}
-            mine["dataset"] = mine["dataset"] or "qm9"
-        section = "baseline" if self.kind == "schnet" else "model"
-        differences = [(key, saved_run.get(key), mine[key]) for key in DATA_KEYS]
-        saved_model = payload["model_config"]
-        differences += [
-            (f"{section}.{key}", saved_model.get(key), value)
-            for key, value in self.model_config.items()
-            if key not in _FITTED  # fitted on the data, equal when the data is
-        ]
-        for key, saved, now in differences:
-            if saved != now:
-                raise ConfigError(
-                    f"checkpoint {self.last_path} was trained with {key}={saved!r} but this "
-                    f"run asks for {key}={now!r}: use the checkpoint's setting to resume, or "
-                    "another --out (or --overwrite) to start over"
-                )
+        """The checkpoint holds this model, trained on the same data with the same
+        settings."""
+        refuse_differences(
+            self.last_path, resume_differences(payload, self.config, self.kind, self.model_config)
+        )
 
     def _lr_factor(self, epoch: float, elapsed: float) -> float:
         config = self.config

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
 from ..compilation import export_model
+from ..elements import CHEMICAL_SYMBOLS, atomic_number
 from ..models import EquivariantNet
 from .checkpoint import build_model, load_checkpoint, model_from_checkpoint
 from .config import BASELINE, MODEL, ConfigError, TrainConfig, write_yaml
@@ -41,7 +42,7 @@ from .data import (
     read_structures_file,
 )
 from .distributed import Runtime, setup_runtime
-from .loop import FitResult, Trainer, mean_absolute_error
+from .loop import FitResult, Trainer, check_resumable_run, mean_absolute_error
 from .plots import plot_learning_curves, plot_parity
 from .tasks import (
     EVAL_BATCH_SIZE,
@@ -68,7 +69,6 @@ MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schn
 _RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png",
               "parity_energy.png", "parity_forces.png")  # fmt: skip
 _MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a few 0.01 Å
-_SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "S": 16, "Cl": 17}
 
 Log = Callable[[str], None]
 
@@ -165,6 +165,9 @@ def train(
     out = _prepare_output(config, resume, overwrite, runtime)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
+    names = ["equivariant_net"] + (["schnet"] if config.baseline["name"] == "schnet" else [])
+    if resume:
+        check_resumable_run(out, config, {name: MODELS[name][0] for name in names})
     if not runtime.is_main:
         runtime.barrier()  # rank 0 processes (and caches) the dataset first
     data = load_data(config, log=config.progress and runtime.is_main)
@@ -187,7 +190,6 @@ def train(
         f"({time.perf_counter() - start:.1f} s)"
     )
 
-    names = ["equivariant_net"] + (["schnet"] if config.baseline["name"] == "schnet" else [])
     if "schnet" in names and data.periodic:
         raise ConfigError(
             f"{config.data} holds periodic structures: PyG's SchNet baseline takes molecules "
@@ -256,15 +258,11 @@ def potential_metrics(model: nn.Module, dataset, task: PotentialTask) -> dict[st
     """Energy and force errors of a potential on a dataset view: ``energy_mae`` (meV),
     ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å), and
     ``forces_mae_per_element`` (meV/Å by element symbol)."""
-    from ase.data import chemical_symbols  # the data was read with ASE
-
-    _, forces, *_ = predict_potential(model, dataset)
-    metrics: dict[str, Any] = task.eval_metrics(task.eval_sums(model, dataset))
-    reference = atom_rows(dataset, "forces").double()  # [N, 3]
-    z = atom_rows(dataset, "z")  # [N]
-    error = (forces - reference).abs()  # [N, 3]
+    errors = task.errors(model, dataset)
+    metrics: dict[str, Any] = task.eval_metrics(task.error_sums(errors))
+    z, error = errors["z"], errors["forces"].abs()  # [N], [N, 3]
     metrics["forces_mae_per_element"] = {
-        chemical_symbols[int(element)]: float(error[z == element].mean()) * task.report_scale
+        CHEMICAL_SYMBOLS[int(element)]: float(error[z == element].mean()) * task.report_scale
         for element in torch.unique(z)
     }
     return metrics
@@ -302,6 +300,7 @@ def _potential_report(fits, data, stats, config, out, runtime) -> dict[str, Any]
     return {
         **_run_record(config, data, runtime),
         "target": "forces",
+        "test_dataset": os.path.basename(config.test_data or config.data),
         "unit": "eV/Å",
         "mae_unit": task.report_unit,
         "results": results,
@@ -358,8 +357,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     """The final table of a run's ``metrics.json``."""
     unit = metrics["mae_unit"]
     lines = [
-        f"Test MAE of {metrics['target']} on {metrics['split']['test']} {metrics['dataset']} "
-        f"molecules (trained on {metrics['split']['train']}):",
+        f"Test MAE of {metrics['target']} on {metrics['split']['test']} "
+        f"{metrics.get('test_dataset', metrics['dataset'])} structures (trained on "
+        f"{metrics['split']['train']}):",
         f"  {'model':<24} {'test MAE':>14} {'parameters':>11} {'epochs':>7} {'time':>8}",
     ]
     for result in metrics["results"].values():
@@ -501,14 +501,14 @@ def read_xyz(path: str | os.PathLike) -> list[tuple[str, Tensor, Tensor]]:
             parts = lines[j].split()
             try:
                 symbol = parts[0]
-                z.append(int(symbol) if symbol.isdigit() else _SYMBOLS[symbol.capitalize()])
+                z.append(int(symbol) if symbol.isdigit() else atomic_number(symbol))
                 pos.append([float(v) for v in parts[1:4]])
                 if len(pos[-1]) != 3:
                     raise ValueError
             except (IndexError, KeyError, ValueError):
                 raise ConfigError(
-                    f"{path} line {j + 1}: expected 'symbol x y z' with a symbol among "
-                    f"{', '.join(_SYMBOLS)}, got {lines[j].strip()[:40]!r}"
+                    f"{path} line {j + 1}: expected 'symbol x y z' with an element symbol or "
+                    f"atomic number, got {lines[j].strip()[:40]!r}"
                 ) from None
             if not all(math.isfinite(v) and abs(v) < _MAX_COORDINATE for v in pos[-1]):
                 raise ConfigError(

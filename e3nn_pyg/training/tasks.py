@@ -221,28 +221,44 @@ class PotentialTask:
             metrics["train_stress_mae"] = stress / stress_components * self.report_scale
         return metrics
 
-    def eval_sums(self, model: nn.Module, dataset: Dataset) -> list[float]:
-        """Sums of the errors over the structures of a dataset view; forces and stresses
-        only of the structures that have them (``forces_weight``, ``stress_weight`` not 0)."""
+    def errors(self, model: nn.Module, dataset: Dataset) -> dict[str, Tensor]:
+        """The errors of a potential on a dataset view (float64, CPU): ``energy`` ``[M]``
+        and ``atoms`` ``[M]`` of every structure; ``forces`` ``[N, 3]`` and ``z`` ``[N]`` of
+        the atoms of the structures that have forces (``forces_weight`` not 0); ``stress``
+        ``[M', 3, 3]`` of those that have a stress (empty unless ``stress_weight > 0``)."""
         stress_on = self.stress_weight > 0 and "stress" in dataset._data
         energy, forces, atoms, stress = predict_potential(model, dataset, stress=stress_on)
-        energy_error = energy - self.values(dataset)  # [M]
-        forces_error = forces - atom_rows(dataset, "forces").double()  # [N, 3]
-        labelled = _labelled(dataset, "forces_weight", atoms)  # [M] bool
-        forces_error = forces_error[labelled.repeat_interleave(atoms.long())]
-        stress_error = torch.zeros(0, 3, 3, dtype=torch.float64)
+        with_forces = _labelled(dataset, "forces_weight", atoms).repeat_interleave(
+            atoms.long()
+        )  # [N] bool
+        errors = {
+            "energy": energy - self.values(dataset),  # [M]
+            "atoms": atoms,
+            "forces": (forces - atom_rows(dataset, "forces").double())[with_forces],
+            "z": atom_rows(dataset, "z")[with_forces],
+            "stress": torch.zeros(0, 3, 3, dtype=torch.float64),
+        }
         if stress is not None:
             stress_error = stress - dataset._data.stress[_indices(dataset)].double()  # [M, 3, 3]
-            stress_error = stress_error[_labelled(dataset, "stress_weight", atoms)]
+            errors["stress"] = stress_error[_labelled(dataset, "stress_weight", atoms)]
+        return errors
+
+    def eval_sums(self, model: nn.Module, dataset: Dataset) -> list[float]:
+        """Sums of the errors (:meth:`errors`) over the structures of a dataset view."""
+        return self.error_sums(self.errors(model, dataset))
+
+    @staticmethod
+    def error_sums(errors: dict[str, Tensor]) -> list[float]:
+        energy, forces, stress = errors["energy"], errors["forces"], errors["stress"]
         return [
-            float(energy_error.abs().sum()),
-            float((energy_error.abs() / atoms).sum()),
-            float(len(energy_error)),
-            float(forces_error.abs().sum()),
-            float(forces_error.pow(2).sum()),
-            float(forces_error.numel()),
-            float(stress_error.abs().sum()),
-            float(stress_error.numel()),
+            float(energy.abs().sum()),
+            float((energy.abs() / errors["atoms"]).sum()),
+            float(len(energy)),
+            float(forces.abs().sum()),
+            float(forces.pow(2).sum()),
+            float(forces.numel()),
+            float(stress.abs().sum()),
+            float(stress.numel()),
         ]
 
     def eval_metrics(self, sums: list[float]) -> dict[str, float]:
