@@ -94,6 +94,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if key not in payload]
     if missing:
         raise ConfigError(f"checkpoint {path} lacks {missing}: {hint}")
+    damaged = [key for key in _REQUIRED if key != "kind" and not isinstance(payload[key], dict)]
+    target = payload["target"]
+    if not damaged and not all(isinstance(target.get(k), str) for k in ("name", "unit")):
+        damaged = ["target"]
+    if damaged or not isinstance(payload["kind"], str):
+        raise ConfigError(
+            f"checkpoint {path} is damaged ({', '.join(damaged) or 'kind'} not as written by "
+            f"e3nn-pyg train): {hint}"
+        )
     return payload
 
 

@@ -22,7 +22,7 @@ def payload(kind: str, config: dict) -> dict:
     model = build_model(kind, config)
     return {
         "kind": kind, "model_config": config, "model_state": model.state_dict(),
-        "run_config": {}, "stats": {}, "target": {}, "progress": {},
+        "run_config": {}, "stats": {}, "target": {"name": "U0", "unit": "eV"}, "progress": {},
     }  # fmt: skip
 
 
@@ -72,3 +72,22 @@ def test_state_that_does_not_fit_the_model(tmp_path):
     save_checkpoint(tmp_path / "model.pt", saved)
     with pytest.raises(ConfigError, match="does not match its model"):
         model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"), tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize(
+    "entry, value, named",
+    [
+        ("target", None, "target"),
+        ("target", {"name": 7, "unit": "eV"}, "target"),
+        ("stats", "garbage", "stats"),
+        ("progress", 3, "progress"),
+        ("run_config", [1, 2], "run_config"),
+        ("kind", 5, "kind"),
+    ],
+)
+def test_tampered_entries_are_reported_as_damage(tmp_path, entry, value, named):
+    saved = payload("equivariant", EQUIVARIANT)
+    saved[entry] = value
+    save_checkpoint(tmp_path / "model.pt", saved)
+    with pytest.raises(ConfigError, match=rf"is damaged \({named} not as written"):
+        load_checkpoint(tmp_path / "model.pt")
