@@ -30,6 +30,7 @@ from ..non_linearities import GatedBlockParity, rescaled_act
 from ..o3 import Rs, RsLike
 from ..radial import BesselRadialModel
 from ..tensor_product.paths import selection_rule
+from .forces import energy_gradients
 from .interaction_graph import RadiusInteractionGraph
 from .self_interaction import SelfInteraction
 
@@ -650,19 +651,10 @@ class EquivariantNet(nn.Module):
                 displacement = pos.new_zeros(cell.shape).requires_grad_(True)  # [G, 3, 3]
                 inputs.append(displacement)
             energy = self._energy(z, pos, batch, cell, pbc, inputs[1] if stress else None)
-            gradients = [None] * len(inputs)
-            if energy.requires_grad:
-                gradients = torch.autograd.grad(
-                    energy.sum(),  # structures are independent: one backward for all
-                    inputs,
-                    create_graph=self.training and grad_enabled,
-                    allow_unused=True,
-                )  # [N, 3] (and [G, 3, 3]), None without edges
-        forces = -gradients[0] if gradients[0] is not None else torch.zeros_like(pos)
-        outputs = [energy, forces]
+            gradients = energy_gradients(energy, inputs, self.training and grad_enabled)
+        outputs = [energy, -gradients[0]]  # forces [N, 3]
         if stress:
-            virial = gradients[1] if gradients[1] is not None else torch.zeros_like(cell)
-            outputs.append(virial / volume[:, None, None])  # [G, 3, 3]
+            outputs.append(gradients[1] / volume[:, None, None])  # [G, 3, 3]
         if detach:
             outputs = [t.detach() for t in outputs]
         return tuple(outputs)

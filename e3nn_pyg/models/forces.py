@@ -15,7 +15,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EnergyForces"]
+__all__ = ["EnergyForces", "energy_gradients"]
+
+
+def energy_gradients(energy: Tensor, inputs: list[Tensor], create_graph: bool) -> list[Tensor]:
+    r"""The gradients :math:`\partial \sum_G E_G / \partial x` of the summed energy for each
+    tensor of ``inputs`` (structures are independent: one backward pass serves them all), and
+    zeros for an input the energy does not depend on (e.g. atoms without neighbours).
+
+    Args:
+        energy (torch.Tensor): the energies ``[num_graphs, 1]``.
+        inputs (list of torch.Tensor): tensors that require grad, e.g. ``[pos]``.
+        create_graph (bool): keep the graph of the gradients (for a loss on the forces).
+    """
+    gradients = [None] * len(inputs)
+    if energy.requires_grad:
+        gradients = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+        )
+    return [g if g is not None else torch.zeros_like(x) for g, x in zip(gradients, inputs)]
 
 
 class EnergyForces(nn.Module):
@@ -65,14 +83,7 @@ class EnergyForces(nn.Module):
                 raise ValueError(
                     f"the energy model must return [num_graphs, 1], got {list(energy.shape)}"
                 )
-            (gradient,) = torch.autograd.grad(
-                energy.sum(),
-                pos,
-                create_graph=self.training and grad_enabled,
-                allow_unused=True,
-            )  # [N, 3], None when no atom interacts
-        if gradient is None:
-            gradient = torch.zeros_like(pos)
+            (gradient,) = energy_gradients(energy, [pos], self.training and grad_enabled)
         if not (self.training and grad_enabled):
             energy, gradient = energy.detach(), gradient.detach()
         return energy, -gradient

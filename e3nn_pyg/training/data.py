@@ -56,6 +56,7 @@ __all__ = [
     "fit_target_stats",
     "load_data",
     "read_structures_file",
+    "without_isolated_atoms",
 ]
 
 MAX_Z = 100
@@ -204,6 +205,13 @@ def read_structures_file(path, data_root: str | None = None, log: bool = False) 
         raise ConfigError(f"cannot read structures from {path}: {error}") from None
 
 
+def without_isolated_atoms(dataset: Dataset) -> Dataset:
+    """The structures of a dataset that are not isolated-atom entries (those give the E0s,
+    they are neither trained nor tested on)."""
+    isolated = isolated_atom_mask(dataset)  # [M]
+    return dataset[(~isolated).nonzero()[:, 0]] if isolated.any() else dataset
+
+
 def _load_structures(config: TrainConfig, log: bool) -> RunData:
     """The structures of ``config.data`` split into train, val and test (or train and val,
     with the test set from ``config.test_data``)."""
@@ -226,8 +234,7 @@ def _load_structures(config: TrainConfig, log: bool) -> RunData:
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"cannot read the isolated-atom energies: {error}") from None
-    if isolated.any():
-        dataset = dataset[(~isolated).nonzero()[:, 0]]
+    dataset = without_isolated_atoms(dataset)
     count = len(dataset)
     if config.num_molecules is not None:
         if config.num_molecules > count:
@@ -243,9 +250,8 @@ def _load_structures(config: TrainConfig, log: bool) -> RunData:
         val_fraction = config.split[1]
         train, val = _split(count, [1.0 - val_fraction, val_fraction], config)
         test_dataset = read_structures_file(config.test_data, config.data_root, log)
+        test_dataset = without_isolated_atoms(test_dataset)
         test = torch.arange(len(test_dataset))
-    if test_dataset is not None and isolated_atom_mask(test_dataset).any():
-        test_dataset = test_dataset[(~isolated_atom_mask(test_dataset)).nonzero()[:, 0]]
     task = PotentialTask(
         config.energy_weight, config.forces_weight, config.loss, config.stress_weight
     )

@@ -223,18 +223,21 @@ class PotentialTask:
 
     def errors(self, model: nn.Module, dataset: Dataset) -> dict[str, Tensor]:
         """The errors of a potential on a dataset view (float64, CPU): ``energy`` ``[M]``
-        and ``atoms`` ``[M]`` of every structure; ``forces`` ``[N, 3]`` and ``z`` ``[N]`` of
-        the atoms of the structures that have forces (``forces_weight`` not 0); ``stress``
-        ``[M', 3, 3]`` of those that have a stress (empty unless ``stress_weight > 0``)."""
+        and ``atoms`` ``[M]`` of every structure; ``forces`` ``[N, 3]``, the reference
+        ``forces_reference`` ``[N, 3]`` and ``z`` ``[N]`` of the atoms of the structures that
+        have forces (``forces_weight`` not 0); ``stress`` ``[M', 3, 3]`` of those that have a
+        stress (empty unless ``stress_weight > 0``)."""
         stress_on = self.stress_weight > 0 and "stress" in dataset._data
         energy, forces, atoms, stress = predict_potential(model, dataset, stress=stress_on)
         with_forces = _labelled(dataset, "forces_weight", atoms).repeat_interleave(
             atoms.long()
         )  # [N] bool
+        reference = atom_rows(dataset, "forces").double()[with_forces]  # [N, 3]
         errors = {
             "energy": energy - self.values(dataset),  # [M]
             "atoms": atoms,
-            "forces": (forces - atom_rows(dataset, "forces").double())[with_forces],
+            "forces": forces[with_forces] - reference,
+            "forces_reference": reference,
             "z": atom_rows(dataset, "z")[with_forces],
             "stress": torch.zeros(0, 3, 3, dtype=torch.float64),
         }
