@@ -58,9 +58,11 @@ ethanol: $(STAMP)
 		--isolated-atoms $(ETHANOL)/isolated_atoms.xyz --baseline schnet --time-budget 1200 \
 		--epochs 100000 --patience 100000 --out runs/ethanol --overwrite
 
+# Lint, the fast suite, and the documentation build (which fails on any warning).
 test: $(STAMP)
 	$(PY) -m ruff check e3nn_pyg tests examples benchmarks docs
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory docs
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
