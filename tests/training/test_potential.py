@@ -211,3 +211,24 @@ def test_periodic_training_with_stress(copper, tmp_path):
         baseline = {**POTENTIAL["baseline"], "name": "schnet"}
         train(TrainConfig.from_dict({**values, "baseline": baseline, "out": str(tmp_path / "b")}),
               log=lambda _: None)  # fmt: skip
+
+
+def test_evaluate_leaves_out_isolated_atom_entries(ethanol, tmp_path):
+    config = config_for(ethanol, tmp_path, epochs=1)
+    train(config, log=lambda _: None)
+    mixed = tmp_path / "mixed.xyz"
+    isolated = ase_io.read(ETHANOL_DIR / "isolated_atoms.xyz", index=":")
+    ase_io.write(mixed, isolated + ase_io.read(ethanol[1], index=":"))
+    checkpoint = tmp_path / "run" / "equivariant_net" / "best.pt"
+    with_entries = evaluate(checkpoint, data=mixed, log=lambda _: None)
+    plain = evaluate(checkpoint, data=ethanol[1], log=lambda _: None)
+    assert with_entries["num_structures"] == plain["num_structures"] == 12
+    assert with_entries["forces_mae"] == pytest.approx(plain["forces_mae"], rel=1e-12)
+
+
+def test_ema_decay_must_lie_between_0_and_1():
+    from e3nn_pyg.training.ema import ExponentialMovingAverage
+
+    for decay in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="EMA decay must lie in"):
+            ExponentialMovingAverage(torch.nn.Linear(2, 1), decay)
