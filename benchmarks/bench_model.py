@@ -39,7 +39,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.nn import SchNet
 
 from e3nn_pyg.datasets import QM9Pack
-from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph
+from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph, SchNetInteractionGraph
 from e3nn_pyg.models.equivariant_net import layer_representations
 from e3nn_pyg.training.config import TrainConfig
 
@@ -141,7 +141,7 @@ def models() -> dict[str, nn.Module]:
         hidden_channels=baseline["hidden_channels"], num_filters=baseline["num_filters"],
         num_interactions=baseline["num_interactions"], num_gaussians=baseline["num_gaussians"],
         cutoff=DEFAULTS.baseline_cutoff,
-        interaction_graph=RadiusInteractionGraph(DEFAULTS.baseline_cutoff),
+        interaction_graph=SchNetInteractionGraph(DEFAULTS.baseline_cutoff),
     )  # fmt: skip
     return {"EquivariantNet": ours, "e3nn 0.6 network": e3nn_net, "SchNet": schnet}
 

@@ -66,15 +66,17 @@ napoleon_type_aliases = {
     "mapping": ":class:`~collections.abc.Mapping`",
     "sequence": ":class:`~collections.abc.Sequence`",
     "Rs-like": ":data:`~e3nn_pyg.o3.RsLike`",
+    "EdgeIndex": ":class:`~torch_geometric.EdgeIndex`",
 }
 
 # -- warnings ----------------------------------------------------------------------------
 # `make docs` runs with -W -n: every warning fails the build and every cross-reference must
 # resolve (apidoc.ReferenceResolver resolves re-exported names, and leaves other packages'
-# names as text). Exempt: private classes (shown as bases) and PyG-style ``:obj:`True```.
+# names as text). Exempt: private names (shown as bases, named in module docstrings; the
+# reference documents public names only) and PyG-style ``:obj:`True```.
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:class", r"e3nn_pyg(\.\w+)*\._\w+"),
+    ("py:(class|func|meth|attr|data)", r"(e3nn_pyg(\.\w+)*\.)?_\w+"),
     ("py:obj", r"True|False|None|-?[0-9][0-9_.]*(e-?[0-9]+)?|\(.*\)|\[.*\]"),
 ]
 
@@ -106,6 +108,14 @@ def _skip_tuple_fields(app, what, name, obj, skip, options):
     return True if doc.startswith("Alias for field number") else None
 
 
+def _skip_foreign_routines(app, what, name, obj, skip, options):
+    """A class attribute that is another package's function (an activation's ``function``,
+    ``torch.sigmoid``) is documented by that package: its docstring is not ours to show."""
+    module = getattr(obj, "__module__", None) or ""
+    ours = module == "e3nn_pyg" or module.startswith("e3nn_pyg.")
+    return True if what == "class" and inspect.isroutine(obj) and not ours else None
+
+
 def _dataclass_factories(app, what, name, obj, options, signature, return_annotation):
     """A dataclass field with a ``default_factory`` shows as ``=<factory>``, which is not
     Python and makes Sphinx split the signature at every comma: show ``=...`` instead."""
@@ -129,6 +139,7 @@ def setup(app) -> None:
     app.connect("autodoc-process-docstring", _napoleon_except_attributes)
     app.connect("builder-inited", _generate)
     app.connect("autodoc-skip-member", _skip_tuple_fields)
+    app.connect("autodoc-skip-member", _skip_foreign_routines)
     app.connect("autodoc-process-signature", _dataclass_factories)
     # before napoleon (priority 500), which would parse the type's docstring
     app.connect("autodoc-process-docstring", _drop_type_docstrings, priority=400)

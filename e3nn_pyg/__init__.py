@@ -3,6 +3,10 @@
 The main names are available at the top level (``e3nn_pyg.Convolution``,
 ``e3nn_pyg.radius_graph``, ...). They are imported on first use, so that
 ``import e3nn_pyg.o3`` stays free of torch_geometric.
+
+``import e3nn_pyg`` registers the package's PyTorch operators (``torch.library``: the
+radius searches, ``torch.ops.e3nn_pyg.*``), so that a :func:`torch.export.load` of an
+exported model needs nothing else; their modules need torch alone.
 """
 
 from importlib import import_module
@@ -19,6 +23,7 @@ _LAZY = {
     "Convolution": "e3nn_pyg.conv",
     "radius_graph": "e3nn_pyg.graph",
     "periodic_radius_graph": "e3nn_pyg.graph",
+    "prepare_graph": "e3nn_pyg.graph",
     "CosineBasisModel": "e3nn_pyg.radial",
     "GaussianRadialModel": "e3nn_pyg.radial",
     "BesselRadialModel": "e3nn_pyg.radial",
@@ -27,6 +32,7 @@ _LAZY = {
     "NormActivation": "e3nn_pyg.non_linearities",
     "EquivariantNet": "e3nn_pyg.models",
     "compile_model": "e3nn_pyg.compilation",
+    "load": "e3nn_pyg.training.checkpoint",
     "equivariance_error": "e3nn_pyg.testing",
     "assert_equivariant": "e3nn_pyg.testing",
 }
@@ -40,3 +46,9 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'e3nn_pyg' has no attribute {name!r}")
+
+
+#: The modules that define the package's operators, imported with the package.
+OPERATOR_MODULES = ("e3nn_pyg.graph.search", "e3nn_pyg.graph.periodic")
+for _module in OPERATOR_MODULES:
+    import_module(_module)

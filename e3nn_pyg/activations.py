@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import is_real
+from .checks import require_positive
 
 __all__ = [
     "Absolute",
@@ -105,8 +105,7 @@ def second_moment(function, tol: float = 1e-14) -> float:
     """
     if not callable(function):
         raise TypeError(f"second_moment needs a callable, got {type(function).__name__}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
+    tol = require_positive(tol, "tol")
     edges = np.arange(-_RADIUS, _RADIUS + 1)  # unit panels, 0 is an edge
     a, b = edges[:-1], edges[1:]
     total = 0.0
@@ -178,50 +177,42 @@ def _softplus(x: Tensor, beta: float) -> Tensor:
     return F.softplus(x, beta=beta, threshold=_SOFTPLUS_EXACT_ABOVE)
 
 
-def _check_beta(beta: float) -> float:
-    if not is_real(beta):
-        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
-    if not (math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be positive and finite, got {beta}")
-    return float(beta)
+def _parameter_free(name: str, function, doc: str) -> type[RescaledActivation]:
+    """The class ``name`` of the rescaled ``function`` (an activation without
+    hyper-parameters), defined in this module."""
+    members = {"__doc__": doc, "__module__": __name__, "function": staticmethod(function)}
+    return type(name, (RescaledActivation,), members)
 
 
-class Sigmoid(RescaledActivation):
-    r""":math:`f(x) = 1 / (1 + e^{-x})`, rescaled (:math:`c \approx 1.846`)."""
-
-    def function(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(x)
-
-
-class Tanh(RescaledActivation):
-    r""":math:`f(x) = \tanh x`, rescaled (odd)."""
-
-    def function(self, x: Tensor) -> Tensor:
-        return torch.tanh(x)
-
-
-class ReLU(RescaledActivation):
-    r""":math:`f(x) = \max(x, 0)`, rescaled (:math:`c = \sqrt 2`)."""
-
-    def function(self, x: Tensor) -> Tensor:
-        return torch.relu(x)
+Sigmoid = _parameter_free(
+    "Sigmoid",
+    torch.sigmoid,
+    r""":math:`f(x) = 1 / (1 + e^{-x})`, rescaled (:math:`c \approx 1.846`).""",
+)
+Tanh = _parameter_free("Tanh", torch.tanh, r""":math:`f(x) = \tanh x`, rescaled (odd).""")
+ReLU = _parameter_free(
+    "ReLU", torch.relu, r""":math:`f(x) = \max(x, 0)`, rescaled (:math:`c = \sqrt 2`)."""
+)
+SiLU = _parameter_free(
+    "SiLU", F.silu, r""":math:`f(x) = x / (1 + e^{-x})` (SiLU, also called swish), rescaled."""
+)
+Absolute = _parameter_free(
+    "Absolute", torch.abs, r""":math:`f(x) = |x|` (even; already normalised, :math:`c = 1`)."""
+)
 
 
-class SiLU(RescaledActivation):
-    r""":math:`f(x) = x / (1 + e^{-x})` (SiLU, also called swish), rescaled."""
+class _SoftplusFamily(RescaledActivation):
+    r"""A softplus of sharpness :math:`\beta > 0` (:attr:`beta`, its hyper-parameter)."""
 
-    def function(self, x: Tensor) -> Tensor:
-        return F.silu(x)
+    def __init__(self, beta: float = 1.0) -> None:
+        self.beta = require_positive(beta, "beta")
+        super().__init__()
 
-
-class Absolute(RescaledActivation):
-    r""":math:`f(x) = |x|` (even; already normalised, :math:`c = 1`)."""
-
-    def function(self, x: Tensor) -> Tensor:
-        return torch.abs(x)
+    def hyper_parameters(self) -> dict[str, float]:
+        return {"beta": self.beta}
 
 
-class Softplus(RescaledActivation):
+class Softplus(_SoftplusFamily):
     r""":math:`f(x) = \frac{1}{\beta} \log(1 + e^{\beta x})`, rescaled.
 
     Args:
@@ -229,31 +220,17 @@ class Softplus(RescaledActivation):
             (default: ``1.0``)
     """
 
-    def __init__(self, beta: float = 1.0) -> None:
-        self.beta = _check_beta(beta)
-        super().__init__()
-
-    def hyper_parameters(self) -> dict[str, float]:
-        return {"beta": self.beta}
-
     def function(self, x: Tensor) -> Tensor:
         return _softplus(x, self.beta)
 
 
-class ShiftedSoftplus(RescaledActivation):
+class ShiftedSoftplus(_SoftplusFamily):
     r""":math:`f(x) = \frac{1}{\beta} \left(\log(1 + e^{\beta x}) - \log 2\right)`
     (zero at zero, as in SchNet), rescaled.
 
     Args:
         beta (float, optional): sharpness. (default: ``1.0``)
     """
-
-    def __init__(self, beta: float = 1.0) -> None:
-        self.beta = _check_beta(beta)
-        super().__init__()
-
-    def hyper_parameters(self) -> dict[str, float]:
-        return {"beta": self.beta}
 
     def function(self, x: Tensor) -> Tensor:
         return _softplus(x, self.beta) - math.log(2.0) / self.beta

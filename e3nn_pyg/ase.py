@@ -39,19 +39,12 @@ from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch import Tensor, nn
 
-from .checks import is_real
-from .graph import _periodic_edges, _radius_edges, _shift_vectors, _squared_norm
-from .models import EquivariantNet, RadiusInteractionGraph
+from .checks import is_real, require_bool
+from .models import EnergyForces, EquivariantNet, RadiusInteractionGraph, VerletInteractionGraph
 
 __all__ = ["Calculator"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-# The neighbour list is rebuilt once an atom has moved this fraction of half the skin: the
-# remaining 1 % of the skin absorbs the rounding of the distances in the model's dtype
-# (below 1e-4 Å in float32 for coordinates up to 1000 Å), so that every pair within the
-# cutoff is still among the candidates.
-_SKIN_USE = 0.99
 
 
 class Calculator(ASECalculator):
@@ -92,17 +85,19 @@ class Calculator(ASECalculator):
 
     **Reuse between steps.** ASE asks again only when the atoms changed (its
     ``check_state``: positions, numbers, cell, pbc); the atomic numbers are kept on the
-    device until they change. With the default interaction graph of an
-    :class:`~e3nn_pyg.models.EquivariantNet` (no ``max_num_neighbors``) the radius graph is
-    a Verlet list: the pairs within ``cutoff + skin`` are searched once and, at every
-    step, filtered to those within the cutoff by the same comparison the graph search
-    makes (same dtype, same operations). The graph, hence every number, is therefore the
-    one a new search gives (tested bit for bit along a trajectory); the search is redone
-    when an atom has moved by almost ``skin / 2`` since the last one (then a pair outside
-    the candidates could have come within the cutoff), or when the cell, the periodic axes
-    or the number of atoms change. The candidates cost one filter per step, not convolution
-    work: edges beyond the cutoff would contribute exactly 0 (the radial functions are
-    exactly 0 there), but they would be computed.
+    device until they change. The calculator's copy of an
+    :class:`~e3nn_pyg.models.EquivariantNet` with the default interaction graph (no
+    ``max_num_neighbors``) gets a :class:`~e3nn_pyg.models.VerletInteractionGraph` of
+    ``skin`` instead: the pairs within ``cutoff + skin`` are searched once and, at every
+    step, filtered to those within the cutoff, which gives bit for bit the graph of a new
+    search (tested along a trajectory). The candidates cost one filter per step, not
+    convolution work: edges beyond the cutoff would contribute exactly 0 (the radial
+    functions are exactly 0 there), but they would be computed. A model that already has
+    a Verlet graph keeps it.
+
+    **Elements.** A model trained on some elements (its ``species``, recorded by
+    ``e3nn-pyg train``) refuses structures with other elements with a ``ValueError`` naming
+    them, unless ``allow_unseen_elements=True``.
 
     Args:
         model_or_checkpoint_path (torch.nn.Module or str or os.PathLike): the model, or
@@ -118,6 +113,8 @@ class Calculator(ASECalculator):
             trained in)
         skin (float, optional): the Verlet skin in Å; ``0`` searches the graph at every
             step. (default: :obj:`0.5`)
+        allow_unseen_elements (bool, optional): predict elements outside the model's
+            ``species`` all the same. (default: :obj:`False`)
 
     Raises:
         TypeError: when ``model_or_checkpoint_path`` is neither a module nor a path.
@@ -143,11 +140,13 @@ class Calculator(ASECalculator):
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         skin: float = 0.5,
+        allow_unseen_elements: bool = False,
     ) -> None:
         device = _check_device(device)
         dtype = _check_dtype(dtype)
         if not is_real(skin) or not (math.isfinite(skin) and skin >= 0):
             raise ValueError(f"skin must be a number >= 0 (Å), got {skin!r}")
+        require_bool(allow_unseen_elements, "allow_unseen_elements")
         model = _load_model(model_or_checkpoint_path)
         parameter = _first_tensor(model)
         device = parameter.device if device is None else device
@@ -158,19 +157,17 @@ class Calculator(ASECalculator):
             )
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype, self.skin = device, dtype, float(skin)
-        self._neighbors = None
-        if isinstance(model, EquivariantNet) and skin > 0:
-            graph = model.interaction_graph
-            if type(graph) is RadiusInteractionGraph and graph.max_num_neighbors is None:
-                # the model's own search, replaced on this private copy by the Verlet list
-                self._neighbors = _VerletList(float(graph.cutoff), self.skin)
-                self.model._edges = self._neighbors
+        if isinstance(model, (EquivariantNet, EnergyForces)):
+            model.allow_unseen_elements = allow_unseen_elements
+        self._neighbors = _verlet_graph(model, self.skin)
         self._numbers: np.ndarray | None = None
         self._z: Tensor | None = None  # [N] long, on the device
         super().__init__()
         # what ASE records of the calculator (e.g. in trajectory files)
-        self.parameters.update(device=str(device), dtype=str(dtype).replace("torch.", ""),
-                               skin=self.skin)  # fmt: skip
+        self.parameters.update(
+            device=str(device), dtype=str(dtype).replace("torch.", ""), skin=self.skin,
+            allow_unseen_elements=allow_unseen_elements,
+        )  # fmt: skip
 
     @property
     def neighbor_list_builds(self) -> int:
@@ -256,6 +253,21 @@ class Calculator(ASECalculator):
         )
 
 
+def _verlet_graph(model: nn.Module, skin: float) -> VerletInteractionGraph | None:
+    """The Verlet graph of the calculator's copy of the model, set on it where the model
+    has the default graph (exact, no neighbour cap); ``None`` for other models."""
+    if not isinstance(model, EquivariantNet):
+        return None
+    graph = model.interaction_graph
+    if type(graph) is VerletInteractionGraph:  # one the user set: kept
+        return graph
+    exact = type(graph) is RadiusInteractionGraph and graph.max_num_neighbors is None
+    if skin == 0 or not exact:
+        return None
+    model.interaction_graph = VerletInteractionGraph(graph.cutoff, skin)
+    return model.interaction_graph
+
+
 def _check_energy(energy: Any) -> None:
     if not isinstance(energy, Tensor) or energy.shape != (1, 1):
         what = list(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
@@ -316,10 +328,9 @@ def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module:
     if source.derivative:
         return copy.deepcopy(source)
     # the same network with forces: rebuilt from its config, as a checkpoint is
-    graph = source.interaction_graph
-    custom = {} if type(graph) is RadiusInteractionGraph else {"interaction_graph": graph}
+    graph = copy.deepcopy(source.interaction_graph)
     parameter = _first_tensor(source)
-    model = type(source)(**{**source.config(), "derivative": True}, **custom)
+    model = type(source)(**{**source.config(), "derivative": True}, interaction_graph=graph)
     model = model.to(device=parameter.device, dtype=parameter.dtype)
     model.load_state_dict(source.state_dict())
     return model
@@ -340,63 +351,3 @@ def _potential_from_checkpoint(path: str | os.PathLike) -> nn.Module:
             "(`e3nn-pyg train --data train.xyz`)"
         )
     return model_from_checkpoint(payload, path)
-
-
-class _VerletList:
-    """The interaction graph of an :class:`~e3nn_pyg.models.EquivariantNet`, reused between
-    calls: it stands in for the model's ``_edges(pos, batch, cell, pbc)`` (validated inputs,
-    one structure) and returns the same ``(edge_index, shifts)`` (see :class:`Calculator`).
-    """
-
-    def __init__(self, cutoff: float, skin: float) -> None:
-        self.cutoff, self.skin = cutoff, skin
-        self.builds = 0
-        self._reference: Tensor | None = None  # [N, 3] positions of the last search
-        self._cell: Tensor | None = None  # [1, 3, 3]
-        self._pbc: Tensor | None = None  # [1, 3]
-        self._edges: Tensor | None = None  # [2, C] candidates
-        self._shifts: Tensor | None = None  # [C, 3]
-
-    def __call__(
-        self, pos: Tensor, batch: Tensor | None, cell: Tensor | None, pbc: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
-        if batch is not None:
-            raise ValueError("the calculator's neighbour list holds one structure (batch=None)")
-        pos = pos.detach()
-        cell = None if cell is None else cell.detach()
-        if self._stale(pos, cell, pbc):
-            self._search(pos, cell, pbc)
-        source, target = self._edges
-        vec = pos.index_select(0, source) - pos.index_select(0, target)  # [C, 3]
-        if cell is not None:  # as the periodic search: (pos_j - pos_i) + s C
-            vec = vec + _shift_vectors(self._shifts, cell, torch.zeros_like(target))  # [C, 3]
-        r2 = torch.tensor(self.cutoff * self.cutoff, dtype=pos.dtype, device=pos.device)
-        keep = torch.nonzero(_squared_norm(vec) < r2).squeeze(1)  # [E]
-        edge_index = self._edges.index_select(1, keep)  # [2, E]
-        return edge_index, None if cell is None else self._shifts.index_select(0, keep)
-
-    def _stale(self, pos: Tensor, cell: Tensor | None, pbc: Tensor | None) -> bool:
-        reference = self._reference
-        if (
-            reference is None
-            or reference.shape != pos.shape
-            or reference.dtype != pos.dtype
-            or reference.device != pos.device
-            or (cell is None) != (self._cell is None)
-        ):
-            return True
-        if cell is not None and not (torch.equal(cell, self._cell) and torch.equal(pbc, self._pbc)):
-            return True
-        moved = (pos.double() - reference.double()).pow(2).sum(1).max()  # squared, Å^2
-        return bool(moved.sqrt() >= _SKIN_USE * self.skin / 2)
-
-    def _search(self, pos: Tensor, cell: Tensor | None, pbc: Tensor | None) -> None:
-        reach = self.cutoff + self.skin
-        if cell is None:
-            self._edges, self._shifts = _radius_edges(pos, reach, None), None
-        else:
-            self._edges, self._shifts = _periodic_edges(pos, reach, cell, pbc, None)
-        self._reference = pos.clone()
-        self._cell = None if cell is None else cell.clone()
-        self._pbc = None if pbc is None else pbc.clone()
-        self.builds += 1

@@ -15,7 +15,12 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
 (``num_molecules`` is ``--num-molecules``, ``model: {num_layers: 2}`` is
 ``--model.num-layers 2``, the baseline's ``name`` is ``--baseline``); flags override the
-values of ``--config``.
+values of ``--config``. Each flag's help ends with the values it takes, written from the
+setting's limits (``one of {l1, mse}``, ``in (0, 1), or null``); ``null`` (or ``none``) sets a
+setting that may be null, e.g. ``--ema-decay null``.
+``evaluate``, ``predict`` and ``export`` refuse elements the checkpoint's model was not
+trained on, naming them, unless ``--allow-unseen-elements`` is given; they need nothing of
+the run but the checkpoint (``evaluate`` of a split reads the run's data).
 User mistakes (an unknown target, a config key with a wrong type, an unreadable checkpoint,
 ...) print one line ``e3nn-pyg: error: ...`` that says what to fix and exit with status 2;
 Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -28,22 +33,26 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .progress import tqdm_if_installed
 from .training import (
     ConfigError,
     TrainConfig,
+    TrainingDiverged,
     TrainingInterrupted,
     evaluate,
     export_checkpoint,
     predict_xyz,
     train,
 )
+from .training.settings import Setting
 
 __all__ = ["build_parser", "main"]
 
 PROG = "e3nn-pyg"
+_NULL = ("null", "none")  # how a command line spells a null setting
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,32 +75,53 @@ def _plain(text: str) -> str:
     return text.replace("``", "")
 
 
+def _value_type(setting: Setting) -> Callable[[str], Any]:
+    """The argparse type of a setting: its Python type, with ``null`` (or ``none``) for
+    :obj:`None` where the setting may be null."""
+    convert = {"int": int, "float": float}.get(setting.kind, str)
+    if not setting.optional:
+        return convert
+
+    def value(text: str) -> Any:
+        return None if text.lower() in _NULL else convert(text)
+
+    value.__name__ = convert.__name__  # argparse names the type in its messages
+    return value
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    types = {"int": int, "float": float, "str": str}
+    """One flag per setting; a flag that is not given leaves the setting alone
+    (``argparse.SUPPRESS``), so that ``--ema-decay null`` can set null."""
     for key, setting in TrainConfig.settings().items():
-        help_text = _plain(setting.help)
-        if "(default:" not in help_text:
-            shown = "none" if setting.default is None else setting.default
-            help_text += f" (default: {shown})"
-        help_text = help_text.replace("%", "%%")
+        help_text = f"{_plain(setting.help)} ({setting.offers()})".replace("%", "%%")
+        common = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
         if setting.kind == "bool":
-            parser.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)  # fmt: skip
+            parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **common)
         elif setting.kind == "split":
-            parser.add_argument(_flag(key), dest=key, type=float, nargs=3, default=None,
-                                metavar=("TRAIN", "VAL", "TEST"), help=help_text)  # fmt: skip
+            parser.add_argument(_flag(key), type=float, nargs=3,
+                                metavar=("TRAIN", "VAL", "TEST"), **common)  # fmt: skip
         else:
-            parser.add_argument(_flag(key), dest=key, type=types[setting.kind], default=None,
-                                metavar=key.rsplit(".", 1)[-1].upper(), help=help_text)  # fmt: skip
+            parser.add_argument(_flag(key), type=_value_type(setting),
+                                metavar=key.rsplit(".", 1)[-1].upper(), **common)  # fmt: skip
 
 
 def _config_flags(args: argparse.Namespace) -> dict:
-    """The values of the config flags as a (nested) mapping, ``None`` where not given."""
+    """The values of the config flags given, as a (nested) mapping."""
     values: dict = {}
     for key in TrainConfig.settings():
-        section, _, name = key.rpartition(".")
-        (values.setdefault(section, {}) if section else values)[name or key] = getattr(args, key)
+        if hasattr(args, key):
+            section, _, name = key.rpartition(".")
+            (values.setdefault(section, {}) if section else values)[name] = getattr(args, key)
     return values
+
+
+def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that uses a checkpoint takes."""
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="best.pt or last.pt of a run")  # fmt: skip
+    parser.add_argument("--allow-unseen-elements", action="store_true",
+                        help="take elements the model was not trained on (refused by "
+                        "default: its predictions for them have no meaning)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,13 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="MAE of a checkpoint on a split of its dataset",
         description="Rebuild a checkpoint's model and dataset split and print its MAE.",
     )  # fmt: skip
-    evaluate_parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                                 help="best.pt or last.pt of a run")  # fmt: skip
+    _add_checkpoint_arguments(evaluate_parser)
     evaluate_parser.add_argument("--split", default="test", help="train, val or test")
     evaluate_parser.add_argument("--data-root", metavar="DIR", help="dataset cache folder")
     evaluate_parser.add_argument("--data", metavar="FILE",
-                                 help="structures with energies and forces to evaluate a "
-                                 "potential on (all of them; --split is not used)")  # fmt: skip
+                                 help="structures to evaluate a potential on: the file has "
+                                 "energies, and forces or stresses where it has them; a "
+                                 "structure is scored on the labels it carries (all of them; "
+                                 "--split is not used)")  # fmt: skip
     evaluate_parser.add_argument("--json", action="store_true",
                                  help="print the metrics as one JSON object")  # fmt: skip
 
@@ -135,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="predict the target of a checkpoint for molecules in an XYZ file",
         description="Print (or write as CSV) the predictions of a checkpoint.",
     )  # fmt: skip
-    predict_parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                                help="best.pt or last.pt of a run")  # fmt: skip
+    _add_checkpoint_arguments(predict_parser)
     predict_parser.add_argument("--xyz", required=True, metavar="FILE",
                                 help="molecules as XYZ blocks (symbol x y z in Å)")  # fmt: skip
     predict_parser.add_argument("--output", metavar="CSV", help="write a CSV file")
@@ -144,10 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser = commands.add_parser(
         "export", help="export a checkpoint's model with torch.export (a .pt2 file)",
         description="Write the inference model of a checkpoint as a torch.export program, "
-        "loaded with PyTorch alone: torch.export.load(path).module()(z, pos, batch).",
+        "loaded with import torch, e3nn_pyg: torch.export.load(path).module()(z, pos, batch), "
+        "or (z, pos, batch, cell, pbc) for a model trained on periodic structures.",
     )  # fmt: skip
-    export_parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                               help="best.pt or last.pt of a run")  # fmt: skip
+    _add_checkpoint_arguments(export_parser)
     export_parser.add_argument("--out", required=True, metavar="FILE", help="the .pt2 file")
     return parser
 
@@ -173,14 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             log = (lambda line: None) if args.json else print
             result = evaluate(args.checkpoint, split=args.split, data_root=args.data_root,
-                              data=args.data, log=log)  # fmt: skip
+                              data=args.data, log=log,
+                              allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
             if args.json:
                 print(json.dumps(result, default=float))
         elif args.command == "predict":
-            predict_xyz(args.checkpoint, args.xyz, output=args.output)
+            predict_xyz(args.checkpoint, args.xyz, output=args.output,
+                        allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
         else:
-            export_checkpoint(args.checkpoint, args.out)
-    except ConfigError as error:
+            export_checkpoint(args.checkpoint, args.out,
+                              allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
+    except (ConfigError, TrainingDiverged) as error:  # what to change, in one line
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except TrainingInterrupted as interrupted:

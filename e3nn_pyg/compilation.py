@@ -39,11 +39,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import require_bool
+
 __all__ = [
     "CompiledModel",
     "compile_model",
     "compile_settings",
     "export_model",
+    "require_graph_settings",
     "settings_applied",
 ]
 
@@ -63,6 +66,23 @@ def settings_applied(dynamo: Mapping[str, Any], inductor: Mapping[str, Any]) -> 
         for config, settings in ((dynamo_config, dynamo), (inductor_config, inductor))
         for name, value in settings.items()
     )
+
+
+def require_graph_settings(pos: torch.Tensor) -> None:
+    """Refuse a :func:`torch.compile` without the settings that a radius graph needs.
+
+    Called by the radius searches while the compiler traces them (traced code cannot read
+    the settings); the Inductor settings concern its C++ code, on CPU.
+    """
+    inductor = INDUCTOR_SETTINGS if pos.device.type == "cpu" else {}
+    if not settings_applied(GRAPH_SETTINGS, inductor):
+        raise RuntimeError(
+            "torch.compile of a radius graph needs the settings of e3nn_pyg.compilation "
+            "(a data-dependent number of edges; on CPU, no vectorised loop tails, which "
+            "miscompute gradients in torch 2.13): compile with "
+            "e3nn_pyg.compile_model(module), or call the compiled module inside "
+            "e3nn_pyg.compilation.compile_settings()"
+        )
 
 
 @contextlib.contextmanager
@@ -124,22 +144,37 @@ class _Energy(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.energy(z, pos, batch)
+    def forward(
+        self,
+        z: torch.Tensor,
+        pos: torch.Tensor,
+        batch: torch.Tensor,
+        cell: torch.Tensor | None = None,
+        pbc: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model.energy(z, pos, batch, cell, pbc)
 
 
-def export_model(model: nn.Module) -> torch.export.ExportedProgram:
+def export_model(model: nn.Module, periodic: bool = False) -> torch.export.ExportedProgram:
     """:func:`torch.export.export` of a zoo model's inference, ``module(z, pos, batch)``,
-    for any number of atoms and molecules (the model is put in eval mode).
+    or ``module(z, pos, batch, cell, pbc)`` with ``periodic``, for any number of atoms and
+    structures (the model is put in eval mode).
 
-    Load the saved program with PyTorch alone: ``torch.export.load(path).module()`` gives a
-    module called as the model is (``batch`` is required; values in the model's dtype). Of
-    a force model (``derivative=True``) the energy is exported, and the forces are its
-    gradient, taken on the loaded program (torch 2.13 cannot export a
-    :func:`torch.autograd.grad` inside the program)::
+    Load the saved program with ``import torch, e3nn_pyg`` (which registers the package's
+    operators): ``torch.export.load(path).module()`` gives a module called as the model is
+    (``batch`` required; a periodic program takes ``cell`` ``[num_graphs, 3, 3]`` and a
+    bool ``pbc`` ``[num_graphs, 3]``; values in the model's dtype). Of a force model
+    (``derivative=True``) the energy is exported, and the forces are its gradient, taken on
+    the loaded program (torch 2.13 cannot export a :func:`torch.autograd.grad` inside it)::
 
         energy = module(z, pos.requires_grad_(), batch)  # [num_graphs, 1]
         forces = -torch.autograd.grad(energy.sum(), pos)[0]  # [N, 3]
+
+    Args:
+        model (nn.Module): the model.
+        periodic (bool, optional): export the call with cells and periodic axes, which a
+            potential of crystals needs (without, the program computes molecules; with, a
+            molecule goes in with ``pbc`` all false). (default: :obj:`False`)
 
     Example:
         >>> from e3nn_pyg.models import EquivariantNet
@@ -148,15 +183,29 @@ def export_model(model: nn.Module) -> torch.export.ExportedProgram:
         >>> tuple(program.module()(z, pos, torch.zeros(3, dtype=torch.long)).shape)
         (1, 1)
     """
+    require_bool(periodic, "periodic")
     model.eval()
     exported = _Energy(model) if getattr(model, "derivative", False) else model
+    inputs, dynamic_shapes = _example_inputs(model, periodic)
+    return torch.export.export(exported, inputs, dynamic_shapes=dynamic_shapes)
+
+
+def _example_inputs(model: nn.Module, periodic: bool) -> tuple[tuple, tuple]:
+    """Inputs to trace ``model`` on (two structures of 3 and 2 atoms of its species, in
+    cubic cells when ``periodic``) and their dynamic shapes."""
     parameter = next(model.parameters())
-    z = torch.tensor([6, 1, 1, 8, 1], device=parameter.device)  # an example: 2 molecules
-    pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=parameter.dtype)
-    batch = torch.tensor([0, 0, 0, 1, 1], device=parameter.device)
+    device, dtype = parameter.device, parameter.dtype
+    species = getattr(model, "species", None) or [6, 1, 1, 8, 1]
+    z = torch.tensor([species[i % len(species)] for i in range(5)], device=device)  # [5]
+    pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    batch = torch.tensor([0, 0, 0, 1, 1], device=device)  # [5]
     num_atoms = torch.export.Dim("num_atoms", min=2)
-    return torch.export.export(
-        exported,
-        (z, pos.to(parameter.device), batch),
-        dynamic_shapes=({0: num_atoms}, {0: num_atoms}, {0: num_atoms}),
-    )
+    inputs = (z, pos.to(device), batch)
+    dynamic_shapes = ({0: num_atoms},) * 3
+    if periodic:
+        cell = 4.0 * torch.eye(3, dtype=dtype, device=device).expand(2, 3, 3)  # [2, 3, 3]
+        pbc = torch.ones(2, 3, dtype=torch.bool, device=device)  # [2, 3]
+        num_graphs = torch.export.Dim("num_graphs", min=1)
+        inputs += (cell.contiguous(), pbc)
+        dynamic_shapes += ({0: num_graphs},) * 2
+    return inputs, dynamic_shapes

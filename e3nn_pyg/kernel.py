@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .checks import is_int
+from .checks import (
+    require,
+    require_choice,
+    require_edges,
+    require_features,
+    require_int,
+    require_like,
+)
 from .constants import ExactConstants
 from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
 from .radial import RadialMLP, edge_lengths
@@ -131,8 +138,7 @@ class Kernel(ExactConstants):
         engine: str = "auto",
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        require_choice(mode, "mode", MODES)
         self.plan: KernelPlan = plan_kernel(Rs_in, Rs_out, selection_rule, normalization)
         self.Rs_in: Rs = self.plan.rs_in
         self.Rs_out: Rs = self.plan.rs_out
@@ -215,9 +221,7 @@ class Kernel(ExactConstants):
 
     @chunk_size.setter
     def chunk_size(self, rows: int) -> None:
-        if not is_int(rows) or rows < 1:
-            raise ValueError(f"chunk_size must be an int >= 1, got {rows!r}")
-        self._chunk_size = rows
+        self._chunk_size = require_int(rows, "chunk_size", minimum=1)
         self._engine_impl.attach(self)  # the compiled engine's static chunk follows
 
     @property
@@ -246,33 +250,34 @@ class Kernel(ExactConstants):
     def check_like_parameters(self, tensor: Tensor, what: str) -> None:
         """Raise ``TypeError`` unless ``tensor`` has the parameters' dtype and device."""
         parameter = next(self.parameters(), None)
-        if parameter is not None and (
-            tensor.dtype != parameter.dtype or tensor.device != parameter.device
-        ):
-            raise TypeError(
-                f"{what} are {tensor.dtype} on {tensor.device} but the kernel's "
-                f"parameters are {parameter.dtype} on {parameter.device}: convert one of them"
-            )
+        if parameter is not None:
+            require_like(tensor, parameter, what, "the kernel's parameters")
 
     def _check_edge_vec(self, edge_vec: Tensor) -> None:
+        """The check of the public entries: ``[E, 3]`` finite vectors like the parameters
+        (one synchronisation; a convolution calls the unchecked cores on vectors of
+        checked positions)."""
         if not isinstance(edge_vec, Tensor) or edge_vec.dim() != 2 or edge_vec.shape[1] != 3:
             shape = tuple(edge_vec.shape) if isinstance(edge_vec, Tensor) else type(edge_vec)
             raise ValueError(f"edge vectors must have shape [num_edges, 3], got {shape}")
         self.check_like_parameters(edge_vec, "edge vectors")
+        require(
+            torch.isfinite(edge_vec).all(), ValueError, "edge vectors hold NaN or infinite values"
+        )
 
-    def _check_features(self, x: Tensor, rows: int | None, what: str) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.Rs_in.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"{what} have shape {shape}, expected [{rows or 'num_nodes'}, "
-                f"{self.Rs_in.dim}] for Rs_in {self.Rs_in}"
-            )
-        if rows is not None and x.shape[0] != rows:
-            raise ValueError(f"{what} have {x.shape[0]} rows, expected {rows}")
+    def _radial(self, lengths: Tensor) -> Tensor:
+        """The radial weights ``[E, n_path]`` at lengths of checked vectors (a
+        :class:`~e3nn_pyg.radial.RadialMLP` skips its own check of them)."""
+        if _is_radial_mlp(self.R):
+            return self.R.evaluate(lengths)  # [E, n_path]
+        return self.R(lengths)  # [E, n_path]
 
-    def _terms(self, edge_vec: Tensor) -> tuple[Tensor, Tensor]:
-        weights = self.R(edge_lengths(edge_vec))  # [E, n_path]
-        return weights, self.sh(self.plan.filter_orders, edge_vec)  # [E, sum(2l_f+1)]
+    def _edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
+        """:meth:`edge_terms` on checked edge vectors."""
+        orders = self.plan.filter_orders
+        weights = self._radial(edge_lengths(edge_vec))  # [E, n_path]
+        y = self.sh(orders, edge_vec)  # [E, sum(2l_f+1)]
+        return weights, dict(zip(orders, y.split([2 * l + 1 for l in orders], dim=-1)))
 
     def _engine_weights(self, lengths: Tensor, sizes: list[int] | None = None) -> Iterator[Tensor]:
         """Radial weights ``[R, n_w]`` in the fused engine's layout, in chunks of ``sizes`` rows.
@@ -289,24 +294,21 @@ class Kernel(ExactConstants):
         sizes = [lengths.shape[0]] if sizes is None else sizes
         permutation = self.fused.weight_permutation
         model = self.R
-        if not (isinstance(model, RadialMLP) and type(model).forward is RadialMLP.forward):
+        if not _is_radial_mlp(model):
             return (model(r).index_select(1, permutation) for r in lengths.split(sizes))
         weight = model.output_weight.index_select(0, permutation)  # [n_w, h]
         if weight.shape[0] >= weight.shape[1]:
-            hidden = model.hidden_features(lengths).split(sizes)  # [R, h] each
+            hidden = model._hidden_features(lengths).split(sizes)  # [R, h] each
             return (F.linear(h, weight) for h in hidden)  # [R, n_w] each
         # fewer weights than hidden features: the envelope multiplies the weights instead
-        hidden = model.hidden_features(lengths, envelope=False).split(sizes)  # [R, h] each
-        envelope = model.cutoff(lengths).unsqueeze(-1).split(sizes)  # [R, 1] each
+        hidden = model._hidden_features(lengths, envelope=False).split(sizes)  # [R, h] each
+        envelope = model.cutoff.evaluate(lengths).unsqueeze(-1).split(sizes)  # [R, 1] each
         return (F.linear(h, weight) * u for h, u in zip(hidden, envelope))  # [R, n_w] each
 
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""
         self._check_edge_vec(edge_vec)
-        weights, y = self._terms(edge_vec)
-        orders = self.plan.filter_orders
-        sh = dict(zip(orders, y.split([2 * l + 1 for l in orders], dim=-1)))
-        return weights, sh
+        return self._edge_terms(edge_vec)
 
     def full_weights(self, weights: Tensor) -> Tensor:
         r"""The radial weights in the full kernel's layout ``[E, plan.n_path]``.
@@ -335,7 +337,11 @@ class Kernel(ExactConstants):
     def apply(self, edge_vec: Tensor, x_source: Tensor) -> Tensor:
         r""":math:`K(r_e)\, x_e` for every edge ``[E, dim(Rs_out)]``, never building K."""
         self._check_edge_vec(edge_vec)
-        self._check_features(x_source, edge_vec.shape[0], "source features")
+        require_features(x_source, self.Rs_in, "source features", rows=edge_vec.shape[0])
+        return self._edge_messages(edge_vec, x_source)
+
+    def _edge_messages(self, edge_vec: Tensor, x_source: Tensor) -> Tensor:
+        """:meth:`apply` on checked inputs."""
         return self._engine_impl.messages(self, edge_vec, x_source)  # [E, dim_out]
 
     def convolve(
@@ -368,21 +374,32 @@ class Kernel(ExactConstants):
             Tensor ``[N_t, dim(Rs_out)]``.
         """
         self._check_edge_vec(edge_vec)
-        self._check_features(x, None, "node features")
-        num_edges = edge_vec.shape[0]
+        require_features(x, self.Rs_in, "node features")
+        self.check_like_parameters(x, "node features")
         if type(edge_index) is not Tensor:  # engines index raw memory
             raise TypeError(
                 f"edge_index must be a plain tensor, got {type(edge_index).__name__} "
                 "(convert an EdgeIndex with as_tensor())"
             )
-        if edge_index.shape != (2, num_edges):
+        if edge_index.shape != (2, edge_vec.shape[0]):
             raise ValueError(
-                f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {num_edges}]"
+                f"edge_index has shape {tuple(edge_index.shape)}, expected [2, {edge_vec.shape[0]}]"
             )
+        require_edges(edge_index, x.shape[0], num_nodes)
+        if geometry is not None:
+            pairing = geometry.pairing
+        if pairing is None:
+            pairing = pair_edges(edge_index, symmetric=False)
+        else:
+            _require_rows(pairing, x.shape[0], num_nodes)
         if geometry is None:
-            if pairing is None:
-                pairing = pair_edges(edge_index, symmetric=False)
             geometry = RowGeometry(edge_vec, pairing)
+        return self._convolve(x, edge_index, edge_vec, num_nodes, geometry)
+
+    def _convolve(
+        self, x: Tensor, edge_index: Tensor, edge_vec: Tensor, num_nodes: int, geometry: RowGeometry
+    ) -> Tensor:
+        """:meth:`convolve` on checked inputs (a plain ``edge_index``, indices in range)."""
         return self._engine_impl.convolve(self, x, edge_index, edge_vec, num_nodes, geometry)
 
     def extra_repr(self) -> str:
@@ -390,3 +407,23 @@ class Kernel(ExactConstants):
             f"Rs_in={self.Rs_in}, Rs_out={self.Rs_out}, n_path={self.n_path}, "
             f"normalization={self.normalization!r}, mode={self.mode!r}, engine={self.engine!r}"
         )
+
+
+def _is_radial_mlp(model: nn.Module) -> bool:
+    """Whether ``model`` is a :class:`~e3nn_pyg.radial.RadialMLP` computing what its class
+    does (whose unchecked cores a kernel may call)."""
+    return isinstance(model, RadialMLP) and type(model).forward is RadialMLP.forward
+
+
+def _require_rows(pairing: EdgePairing, num_src: int, num_dst: int) -> None:
+    """Raise ``IndexError`` unless the rows of ``pairing`` read sources and write targets in
+    range (a paired row also runs reversed), with one synchronisation."""
+    inside = [
+        ((src >= 0) & (src < num_src) & (dst >= 0) & (dst < num_dst)).all()
+        for _, _, src, dst in pairing.groups()
+    ]
+    if inside:
+        require(
+            torch.stack(inside).all(), IndexError, "the pairing has a node out of range",
+            lambda: f"the pairing has a node out of range [0, {num_src}) or [0, {num_dst})",
+        )  # fmt: skip

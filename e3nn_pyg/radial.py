@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .activations import Softplus
-from .checks import is_int, is_real, require
+from .checks import require, require_floating, require_int, require_positive
 from .constants import ExactConstants
 
 F64 = torch.float64
@@ -67,44 +67,16 @@ _QUADRATURE_NODES = 4097
 _SINC_SERIES_BELOW = 0.1
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_max_radius(max_radius: object) -> float:
-    if isinstance(max_radius, Tensor) and max_radius.numel() == 1:
-        max_radius = max_radius.item()
-    if not is_real(max_radius):
-        raise TypeError(
-            f"max_radius must be a real number, got {type(max_radius).__name__} {max_radius!r}"
-        )
-    max_radius = float(max_radius)
-    if not (math.isfinite(max_radius) and max_radius > 0):
-        raise ValueError(f"max_radius must be finite and > 0, got {max_radius}")
-    return max_radius
-
-
-def _check_floating(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got dtype {value.dtype}")
-    return value
-
-
 def _check_edge_length(edge_length: object) -> Tensor:
-    edge_length = _check_floating("edge_length", edge_length)
+    """The check of the public entries that take edge lengths: 1-D, floating, >= 0."""
+    edge_length = require_floating(edge_length, "edge_length")
     if edge_length.dim() != 1:
         raise ValueError(
             f"edge_length must be 1-D [num_edges], got shape {tuple(edge_length.shape)}"
         )
     require(
         (edge_length >= 0).all(), ValueError,
-        "edge_length must be >= 0 (lengths of edge vectors), got negative values",
+        "edge_length must be >= 0 (lengths of edge vectors), got negative or NaN values",
     )  # fmt: skip
     return edge_length
 
@@ -142,9 +114,14 @@ def polynomial_cutoff(edge_length: Tensor, max_radius: float, p: int = 6) -> Ten
     >>> polynomial_cutoff(torch.tensor([0.0, 1.0, 2.0, 3.0]), max_radius=2.0)
     tensor([1.0000, 0.8555, 0.0000, 0.0000])
     """
-    edge_length = _check_floating("edge_length", edge_length)
-    max_radius = _check_max_radius(max_radius)
-    p = _check_int("p", p, 1)
+    edge_length = require_floating(edge_length, "edge_length")
+    max_radius = require_positive(max_radius, "max_radius")
+    p = require_int(p, "p", minimum=1)
+    return _polynomial_cutoff(edge_length, max_radius, p)
+
+
+def _polynomial_cutoff(edge_length: Tensor, max_radius: float, p: int) -> Tensor:
+    """:func:`polynomial_cutoff` on checked arguments."""
     x = (edge_length / max_radius).clamp(0.0, 1.0)  # same shape as edge_length
     a = (p + 1) * (p + 2) / 2
     b = p * (p + 2)
@@ -172,11 +149,15 @@ class PolynomialCutoff(nn.Module):
 
     def __init__(self, max_radius: float, p: int = 6) -> None:
         super().__init__()
-        self.max_radius = _check_max_radius(max_radius)
-        self.p = _check_int("p", p, 1)
+        self.max_radius = require_positive(max_radius, "max_radius")
+        self.p = require_int(p, "p", minimum=1)
 
     def forward(self, edge_length: Tensor) -> Tensor:
-        return polynomial_cutoff(edge_length, self.max_radius, self.p)
+        return self.evaluate(require_floating(edge_length, "edge_length"))
+
+    def evaluate(self, edge_length: Tensor) -> Tensor:
+        """The envelope at floating ``edge_length``, not validated (same shape)."""
+        return _polynomial_cutoff(edge_length, self.max_radius, self.p)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(max_radius={self.max_radius}, p={self.p})"
@@ -198,12 +179,21 @@ class RadialBasis(ExactConstants):
 
     def __init__(self, max_radius: float, number_of_basis: int) -> None:
         super().__init__()
-        self.max_radius = _check_max_radius(max_radius)
-        self.number_of_basis = _check_int("number_of_basis", number_of_basis, 1)
+        self.max_radius = require_positive(max_radius, "max_radius")
+        self.number_of_basis = require_int(number_of_basis, "number_of_basis", minimum=1)
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
         """The basis at ``edge_length [E]``, not validated: ``[E, number_of_basis]``."""
         raise NotImplementedError
+
+    def _register_centers(self) -> None:
+        """The constant ``centers``, ``linspace(0, max_radius, number_of_basis)``, of the
+        bases centred evenly on :math:`[0, r_c]`."""
+        self.register_constant(
+            "centers",
+            torch.linspace(0.0, self.max_radius, self.number_of_basis, dtype=F64),
+            persistent=True,  # (in the state_dicts saved so far)
+        )  # [number_of_basis]
 
     def forward(self, edge_length: Tensor) -> Tensor:
         """The basis at ``edge_length [E]`` (checked: 1-D, floating, >= 0):
@@ -272,11 +262,7 @@ class CosineBasis(RadialBasis):
                 f"the centres linspace(0, max_radius, number_of_basis), got {number_of_basis}"
             )
         self.step = self.max_radius / (self.number_of_basis - 1)
-        self.register_constant(
-            "centers",
-            torch.linspace(0.0, self.max_radius, self.number_of_basis, dtype=F64),
-            persistent=True,  # (in the state_dicts saved so far)
-        )  # [number_of_basis]
+        self._register_centers()
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
         u = (edge_length.unsqueeze(-1) - self.centers) / self.step  # [E, number_of_basis]
@@ -301,11 +287,7 @@ class GaussianBasis(RadialBasis):
     def __init__(self, max_radius: float, number_of_basis: int) -> None:
         super().__init__(max_radius, number_of_basis)
         self.sigma = self.max_radius / max(self.number_of_basis - 1, 1)
-        self.register_constant(
-            "centers",
-            torch.linspace(0.0, self.max_radius, self.number_of_basis, dtype=F64),
-            persistent=True,  # (in the state_dicts saved so far)
-        )  # [number_of_basis]
+        self._register_centers()
 
     def evaluate(self, edge_length: Tensor) -> Tensor:
         u = (edge_length.unsqueeze(-1) - self.centers) / self.sigma  # [E, number_of_basis]
@@ -411,11 +393,11 @@ class RadialMLP(nn.Module):
         act: Activation | None = None,
     ) -> None:
         super().__init__()
-        self.out_dim = _check_int("out_dim", out_dim, 1)
+        self.out_dim = require_int(out_dim, "out_dim", minimum=1)
         if not isinstance(basis, RadialBasis):
             raise TypeError(f"basis must be a RadialBasis, got {type(basis).__name__}")
-        self.h = _check_int("h", h, 1)
-        self.L = _check_int("L", L, 0)
+        self.h = require_int(h, "h", minimum=1)
+        self.L = require_int(L, "L", minimum=0)
         if act is None:
             act = _default_act()
         if not callable(act):
@@ -464,11 +446,18 @@ class RadialMLP(nn.Module):
             >>> torch.allclose(model.hidden_features(r) @ model.output_weight.T, model(r))
             True
         """
-        x = self.basis(edge_length)  # [E, number_of_basis]
+        return self._hidden_features(_check_edge_length(edge_length), envelope)
+
+    def _hidden_features(self, edge_length: Tensor, envelope: bool = True) -> Tensor:
+        """:meth:`hidden_features` on checked edge lengths (what a kernel calls: its edge
+        lengths are norms of checked vectors)."""
+        x = self.basis.evaluate(edge_length)  # [E, number_of_basis]
         # (no slicing of the ParameterList: it would re-wrap functional_call's tensors)
         for weight, scale in itertools.islice(zip(self.weights, self.scales), self.L):
             x = self.act(F.linear(x, weight * scale))  # [E, h]
-        return x * self.cutoff(edge_length).unsqueeze(-1) if envelope else x  # [E, h]
+        if not envelope:
+            return x  # [E, h]
+        return x * self.cutoff.evaluate(edge_length).unsqueeze(-1)  # [E, h]
 
     @property
     def output_weight(self) -> Tensor:
@@ -479,7 +468,11 @@ class RadialMLP(nn.Module):
         return self.weights[-1] * self.scales[-1]  # [out_dim, h]
 
     def forward(self, edge_length: Tensor) -> Tensor:
-        return F.linear(self.hidden_features(edge_length), self.output_weight)  # [E, out_dim]
+        return self.evaluate(_check_edge_length(edge_length))  # [E, out_dim]
+
+    def evaluate(self, edge_length: Tensor) -> Tensor:
+        """The radial weights at checked ``edge_length [E]``: ``[E, out_dim]``."""
+        return F.linear(self._hidden_features(edge_length), self.output_weight)  # [E, out_dim]
 
     def __repr__(self) -> str:
         if type(self) is RadialMLP:
@@ -512,7 +505,16 @@ class _BasisRadialModel(RadialMLP):
         super().__init__(out_dim, self.basis_class(max_radius, number_of_basis), h, L, act)
 
 
-_MODEL_ARGUMENTS = r"""
+_MODEL_TEXT = r"""
+
+    .. math::
+        R_c(r) = u(r / r_c) \sum_h W_{{ch}}\, \sigma\Big(\frac{{1}}{{\beta}} \sum_b W_{{hb}}
+        B_b(r)\Big), \qquad B_b(r) = {basis}
+
+    (shown for ``L = 1``; see :class:`RadialMLP` for the normalization :math:`\beta` and the
+    envelope :math:`u`). :math:`R_c` and :math:`R_c'` vanish at ``max_radius`` and
+    :math:`R_c = 0` beyond, so that the convolution is continuous across the cutoff.{remark}
+
     Args:
         out_dim (int): the number of outputs (the number of kernel paths).
         max_radius (float): the cutoff radius :math:`r_c` ({max_radius}).
@@ -528,69 +530,51 @@ _MODEL_ARGUMENTS = r"""
 """
 
 
-def _document(model: type[_BasisRadialModel], max_radius: str, number_of_basis: str) -> None:
-    """Append the arguments every basis model shares to ``model``'s docstring."""
-    model.__doc__ = (
-        (model.__doc__ or "").rstrip()
-        + "\n"
-        + _MODEL_ARGUMENTS.format(
-            max_radius=max_radius,
-            number_of_basis=number_of_basis,
-            default=model.default_number_of_basis,
-        )
+def _document(model: type[_BasisRadialModel], basis: str, remark: str = "", **arguments) -> None:
+    """Complete ``model``'s docstring (its first line) with the formula of the model on the
+    function ``basis`` :math:`B_b(r)`, a ``remark`` of its own, and the arguments every
+    basis model shares (``arguments``: the notes on ``max_radius`` and ``number_of_basis``)."""
+    model.__doc__ = (model.__doc__ or "").rstrip() + _MODEL_TEXT.format(
+        basis=basis,
+        remark=f" {remark}" if remark else "",
+        default=model.default_number_of_basis,
+        **arguments,
     )
 
 
 class CosineBasisModel(_BasisRadialModel):
-    r"""The tutorial's radial model: :class:`CosineBasis` bumps, a perceptron, an envelope.
-
-    .. math::
-        R_c(r) = u(r / r_c) \sum_h W_{ch}\, \sigma\Big(\frac{1}{\beta} \sum_b W_{hb} B_b(r)\Big),
-        \qquad
-        B_b(r) = \cos^2\Big(\frac{\pi}{2} \frac{r - c_b}{s}\Big) \text{ on } |r - c_b| < s
-
-    (shown for ``L = 1``; see :class:`RadialMLP` for the normalization :math:`\beta` and the
-    envelope :math:`u`). Unlike the tutorial's model, whose last bump extends to
-    ``max_radius + step``, :math:`R_c` and :math:`R_c'` vanish at ``max_radius`` and
-    :math:`R_c = 0` beyond, so that the convolution is continuous across the cutoff.
-    """
+    """The tutorial's radial model: :class:`CosineBasis` bumps, a perceptron, an envelope."""
 
     basis_class = CosineBasis
     default_number_of_basis = 10
 
 
-_document(CosineBasisModel, "also the last centre", "the number of bumps, :math:`\\ge 2`")
+_document(
+    CosineBasisModel,
+    r"\cos^2\Big(\frac{\pi}{2} \frac{r - c_b}{s}\Big) \text{ on } |r - c_b| < s",
+    "(The tutorial's model lets its last bump reach ``max_radius + step``.)",
+    max_radius="also the last centre",
+    number_of_basis="the number of bumps, :math:`\\ge 2`",
+)
 
 
 class GaussianRadialModel(_BasisRadialModel):
-    r"""Radial model on :class:`GaussianBasis`, a perceptron and an envelope.
-
-    .. math::
-        R_c(r) = u(r / r_c) \sum_h W_{ch}\, \sigma\Big(\frac{1}{\beta} \sum_b W_{hb}
-        e^{-(r - c_b)^2 / 2\sigma_b^2}\Big)
-
-    (shown for ``L = 1``; see :class:`RadialMLP`). :math:`R_c` and :math:`R_c'` vanish at
-    ``max_radius`` and :math:`R_c = 0` beyond.
-    """
+    """Radial model on :class:`GaussianBasis`, a perceptron and an envelope."""
 
     basis_class = GaussianBasis
     default_number_of_basis = 10
 
 
-_document(GaussianRadialModel, "also the last centre", "the number of Gaussians")
+_document(
+    GaussianRadialModel,
+    r"e^{-(r - c_b)^2 / 2\sigma_b^2}",
+    max_radius="also the last centre",
+    number_of_basis="the number of Gaussians",
+)
 
 
 class BesselRadialModel(_BasisRadialModel):
-    r"""Radial model on :class:`BesselBasis`, a perceptron and an envelope.
-
-    .. math::
-        R_c(r) = u(r / r_c) \sum_h W_{ch}\, \sigma\Big(\frac{1}{\beta} \sum_n W_{hn}
-        \sqrt{\frac{2}{r_c}} \frac{\sin(n \pi r / r_c)}{r}\Big)
-
-    (shown for ``L = 1``; see :class:`RadialMLP`). :math:`R_c` is finite and smooth at
-    :math:`r = 0`; :math:`R_c` and :math:`R_c'` vanish at ``max_radius`` and
-    :math:`R_c = 0` beyond.
-    """
+    """Radial model on :class:`BesselBasis`, a perceptron and an envelope."""
 
     basis_class = BesselBasis
     default_number_of_basis = 8
@@ -598,6 +582,8 @@ class BesselRadialModel(_BasisRadialModel):
 
 _document(
     BesselRadialModel,
-    "the frequencies are multiples of :math:`\\pi / r_c`",
-    "the number of frequencies",
+    r"\sqrt{\frac{2}{r_c}} \frac{\sin(b \pi r / r_c)}{r}",
+    r":math:`R_c` is finite and smooth at :math:`r = 0`.",
+    max_radius="the frequencies are multiples of :math:`\\pi / r_c`",
+    number_of_basis="the number of frequencies",
 )

@@ -18,10 +18,15 @@ from ase.io import read, write  # noqa: E402
 from ase.md.velocitydistribution import Stationary, ZeroRotation  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
 
-from e3nn_pyg.ase import Calculator, _VerletList  # noqa: E402
+from e3nn_pyg.ase import Calculator  # noqa: E402
 from e3nn_pyg.datasets.ase_data import ethanol_paths  # noqa: E402
-from e3nn_pyg.graph import _periodic_edges, _radius_edges, validate_cell  # noqa: E402
-from e3nn_pyg.models import EnergyForces, EquivariantNet, RadiusInteractionGraph  # noqa: E402
+from e3nn_pyg.graph import periodic_radius_graph  # noqa: E402
+from e3nn_pyg.models import (  # noqa: E402
+    EnergyForces,
+    EquivariantNet,
+    SchNetInteractionGraph,
+    VerletInteractionGraph,
+)
 from e3nn_pyg.training import (  # noqa: E402
     ConfigError,
     TrainConfig,
@@ -88,7 +93,7 @@ def test_energy_and_forces_are_the_models(derivative, device):
 def test_energy_models_of_other_kinds():
     torch.manual_seed(0)
     schnet = SchNet(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=8,
-                    cutoff=4.0, interaction_graph=RadiusInteractionGraph(4.0)).to(F64)  # fmt: skip
+                    cutoff=4.0, interaction_graph=SchNetInteractionGraph(4.0)).to(F64)  # fmt: skip
     atoms = ethanol()
     z, pos = as_tensors(atoms)
     expected_energy, expected_forces = EnergyForces(schnet).eval()(z, pos)
@@ -176,51 +181,6 @@ def test_the_model_runs_once_per_state():
     assert len(calls) == 4
 
 
-def random_walk(start: np.ndarray, steps: int, size: float, seed: int):
-    rng = np.random.default_rng(seed)
-    positions = start.copy()
-    for _ in range(steps):
-        positions = positions + rng.normal(0, size, positions.shape)
-        yield positions
-
-
-def cluster() -> Atoms:
-    """40 atoms, more than the pure-torch search takes: the graph comes from torch_cluster."""
-    rng = np.random.default_rng(2)
-    return Atoms("C40", positions=rng.uniform(0, 6.0, (40, 3)))
-
-
-@pytest.mark.parametrize("dtype", [F64, torch.float32])
-@pytest.mark.parametrize("structure", [ethanol, cluster, crystal])
-def test_the_verlet_list_gives_the_graph_of_a_new_search(structure, dtype):
-    atoms = structure()
-    periodic = bool(atoms.pbc.any())
-    cutoff, skin = 2.5, 0.4
-    verlet = _VerletList(cutoff, skin)
-    cell, pbc = None, None
-    crossings, previous = 0, None
-    for positions in random_walk(atoms.positions, 100, 0.04, seed=len(atoms)):
-        pos = torch.tensor(positions, dtype=dtype)
-        if periodic:  # atoms leave the cell: the shifts follow them
-            cell, pbc = validate_cell(torch.tensor(atoms.cell.array, dtype=dtype), True, pos)
-            expected = _periodic_edges(pos, cutoff, cell, pbc, None)
-        else:
-            expected = (_radius_edges(pos, cutoff, None), None)
-        edges, shifts = verlet(pos, None, cell, pbc)
-        assert torch.equal(edges, expected[0])
-        assert shifts is None if not periodic else torch.equal(shifts, expected[1])
-        crossings += previous is not None and previous != edges.shape[1]
-        previous = edges.shape[1]
-    assert crossings > 10  # pairs crossed the cutoff between searches
-    assert 5 < verlet.builds < 50  # searches were reused, and redone as atoms moved
-    builds = verlet.builds
-    verlet(pos + 0.2, None, cell, pbc)  # every atom moved by half the skin: a new search
-    assert verlet.builds == builds + 1
-    if periodic:
-        verlet(pos + 0.2, None, cell * 1.01, pbc)  # a strained cell: a new search
-        assert verlet.builds == builds + 2
-
-
 @pytest.mark.parametrize("periodic", [False, True])
 def test_dynamics_with_the_verlet_list_are_the_dynamics_without(periodic):
     model = small_net(hidden_Rs="4x0e + 2x1o")
@@ -246,6 +206,75 @@ def test_dynamics_with_the_verlet_list_are_the_dynamics_without(periodic):
         assert s1 is None or np.array_equal(s1, s2)
 
 
+def test_a_graph_of_the_user_is_used_and_a_verlet_graph_kept():
+    def periodic_only(pos, batch, cell, pbc):  # a user's graph (the public search)
+        return periodic_radius_graph(pos, 4.0, cell, pbc, batch)
+
+    atoms = crystal()
+    atoms.calc = Calculator(small_net())
+    expected = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    for graph in (periodic_only, VerletInteractionGraph(4.0, skin=0.2)):
+        atoms.calc = Calculator(small_net(interaction_graph=graph))
+        assert atoms.get_potential_energy() == pytest.approx(expected[0], abs=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), expected[1], atol=1e-12)
+        np.testing.assert_allclose(atoms.get_stress(), expected[2], atol=1e-12)
+    assert atoms.calc.neighbor_list_builds == 1  # the user's Verlet graph, on the copy
+    assert graph.builds == 0  # the model passed in is unchanged
+
+
+# -- elements unseen in training -----------------------------------------------------------------
+TRAINED = [1, 6, 8]
+TRAINED_NAMES = r"H \(Z=1\), C \(Z=6\), O \(Z=8\)"
+
+
+def schnet_potential(species):
+    torch.manual_seed(0)
+    schnet = SchNet(hidden_channels=8, num_filters=8, num_interactions=1, num_gaussians=4,
+                    cutoff=4.0, interaction_graph=SchNetInteractionGraph(4.0)).to(F64)  # fmt: skip
+    return EnergyForces(schnet, species=species)
+
+
+def chlorinated_ethanol() -> Atoms:
+    atoms = ethanol()
+    atoms.numbers[-1] = 17  # a hydrogen becomes chlorine
+    return atoms
+
+
+#: (model, atoms, the elements named)
+UNSEEN = {
+    "force model, molecule": (lambda: small_net(species=TRAINED), chlorinated_ethanol,
+                              r"Cl \(Z=17\)"),
+    "energy model, molecule": (lambda: small_net(False, species=TRAINED), chlorinated_ethanol,
+                               r"Cl \(Z=17\)"),
+    "force model, crystal": (lambda: small_net(species=TRAINED), crystal,
+                             r"Cu \(Z=29\), Au \(Z=79\)"),
+    "SchNet, molecule": (lambda: schnet_potential(TRAINED), chlorinated_ethanol,
+                         r"Cl \(Z=17\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", UNSEEN)
+def test_elements_unseen_in_training_are_refused(case):
+    build, structure, named = UNSEEN[case]
+    atoms = structure()
+    atoms.calc = Calculator(build())
+    with pytest.raises(
+        ValueError, match=f"not trained on: {named}; it was trained on {TRAINED_NAMES}"
+    ):
+        atoms.get_potential_energy()
+    atoms.calc = Calculator(build(), allow_unseen_elements=True)
+    assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_forces()).all()
+    assert atoms.calc.parameters["allow_unseen_elements"] is True
+
+
+def test_trained_elements_pass_and_the_opt_in_must_be_a_bool():
+    atoms = ethanol()
+    atoms.calc = Calculator(small_net(species=TRAINED))
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(TypeError, match="allow_unseen_elements must be a bool"):
+        Calculator(small_net(), allow_unseen_elements="yes")
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def test_stress_of_a_molecule_is_not_implemented():
     atoms = ethanol()
@@ -258,7 +287,7 @@ def test_periodic_systems_need_an_equivariant_net():
     torch.manual_seed(0)
     atoms = crystal()
     schnet = SchNet(hidden_channels=8, num_filters=8, num_gaussians=4,
-                    interaction_graph=RadiusInteractionGraph(4.0))  # fmt: skip
+                    interaction_graph=SchNetInteractionGraph(4.0))  # fmt: skip
     atoms.calc = Calculator(schnet)
     with pytest.raises(ValueError, match="need an EquivariantNet; SchNet takes no cell"):
         atoms.get_potential_energy()
@@ -343,9 +372,20 @@ def test_a_checkpoint_path(potential):
     np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), atol=1e-10)
 
 
+def test_a_checkpoint_knows_the_elements_it_was_trained_on(potential):
+    atoms = chlorinated_ethanol()
+    atoms.calc = Calculator(potential)
+    with pytest.raises(
+        ValueError, match=rf"not trained on: Cl \(Z=17\); it was trained on {TRAINED_NAMES}"
+    ):
+        atoms.get_potential_energy()
+    atoms.calc = Calculator(potential, allow_unseen_elements=True)
+    assert np.isfinite(atoms.get_potential_energy())
+
+
 def test_a_checkpoint_of_a_qm9_property_is_refused(potential, tmp_path):
     payload = load_checkpoint(potential)
-    payload.pop("format"), payload.pop("version")
+    payload.pop("format"), payload.pop("format_version")
     payload["target"] = {"name": "homo", "index": 2, "unit": "eV", "report_unit": "meV",
                          "report_scale": 1000.0}  # what a QM9 run records  # fmt: skip
     save_checkpoint(tmp_path / "homo.pt", payload)

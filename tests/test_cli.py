@@ -3,14 +3,16 @@ one-line error (status 2, no traceback) for every user mistake."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from e3nn_pyg.cli import build_parser, main
-from e3nn_pyg.training import load_checkpoint, model_from_checkpoint
+from e3nn_pyg.cli import _config_flags, build_parser, main
+from e3nn_pyg.training import TrainConfig, load_checkpoint, model_from_checkpoint
+from e3nn_pyg.training.run import check_models
 
 TINY = [
     "--dataset", "fixture", "--num-molecules", "40", "--model.hidden-Rs", "4x0e+2x1o",
@@ -93,7 +95,7 @@ def test_export_equals_the_checkpoint_model(trained, tmp_path, capsys):
         capsys,
     )
     assert status == 0 and "torch.export.load" in stdout
-    module = torch.export.load(out).module()  # PyTorch alone
+    module = torch.export.load(out).module()  # (a fresh process: test_compilation.py)
     model = model_from_checkpoint(load_checkpoint(trained / "equivariant_net" / "best.pt"), "")
     z = torch.tensor([6, 1, 1, 1, 1, 8, 1, 1])
     pos = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
@@ -168,8 +170,9 @@ def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
         (["train", "--learning-rate", "1"], ["unrecognized arguments"]),
         (["fit"], ["invalid choice: 'fit'"]),
         (["evaluate"], ["--checkpoint"]),
-        (["train", "--seed", "99999999999999999999"], ["seed must be below 2**32"]),
-        (["train", "--model.cutoff", "1e300"], ["cutoff must be at most 1000"]),
+        (["train", "--seed", "99999999999999999999"], ["seed must be in [0, 4294967295]"]),
+        (["train", "--model.cutoff", "1e300"], ["model.cutoff must be in (0, 1000]"]),
+        (["train", "--ema-decay", "nothing"], ["--ema-decay", "invalid float value"]),
     ],
 )
 def test_bad_arguments(argv, pieces, capsys):
@@ -207,6 +210,93 @@ def test_unreadable_checkpoints(tmp_path, capsys):
         assert_one_line_error(status, err, "cannot read checkpoint", "best.pt or last.pt")
     status, _, err = run_main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")], capsys)
     assert_one_line_error(status, err, "does not exist")
+
+
+# -- every value the help offers is accepted, every value outside the limits refused -----------
+def _train_actions() -> dict:
+    parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    return {action.dest: action for action in parser._actions}
+
+
+#: what a setting needs of the others to be valid (its rules between settings)
+_CONTEXT = {"test_data": ["--data", "a.xyz"], "isolated_atoms": ["--data", "a.xyz"]}
+
+
+def _offered(help_text: str, setting) -> list[list[str]]:
+    """The values a flag's help offers, as command-line words: its choices, its closed
+    bounds, a value inside its bounds, null where it says null, and its default."""
+    help_text = help_text.replace("%%", "%")
+    number = int if setting.kind == "int" else float
+    words: list[list[str]] = []
+    choices = re.search(r"one of \{([\w, ]+)\}", help_text)
+    if choices:
+        words += [[choice] for choice in choices.group(1).split(", ")]
+    if "null" in help_text:
+        words.append(["null"])
+    bounds = re.search(r"in ([\[(])(-?[\d.]+), (-?[\d.]+)([\])])", help_text)
+    if bounds and setting.kind != "split":  # (a split's fractions also sum to at most 1)
+        low, high = number(bounds.group(2)), number(bounds.group(3))
+        words.append([str(number((low + high) / 2))])
+        words += [[bound] for bound, closed in ((bounds.group(2), bounds.group(1) == "["),
+                                                (bounds.group(3), bounds.group(4) == "]"))
+                  if closed]  # fmt: skip
+    one_side = re.search(r"(>=|>|<=|<) (-?[\d.]+)", help_text)
+    if one_side and not bounds:
+        side, value = one_side.groups()
+        words.append([str(number(value) + {">=": 0, ">": 1, "<=": 0, "<": -1}[side])])
+        if side in (">=", "<="):
+            words.append([value])
+    if isinstance(setting.default, list):
+        words.append([str(v) for v in setting.default])
+    elif setting.default is not None and not isinstance(setting.default, bool):
+        words.append([str(setting.default)])
+    return [list(unique) for unique in dict.fromkeys(map(tuple, words))]
+
+
+def _offers():
+    for key, setting in TrainConfig.settings().items():
+        action = _train_actions()[key]
+        for words in _offered(action.help, setting):
+            yield pytest.param(key, action, words, id=f"{key}={' '.join(words)}")
+
+
+@pytest.mark.parametrize("key, action, words", list(_offers()))
+def test_every_value_the_help_offers_is_accepted(key, action, words):
+    flag = action.option_strings[0]
+    args = build_parser().parse_args(["train", *_CONTEXT.get(key, []), flag, *words])
+    config = TrainConfig().updated(_config_flags(args))
+    section, _, name = key.rpartition(".")
+    value = getattr(config, section)[name] if section else getattr(config, key)
+    if words == ["null"]:
+        assert value is None
+    elif section and key not in ("model.readout", "baseline.name"):
+        check_models(config)  # the model takes what its section offers
+
+
+def _outside(setting) -> list[str]:
+    """Values just outside a setting's limits."""
+    limits = setting.limits
+    if limits.choices is not None:
+        return ["nonsense"]
+    step = 1 if setting.kind == "int" else 0.5
+    values = [limits.min - step if limits.min is not None else None,
+              limits.max + step if limits.max is not None else None,
+              limits.above, limits.below]  # fmt: skip
+    return [str(v) for v in values if v is not None]
+
+
+def _refusals():
+    for key, setting in TrainConfig.settings().items():
+        for value in _outside(setting):
+            yield pytest.param(key, setting, value, id=f"{key}={value}")
+
+
+@pytest.mark.parametrize("key, setting, value", list(_refusals()))
+def test_every_value_outside_the_limits_is_refused_with_one_line(key, setting, value, capsys):
+    flag = _train_actions()[key].option_strings[0]
+    words = [value] * 3 if setting.kind == "split" else [value]
+    status, _, err = run_main(["train", *_CONTEXT.get(key, []), flag, *words], capsys)
+    assert_one_line_error(status, err, key if setting.limits.choices else setting.limits.describe())
 
 
 def test_every_config_key_is_a_flag_with_its_help():
@@ -280,3 +370,72 @@ def test_an_unforeseen_error_is_still_one_line(trained, tmp_path, capsys, monkey
     monkeypatch.setenv("E3NN_PYG_DEBUG", "1")
     with pytest.raises(RuntimeError, match="nobody foresaw"):
         main(argv)
+
+
+# -- export of a periodic potential, loaded in a fresh process ------------------------------
+# What a fresh process that imports torch and e3nn_pyg alone gets of an exported program
+# (argv: the .pt2 file, its inputs, where to write the energies and forces by autograd).
+FRESH_PROCESS = """
+import sys
+import torch, e3nn_pyg
+program, inputs, out = sys.argv[1:]
+inputs = torch.load(inputs)
+pos = inputs[1].requires_grad_()
+energy = torch.export.load(program).module()(*inputs)
+forces = -torch.autograd.grad(energy.sum(), pos)[0]
+torch.save((energy.detach(), forces), out)
+"""
+
+
+@pytest.fixture(scope="module")
+def copper(tmp_path_factory):
+    """8 rattled copper crystals (4 atoms) with EMT energies and forces, in an xyz file."""
+    ase_io = pytest.importorskip("ase.io")
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    structures = []
+    for i in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6 + 0.02 * i, cubic=True)
+        atoms.rattle(0.05, seed=i)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        structures.append(atoms)
+    path = tmp_path_factory.mktemp("copper") / "cu.xyz"
+    ase_io.write(path, structures)
+    return structures, path
+
+
+# (trains and exports: seconds; tests/test_compilation.py loads a periodic program fast)
+@pytest.mark.slow
+def test_export_of_a_periodic_potential_takes_the_cell(copper, tmp_path, capsys):
+    structures, data = copper
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--split", "0.5", "0.25", "0.25", *TINY[4:],
+            "--model.cutoff", "3", "--dtype", "float64", "--epochs", "1", "--batch-size", "4",
+            "--data-root", str(tmp_path / "cache"), "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    checkpoint, program = run / "equivariant_net" / "best.pt", tmp_path / "cu.pt2"
+    status, stdout, _ = run_main(
+        ["export", "--checkpoint", str(checkpoint), "--out", str(program)], capsys
+    )
+    assert status == 0 and "called (z, pos, batch, cell, pbc)" in stdout
+    atoms = structures[-1].copy()
+    atoms.rattle(0.05, seed=99)  # a crystal the run has not seen
+    inputs = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+              torch.zeros(4, dtype=torch.long), torch.as_tensor(atoms.cell.array)[None],
+              torch.ones(1, 3, dtype=torch.bool))  # fmt: skip
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = [sys.executable, "-c", FRESH_PROCESS, str(program), str(tmp_path / "inputs.pt"),
+              str(tmp_path / "out.pt")]  # fmt: skip
+    result = subprocess.run(script, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    energy, forces = torch.load(tmp_path / "out.pt")
+    expected_energy, expected_forces = model_from_checkpoint(load_checkpoint(checkpoint), "")(
+        *inputs
+    )
+    assert energy.dtype == torch.float64
+    torch.testing.assert_close(energy, expected_energy, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(forces, expected_forces, atol=1e-12, rtol=1e-12)

@@ -4,6 +4,8 @@ The graph-break checks trace with Dynamo only (seconds); the checks that run Ind
 code against eager values take about a minute each on 2 cores and are marked slow.
 """
 
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -138,19 +140,82 @@ def test_exported_model_equals_the_model_for_any_size(tmp_path, dtype, tolerance
         loaded(batch.z, bad, batch.batch)
 
 
-@pytest.mark.usefixtures("float64")
-def test_exported_force_model_gives_the_energy_and_forces_by_autograd(tmp_path):
-    model = make_model(derivative=True)
-    path = tmp_path / "model.pt2"
-    torch.export.save(export_model(model), path)
-    loaded = torch.export.load(path).module()
-    batch = molecules((6, 4), seed=2)
-    energy, forces = model(batch.z, batch.pos, batch.batch)
-    pos = batch.pos.clone().requires_grad_()
-    exported_energy = loaded(batch.z, pos, batch.batch)
-    (gradient,) = torch.autograd.grad(exported_energy.sum(), pos)
+# What a fresh process that imports torch and e3nn_pyg alone gets of each exported program
+# (argv: the .pt2 files, each with its inputs in <file>.in): energies, and forces by autograd.
+FRESH_PROCESS = """
+import sys
+import torch, e3nn_pyg
+for path in sys.argv[1:]:
+    inputs = torch.load(path + ".in")
+    pos = inputs[1].requires_grad_()
+    energy = torch.export.load(path).module()(*inputs)
+    forces = -torch.autograd.grad(energy.sum(), pos)[0]
+    torch.save((energy.detach(), forces), path + ".out")
+assert "e3nn_pyg.models" not in sys.modules  # the program needs no model code
+"""
+
+
+def copper_crystals(count: int) -> tuple[torch.Tensor, ...]:
+    """``(z, pos, batch, cell, pbc)`` of rattled, strained fcc copper cells (4 atoms each,
+    float64), the structures of an EMT data set."""
+    from ase.build import bulk
+
+    structures = []
+    for i in range(count):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.set_cell(atoms.cell.array * (1 + 0.02 * i), scale_atoms=True)
+        atoms.rattle(0.05, seed=i)
+        structures.append(atoms)
+    z = torch.cat([torch.as_tensor(atoms.numbers) for atoms in structures])  # [N]
+    pos = torch.cat([torch.as_tensor(atoms.positions) for atoms in structures])  # [N, 3]
+    batch = torch.arange(count).repeat_interleave(4)  # [N]
+    cell = torch.stack([torch.as_tensor(atoms.cell.array) for atoms in structures])  # [G, 3, 3]
+    pbc = torch.ones(count, 3, dtype=torch.bool)  # [G, 3]
+    pbc[-1, 2] = False  # a slab too
+    return z, pos, batch, cell, pbc
+
+
+@pytest.fixture(scope="module")
+def fresh_process_results(tmp_path_factory):
+    """Force models exported here (molecules in float32 and float64, crystals in float64),
+    loaded and called in one fresh process: ``{case: (expected, got)}`` of
+    ``(energy, forces)``."""
+    folder = tmp_path_factory.mktemp("exported")
+    batch = molecules((6, 4, 9), seed=2)
+    cases = {}
+    for case, dtype in [("float32", torch.float32), ("float64", torch.float64), ("crystal", None)]:
+        model = make_model(derivative=True, cutoff=3.0).to(dtype or torch.float64)
+        if dtype is None:
+            inputs = copper_crystals(3)
+        else:
+            inputs = (batch.z, batch.pos.to(dtype), batch.batch)
+        path = folder / f"{case}.pt2"
+        torch.export.save(export_model(model, periodic=dtype is None), path)
+        torch.save(inputs, f"{path}.in")
+        cases[case] = (path, model(*inputs))
+    script = [sys.executable, "-c", FRESH_PROCESS, *(str(path) for path, _ in cases.values())]
+    result = subprocess.run(script, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return {case: (expected, torch.load(f"{path}.out")) for case, (path, expected) in cases.items()}
+
+
+@pytest.mark.parametrize("case, tolerance", [("float32", 1e-6), ("float64", 1e-12)])
+def test_exported_molecule_model_loads_in_a_fresh_process(fresh_process_results, case, tolerance):
+    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[case]
+    assert exported_energy.dtype == energy.dtype == getattr(torch, case)
+    torch.testing.assert_close(exported_energy, energy, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(exported_forces, forces, atol=tolerance, rtol=tolerance)
+
+
+def test_exported_periodic_model_takes_the_cell_in_a_fresh_process(fresh_process_results):
+    (energy, forces), (exported_energy, exported_forces) = fresh_process_results["crystal"]
     torch.testing.assert_close(exported_energy, energy, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(-gradient, forces, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(exported_forces, forces, atol=1e-12, rtol=1e-12)
+
+
+def test_export_model_refuses_a_periodic_flag_that_is_not_a_bool():
+    with pytest.raises(TypeError, match="periodic must be a bool"):
+        export_model(make_model(), periodic="yes")
 
 
 def parameter_grads(model) -> dict[str, torch.Tensor]:

@@ -14,8 +14,14 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 import e3nn_pyg.conv
-from e3nn_pyg.conv import Convolution, shared_graph
-from e3nn_pyg.graph import cartesian_shifts, periodic_radius_graph, radius_graph
+from e3nn_pyg.conv import Convolution
+from e3nn_pyg.graph import (
+    Graph,
+    cartesian_shifts,
+    periodic_radius_graph,
+    prepare_graph,
+    radius_graph,
+)
 from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.non_linearities import rescaled_act
 from e3nn_pyg.o3 import Rs
@@ -245,29 +251,36 @@ def test_size_selects_the_first_nodes_as_targets(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_graph_cache_never_serves_stale_geometry(engine):
-    """Layers share the pairing and harmonics kept in a graph_cache: only while valid."""
+def test_a_prepared_graph_never_serves_stale_geometry(engine):
+    """Layers share the geometry of a prepared graph: built in one autograd mode, it is
+    rebuilt in another; other or modified positions are refused."""
     conv = make_conv(engine=engine)
     pos, x = molecule(8), features(8)
     edge_index = brute_force_edges(pos, MAX_RADIUS)
-    cache = {}
 
-    def forces(pos, graph_cache):
-        pos = pos.detach().requires_grad_(True)
-        out = conv(x, pos, edge_index, graph_cache=graph_cache)
-        return torch.autograd.grad(out.pow(2).sum(), pos)[0]
+    def forces(prepared):
+        out = conv(x, prepared.pos[0], prepared)
+        return torch.autograd.grad(out.pow(2).sum(), prepared.pos[0])[0]
 
+    graph = prepare_graph(pos, edge_index)
     with torch.no_grad():
-        conv(x, pos, edge_index, graph_cache=cache)  # geometry without an autograd graph
-    assert torch.allclose(conv(x, pos, edge_index, graph_cache=cache), conv(x, pos, edge_index))
-    assert torch.allclose(forces(pos, cache), forces(pos, None), atol=1e-12)
-    assert torch.allclose(forces(pos, cache), forces(pos, None), atol=1e-12)  # a fresh pos
+        conv(x, pos, graph)  # geometry without an autograd graph
+    assert torch.allclose(conv(x, pos, graph), conv(x, pos, edge_index))
+    leaf = pos.clone().requires_grad_(True)
+    graph = prepare_graph(leaf, edge_index)
+    with torch.no_grad():
+        conv(x, leaf, graph)  # geometry without an autograd graph to pos
+    expected = torch.autograd.grad(conv(x, leaf, edge_index).pow(2).sum(), leaf)[0]
+    assert torch.allclose(forces(graph), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="prepared on other positions"):
+        conv(x, pos.clone(), graph)
     moved = pos.clone()
-    assert torch.allclose(conv(x, moved, edge_index, graph_cache=cache), conv(x, moved, edge_index))
+    graph = prepare_graph(moved, edge_index)
     moved[0] += 0.1  # in place: same tensor, new version
-    assert torch.allclose(conv(x, moved, edge_index, graph_cache=cache), conv(x, moved, edge_index))
-    other = edge_index[:, 1:]  # another graph on the same positions
-    assert torch.allclose(conv(x, moved, other, graph_cache=cache), conv(x, moved, other))
+    with pytest.raises(ValueError, match="modified in place"):
+        conv(x, moved, graph)
+    with pytest.raises(ValueError, match="belong to the prepared graph"):
+        conv(x, pos, prepare_graph(pos, edge_index), size=(8, 8))
 
 
 def test_dataloader_batch_equals_molecules_one_by_one():
@@ -464,31 +477,35 @@ def test_periodic_convolution_is_equivariant():
     assert_equivariant(layer, [features(len(pos)), pos, cell], [RS_IN, "pos", "1o"], RS_OUT)
 
 
-def test_shared_graph_lets_layers_skip_their_checks(monkeypatch):
-    """Convolutions called with the tensors of shared_graph do not validate them again; any
-    other tensor, or the same one modified in place, is validated."""
+def test_a_prepared_graph_is_validated_and_sorted_once(monkeypatch):
+    """prepare_graph validates positions, edges and shifts and sorts the edges once; the
+    convolutions called with its Graph do neither again, and share its geometry."""
+    import e3nn_pyg.graph.prepared as prepared
+
     conv = make_conv()
     pos, _, edge_index, edge_shift = periodic_crystal()
     x = features(len(pos))
-    graph, shift, cache = shared_graph(pos, edge_index, edge_shift)
     expected = conv(x, pos, edge_index, edge_shift=edge_shift)
+    graph = prepare_graph(pos, edge_index, edge_shift)
+    assert isinstance(graph, Graph) and isinstance(graph.edge_index, EdgeIndex)
+    assert graph.edge_index.is_sorted_by_col and graph.symmetric
     calls = []
-    checks = {"validate_pos": e3nn_pyg.conv.validate_pos,
-              "require_index_range": e3nn_pyg.conv.require_index_range,
-              "_check_edge_shift": e3nn_pyg.conv._check_edge_shift}  # fmt: skip
-    for name, check in checks.items():
+    for name in ("validate_pos", "require_edges", "_check_edge_shift", "pair_edges"):
+        check = getattr(prepared, name)
         monkeypatch.setattr(
-            e3nn_pyg.conv, name, lambda *a, _n=name, _f=check: calls.append(_n) or _f(*a)
+            prepared, name, lambda *a, _n=name, _f=check, **k: calls.append(_n) or _f(*a, **k)
         )
     for _ in range(2):  # e.g. two layers of a model
-        out = conv(x, pos, graph, graph_cache=cache, edge_shift=shift)
+        out = conv(x, pos, graph)
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
-    assert calls == []
-    conv(x, pos.clone(), graph, graph_cache=cache, edge_shift=shift)  # another pos tensor
-    assert calls == ["validate_pos", "_check_edge_shift"]  # (the graph itself is unchanged)
-    pos[0, 1] = math.nan  # in place, after shared_graph
+    assert calls == ["pair_edges"]  # the geometry, once
+    calls.clear()
+    prepare_graph(pos, edge_index, edge_shift)
+    assert calls == ["validate_pos", "require_edges", "_check_edge_shift"]
     with pytest.raises(ValueError, match="NaN or infinite"):
-        conv(x, pos, graph, graph_cache=cache, edge_shift=shift)
+        prepare_graph(pos, edge_index, torch.full_like(edge_shift, math.nan))
+    with pytest.raises(IndexError, match="target node 6 out of range"):
+        prepare_graph(pos, torch.tensor([[0], [6]]))
 
 
 # -- parameters and repr -------------------------------------------------------------------
@@ -575,7 +592,7 @@ def test_rejects_bad_edge_shift(guarded):
     edge_index = torch.tensor([[0, 1, 2], [1, 0, 0]])
     with pytest.raises(ValueError, match=r"edge_shift must have shape \[num_edges, 3\] = \[3"):
         guarded(x, pos, edge_index, edge_shift=torch.zeros(2, 3))
-    with pytest.raises(TypeError, match=r"edge_shift is torch\.float32"):
+    with pytest.raises(TypeError, match=r"edge_shift \(torch\.float32 on cpu\) must match"):
         guarded(x, pos, edge_index, edge_shift=torch.zeros(3, 3, dtype=torch.float32))
     with pytest.raises(ValueError, match="edge_shift holds NaN"):
         guarded(x, pos, edge_index, edge_shift=torch.full((3, 3), math.nan))
@@ -615,11 +632,17 @@ def test_rejects_device_mismatch(guarded):
         conv(x, pos)
 
 
-def test_rejects_bad_n_norm():
-    with pytest.raises(ValueError, match="n_norm"):
-        make_conv(n_norm=0.0)
-    with pytest.raises(ValueError, match="n_norm"):
-        make_conv(n_norm=math.nan)
+@pytest.mark.parametrize(
+    "n_norm, error",
+    [(0.0, ValueError), (-4.0, ValueError), (math.nan, ValueError), (math.inf, ValueError),
+     ("4", TypeError), (True, TypeError)],
+)  # fmt: skip
+def test_rejects_bad_n_norm(n_norm, error):
+    with pytest.raises(error, match="n_norm must be"):
+        make_conv(n_norm=n_norm)
+    conv = make_conv()
+    with pytest.raises(error, match="n_norm must be"):  # the override of one call too
+        conv(features(5), molecule(5), n_norm=n_norm)
 
 
 # -- memory --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from e3nn_pyg import radial
 from e3nn_pyg.kernel import Kernel, edge_lengths
 from e3nn_pyg.non_linearities import rescaled_act
 from e3nn_pyg.o3 import (
@@ -333,6 +334,13 @@ def test_kernel_rejects_bad_edge_vectors():
         kernel(torch.randn(5))
     with pytest.raises(TypeError, match="float32"):
         kernel(torch.randn(5, 3, dtype=torch.float32))
+    for bad in (math.nan, math.inf):
+        edge_vec = torch.randn(5, 3)
+        edge_vec[3, 1] = bad
+        with pytest.raises(ValueError, match="edge vectors hold NaN or infinite values"):
+            kernel(edge_vec)
+        with pytest.raises(ValueError, match="edge vectors hold NaN or infinite values"):
+            kernel.apply(edge_vec, torch.randn(5, 2))
 
 
 def test_apply_rejects_bad_features():
@@ -371,3 +379,27 @@ class _WrongWidth(nn.Module):
 def test_a_radial_model_that_does_not_fit_is_refused_when_built(radial, match):
     with pytest.raises(ValueError, match=match):
         Kernel("2x0e", "2x0e", RadialModel=radial)
+
+
+@pytest.mark.parametrize("engine", [*ENGINES, "auto"])
+@pytest.mark.parametrize("h", [2, 100])  # the envelope on the hidden features or the weights
+def test_the_kernel_checks_edge_vectors_not_again_their_lengths(monkeypatch, engine, h):
+    """Kernel.convolve checks its edge vectors; the radial model's check of their lengths
+    (a host synchronisation per layer) is not run again, and the values are unchanged."""
+    radial_model = partial(TUTORIAL_RADIAL, h=h)
+    kernel = Kernel("2x0e+1x1o", "1x0e+1x1o", radial_model, mode="channelwise", engine=engine)
+    pos = torch.randn(6, 3)
+    edge_index = torch.tensor([[i, j] for i in range(6) for j in range(6) if i != j]).T
+    edge_vec = pos[edge_index[0]] - pos[edge_index[1]]  # [E, 3]
+    x = torch.randn(6, 5)
+    expected = kernel.convolve(x, edge_index, edge_vec, 6)  # [6, 4]
+    messages = kernel.apply(edge_vec, x[edge_index[0]])  # [E, 4]
+
+    def refuse(edge_length):
+        raise AssertionError("the edge lengths were checked again")
+
+    monkeypatch.setattr(radial, "_check_edge_length", refuse)
+    assert torch.equal(kernel.convolve(x, edge_index, edge_vec, 6), expected)
+    assert torch.equal(kernel.apply(edge_vec, x[edge_index[0]]), messages)
+    with pytest.raises(AssertionError, match="checked again"):  # the public entry checks
+        kernel.R(edge_lengths(edge_vec))

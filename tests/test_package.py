@@ -1,7 +1,9 @@
 """The package's top level and its layering."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,4 +58,24 @@ assert not any(m.startswith(('torch_scatter', 'torch_cluster')) for m in sys.mod
     result = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
     )
+    assert result.returncode == 0, result.stderr
+
+
+def test_import_registers_every_operator_of_the_package():
+    """Every ``torch.library`` operator defined in the package's source exists after
+    ``import e3nn_pyg`` in a fresh process (an exported program loads with it)."""
+    package = Path(e3nn_pyg.__file__).parent
+    names = {
+        name
+        for path in package.rglob("*.py")
+        for name in re.findall(r'custom_op\(\s*"e3nn_pyg::(\w+)"', path.read_text())
+    }
+    assert {"radius_search", "periodic_radius_search"} <= names
+    code = (
+        "import sys, torch, e3nn_pyg; "
+        "missing = [n for n in sys.argv[1:] if not hasattr(torch.ops.e3nn_pyg, n)]; "
+        "assert not missing, missing; "
+        "assert not any(m.startswith('torch_geometric') for m in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -345,6 +345,7 @@ def test_other_validation():
     ("edge_length", "error", "match"),
     [
         (torch.tensor([1.0, -0.1]), ValueError, ">= 0"),
+        (torch.tensor([1.0, math.nan]), ValueError, "negative or NaN"),
         (torch.ones(3, 1), ValueError, "1-D"),
         (torch.ones(()), ValueError, "1-D"),
         (torch.tensor([1, 2]), TypeError, "floating"),
@@ -354,3 +355,21 @@ def test_other_validation():
 def test_forward_validation(cls, edge_length, error, match):
     with pytest.raises(error, match=match):
         _model(cls)(edge_length)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_unchecked_cores_compute_what_the_checked_entries_do(cls, float64):
+    """``evaluate`` and ``_hidden_features`` (what a kernel calls on lengths of checked
+    vectors) skip only the check: same values as ``forward`` and ``hidden_features``."""
+    model, r = _model(cls), torch.tensor([0.0, 0.3, 1.2, 2.9, 3.5])
+    assert torch.equal(model.evaluate(r), model(r))
+    for envelope in (True, False):
+        assert torch.equal(
+            model._hidden_features(r, envelope), model.hidden_features(r, envelope=envelope)
+        )
+    assert torch.equal(model.cutoff.evaluate(r), model.cutoff(r))
+    assert torch.equal(model.basis.evaluate(r), model.basis(r))
+    with pytest.raises(ValueError, match=">= 0"):
+        model.hidden_features(-r - 1.0)
+    with pytest.raises(TypeError, match="edge_length must be a floating-point tensor"):
+        model.cutoff(torch.tensor([1, 2]))

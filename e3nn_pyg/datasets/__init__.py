@@ -1,9 +1,10 @@
 """Datasets: QM9 read offline from the ``qm9pack`` package with a small committed fixture;
 structures with energies, forces and stresses from any file ASE reads, with the ethanol set
-shipped; seeded splits; the reference energies and scale/shift of interatomic potentials.
+shipped; seeded splits; the reference energies and scale/shift of interatomic potentials;
+reading the collated storage of a dataset (:mod:`~e3nn_pyg.datasets.storage`).
 
 This subpackage imports torch and torch_geometric only (no other part of e3nn_pyg but its
-argument checks and progress bars); ASE is imported when a file is read.
+argument checks, element table and progress bars); ASE is imported when a file is read.
 """
 
 from .ase_data import (
@@ -40,6 +41,7 @@ from .statistics import (
     isolated_atom_mask,
     scale_shift,
 )
+from .storage import atom_values, collated, row_counts, structure_values, view_indices
 
 __all__ = [
     "DEFAULT_CONFIG_TYPE",
@@ -57,10 +59,12 @@ __all__ = [
     "QM9Pack",
     "QM9Target",
     "align_fields",
+    "atom_values",
     "atomic_energy_shift",
     "atomic_energy_std",
     "atoms_to_data",
     "cache_root",
+    "collated",
     "composition",
     "default_root",
     "ethanol_paths",
@@ -71,7 +75,10 @@ __all__ = [
     "make_fixture",
     "random_split",
     "read_structures",
+    "row_counts",
     "scale_shift",
+    "structure_values",
     "target_index",
+    "view_indices",
     "write_pyg_raw",
 ]

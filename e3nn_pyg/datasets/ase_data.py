@@ -11,7 +11,8 @@ Every structure carries:
 - ``z``: atomic numbers, ``[num_atoms]`` long;
 - ``pos``: positions, ``[num_atoms, 3]``;
 - ``energy``: the total energy, ``[1]`` float64 (float32 would round a total energy of a few
-  thousand eV to about 0.2 meV);
+  thousand eV to about 0.2 meV), with ``energy_weight`` ``[1]`` float64 (some structure of
+  the file must have an energy, unless ``energy_key`` is :obj:`None`);
 - ``cell``: the cell vectors as rows, ``[1, 3, 3]``, and ``pbc``: the periodic directions,
   ``[1, 3]`` bool. Every structure has both, so that molecules and crystals batch together:
   a structure without cell (a molecule from a plain XYZ file) gets a zero cell, and
@@ -25,12 +26,17 @@ and, when the file holds them:
 - ``forces``: ``[num_atoms, 3]``, with ``forces_weight`` ``[1]`` float64;
 - ``stress``: ``[1, 3, 3]`` in ASE's convention (:math:`\sigma = \frac{1}{V}
   \partial E / \partial \varepsilon`, positive under tension), from a 3×3 matrix, 9 values or
-  ASE's Voigt order :math:`(xx, yy, zz, yz, xz, xy)`, with ``stress_weight`` ``[1]``.
+  ASE's Voigt order :math:`(xx, yy, zz, yz, xz, xy)`, with ``stress_weight`` ``[1]``. Only
+  a periodic structure whose cell has a volume can have one: a stress on a molecule
+  (``pbc`` false everywhere) is an error, not a label to drop.
 
-A file in which only some structures have forces (or stresses) gives every structure the
-field: zeros with ``forces_weight = 0`` where the file has none, ``forces_weight = 1`` where
-it has them, as MACE does; a file in which none has them gives no such field
-(:func:`align_fields` does the same for structures of several files). Batches of
+A file in which only some structures have an energy (forces, a stress) gives every
+structure the field: zeros with ``energy_weight = 0`` (``forces_weight``, ``stress_weight``)
+where the file has none, weight 1 where it has them, as MACE does; a file in which none has
+forces (a stress) gives no such field (:func:`align_fields` does the same for structures of
+several files). Whatever reads these labels (the losses and metrics of
+:class:`~e3nn_pyg.training.tasks.PotentialTask`, the statistics of
+:mod:`~e3nn_pyg.datasets.statistics`) counts a label only where its weight is not 0. Batches of
 these structures (:class:`~torch_geometric.loader.DataLoader`) concatenate ``energy``,
 ``weight``, ``cell``, ``pbc`` and ``stress`` along the first dimension, one row per structure.
 
@@ -68,6 +74,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ..elements import MAX_Z
 from .cache import CachedInMemoryDataset, cache_root
 
 __all__ = [
@@ -86,8 +93,6 @@ DEFAULT_CONFIG_TYPE = "Default"
 
 ETHANOL_DIR = Path(__file__).parent / "ethanol"
 """Folder of the ethanol data shipped with the package (with its README and LICENSE)."""
-
-_MAX_Z = 118  # the heaviest element named
 
 
 class EthanolPaths(NamedTuple):
@@ -175,18 +180,15 @@ def atoms_to_data(
 
     Raises:
         ValueError: for a missing energy, values that are not finite (or overflow ``dtype``),
-            forces that are not ``[num_atoms, 3]``, a malformed stress, unknown elements, or
-            a periodic direction without a cell vector.
+            forces that are not ``[num_atoms, 3]``, a malformed stress or one on a structure
+            that is not periodic (or whose cell has no volume), unknown elements, or a
+            periodic direction without a cell vector.
     """
-    keys = {
-        "energy_key": energy_key,
-        "forces_key": forces_key,
-        "stress_key": stress_key,
-        "weight_key": weight_key,
-        "config_type_key": config_type_key,
-    }
-    _check_keys(keys, dtype)
-    return _atoms_to_data(atoms, **keys, dtype=dtype, where=where)
+    keys = _checked_keys(energy_key, forces_key, stress_key, weight_key, config_type_key, dtype)
+    data = _atoms_to_data(atoms, **keys, dtype=dtype, where=where)
+    if energy_key is not None and "energy" not in data:
+        raise ValueError(_missing_energy(atoms, energy_key, config_type_key, where))
+    return data
 
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, what: str) -> Tensor:
@@ -196,6 +198,91 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, what: str) -> Tensor:
         largest = float(np.abs(array).max())
         raise ValueError(f"{what} overflows {dtype} (values up to {largest:.3g})")
     return tensor
+
+
+def _numbers(atoms: Any, where: str) -> np.ndarray:
+    """The atomic numbers of a structure, checked: at least one, each in ``1..MAX_Z - 1``."""
+    numbers = np.asarray(atoms.numbers)
+    if numbers.size == 0:
+        raise ValueError(f"{where} has no atoms")
+    unknown = numbers[(numbers < 1) | (numbers >= MAX_Z)]
+    if unknown.size:
+        raise ValueError(
+            f"{where}: atomic numbers must lie in 1..{MAX_Z - 1} (below MAX_Z), got "
+            f"{sorted(set(unknown.tolist()))}"
+        )
+    return numbers
+
+
+def _geometry(atoms: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(positions [N, 3], cell [3, 3], pbc [3])`` of a structure, checked."""
+    positions = _floats(atoms.positions, f"{where}: positions")
+    cell = _floats(atoms.cell.array, f"{where}: cell")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any() and np.linalg.matrix_rank(cell[pbc]) < pbc.sum():
+        raise ValueError(
+            f"{where}: periodic along {pbc.tolist()} but the cell vectors of these directions "
+            f"are zero or linearly dependent: {cell.tolist()}"
+        )
+    return positions, cell, pbc
+
+
+def _missing_energy(atoms: Any, energy_key: str, config_type_key: str, where: str) -> str:
+    """Why no energy was found, with the names the structure has instead."""
+    found = {*atoms.info, *(getattr(atoms.calc, "results", None) or {})} - {config_type_key}
+    return (
+        f"{where} has no energy {energy_key!r} (looked in atoms.info and the calculator "
+        f"results; found: {', '.join(sorted(found)) or 'nothing'}); set energy_key to the "
+        "name the file uses"
+    )
+
+
+def _energy(atoms: Any, key: str, where: str) -> Tensor | None:
+    """The total energy ``[1]`` float64, or None when the structure has none."""
+    energy = _lookup(atoms, key, arrays=False)
+    if energy is None:
+        return None
+    energy = _floats(energy, f"{where}: {key}")
+    if energy.size != 1:
+        raise ValueError(f"{where}: {key} must be one number, got {energy.tolist()}")
+    return torch.tensor([energy.item()], dtype=torch.float64)  # [1]
+
+
+def _forces(atoms: Any, key: str, n: int, dtype: torch.dtype, where: str) -> Tensor | None:
+    """The forces ``[N, 3]``, or None when the structure has none."""
+    forces = _lookup(atoms, key, arrays=True)
+    if forces is None:
+        return None
+    forces = _floats(forces, f"{where}: {key}")
+    if forces.shape != (n, 3):
+        raise ValueError(
+            f"{where}: {key} must have shape [{n}, 3] (one row per atom), got {list(forces.shape)}"
+        )
+    return _tensor(forces, dtype, f"{where}: {key}")  # [N, 3]
+
+
+def _stress(
+    atoms: Any, key: str, cell: np.ndarray, pbc: np.ndarray, dtype: torch.dtype, where: str
+) -> Tensor | None:
+    """The stress ``[1, 3, 3]``, or None when the structure has none. A stress is a
+    derivative by the strain of a periodic cell, divided by its volume: a structure that is
+    not periodic, or whose cell has no volume, cannot have one."""
+    stress = _lookup(atoms, key, arrays=False)
+    if stress is None:
+        return None
+    if not pbc.any():
+        raise ValueError(
+            f"{where} has a stress {key!r} but is not periodic (pbc {pbc.tolist()}): a "
+            "molecule has no stress; remove it from the file, or give the structure its "
+            "periodic cell and pbc"
+        )
+    if np.linalg.matrix_rank(cell) < 3:
+        raise ValueError(
+            f"{where} has a stress {key!r} but its cell has no volume (cell {cell.tolist()}): "
+            "a stress needs three independent cell vectors"
+        )
+    matrix = _stress_matrix(stress, f"{where}: {key}")
+    return _tensor(matrix, dtype, f"{where}: {key}").view(1, 3, 3)  # [1, 3, 3]
 
 
 def _atoms_to_data(
@@ -208,80 +295,59 @@ def _atoms_to_data(
     dtype: torch.dtype,
     where: str,
 ) -> Data:
-    """:func:`atoms_to_data` after its argument checks."""
-    numbers = np.asarray(atoms.numbers)
-    if numbers.size == 0:
-        raise ValueError(f"{where} has no atoms")
-    unknown = numbers[(numbers < 1) | (numbers > _MAX_Z)]
-    if unknown.size:
-        raise ValueError(
-            f"{where}: atomic numbers must lie in 1..{_MAX_Z}, got {sorted(set(unknown.tolist()))}"
-        )
-    n = len(numbers)
-    positions = _floats(atoms.positions, f"{where}: positions")
-    cell = _floats(atoms.cell.array, f"{where}: cell")
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    if np.linalg.matrix_rank(cell[pbc]) < pbc.sum():
-        raise ValueError(
-            f"{where}: periodic along {pbc.tolist()} but the cell vectors of these directions "
-            f"are zero or linearly dependent: {cell.tolist()}"
-        )
+    """:func:`atoms_to_data` after its argument checks; a label the structure lacks (energy,
+    forces, stress) is left out."""
+    numbers = _numbers(atoms, where)
+    positions, cell, pbc = _geometry(atoms, where)
     weight = _floats(atoms.info.get(weight_key, 1.0), f"{where}: {weight_key}")
     if weight.size != 1 or weight.item() < 0:
         raise ValueError(f"{where}: {weight_key} must be one number >= 0, got {weight.tolist()}")
-    config_type = atoms.info.get(config_type_key, DEFAULT_CONFIG_TYPE)
+    labels = {
+        "energy": None if energy_key is None else _energy(atoms, energy_key, where),
+        "forces": None if forces_key is None else _forces(atoms, forces_key, len(numbers),
+                                                          dtype, where),
+        "stress": None if stress_key is None else _stress(atoms, stress_key, cell, pbc, dtype,
+                                                          where),
+    }  # fmt: skip
     data = Data(
         z=torch.from_numpy(numbers.astype(np.int64)),  # [N]
         pos=_tensor(positions, dtype, f"{where}: positions"),  # [N, 3]
+        cell=_tensor(cell, dtype, f"{where}: cell").view(1, 3, 3),  # [1, 3, 3]
+        pbc=torch.from_numpy(pbc).view(1, 3),  # [1, 3]
+        weight=torch.tensor([weight.item()], dtype=torch.float64),  # [1]
+        config_type=str(atoms.info.get(config_type_key, DEFAULT_CONFIG_TYPE)),
     )
-    if energy_key is not None:
-        energy = _lookup(atoms, energy_key, arrays=False)
-        if energy is None:
-            available = sorted(
-                {*atoms.info, *(getattr(atoms.calc, "results", None) or {})} - {config_type_key}
-            )
-            raise ValueError(
-                f"{where} has no energy {energy_key!r} (looked in atoms.info and the "
-                f"calculator results; found: {', '.join(available) or 'nothing'}); "
-                "set energy_key to the name the file uses"
-            )
-        energy = _floats(energy, f"{where}: {energy_key}")
-        if energy.size != 1:
-            raise ValueError(f"{where}: {energy_key} must be one number, got {energy.tolist()}")
-        data.energy = torch.tensor([energy.item()], dtype=torch.float64)  # [1]
-    data.cell = _tensor(cell, dtype, f"{where}: cell").view(1, 3, 3)  # [1, 3, 3]
-    data.pbc = torch.from_numpy(pbc).view(1, 3)  # [1, 3]
-    data.weight = torch.tensor([weight.item()], dtype=torch.float64)  # [1]
-    data.config_type = str(config_type)
-    if forces_key is not None:
-        forces = _lookup(atoms, forces_key, arrays=True)
-        if forces is not None:
-            forces = _floats(forces, f"{where}: {forces_key}")
-            if forces.shape != (n, 3):
-                raise ValueError(
-                    f"{where}: {forces_key} must have shape [{n}, 3] (one row per atom), "
-                    f"got {list(forces.shape)}"
-                )
-            data.forces = _tensor(forces, dtype, f"{where}: {forces_key}")  # [N, 3]
-    if stress_key is not None:
-        stress = _lookup(atoms, stress_key, arrays=False)
-        if stress is not None:
-            matrix = _stress_matrix(stress, f"{where}: {stress_key}")
-            stress = _tensor(matrix, dtype, f"{where}: {stress_key}")
-            data.stress = stress.view(1, 3, 3)  # [1, 3, 3]
+    for key, value in labels.items():
+        if value is not None:
+            data[key] = value
     return data
 
 
-def _check_options(index: object, format: object, keys: dict[str, object], dtype: object) -> None:
-    """Type checks of the reading options, before any file is read."""
+def _check_options(index: object, format: object) -> None:
+    """Type checks of which structures of a file are read and how, before any is read."""
     if not isinstance(index, (int, str)) or isinstance(index, bool):
         raise TypeError(f"index must be an int or a string such as ':', got {index!r}")
     if format is not None and not isinstance(format, str):
         raise TypeError(f"format must be ASE's name of a format or None, got {format!r}")
-    _check_keys(keys, dtype)
 
 
-def _check_keys(keys: dict[str, object], dtype: object) -> None:
+def _checked_keys(
+    energy_key: object,
+    forces_key: object,
+    stress_key: object,
+    weight_key: object,
+    config_type_key: object,
+    dtype: object,
+) -> dict[str, str | None]:
+    """The names of the fields to read, as keyword arguments of :func:`_atoms_to_data`, after
+    type checks of them and of ``dtype``."""
+    keys = {
+        "energy_key": energy_key,
+        "forces_key": forces_key,
+        "stress_key": stress_key,
+        "weight_key": weight_key,
+        "config_type_key": config_type_key,
+    }
     for name, key in keys.items():
         optional = name in ("energy_key", "forces_key", "stress_key")
         if not (isinstance(key, str) and key) and not (optional and key is None):
@@ -289,15 +355,20 @@ def _check_keys(keys: dict[str, object], dtype: object) -> None:
             raise TypeError(f"{name} must be {kind}, got {key!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return keys
+
+
+_LABELS = {"energy": False, "forces": True, "stress": False}
+"""The labels a structure may lack, and whether each has one row per atom (else one row)."""
 
 
 def align_fields(structures: Sequence[Data]) -> list[Data]:
-    r"""The structures with the optional labels that some of them have given to all, so that
+    r"""The structures with the labels that some of them have given to all, so that
     structures read from different files batch together.
 
-    A structure without ``forces`` (or ``stress``) that others have gets zeros and
-    ``forces_weight = 0`` (``stress_weight = 0``); one that has them keeps its weight, or
-    gets 1. :func:`read_structures` does this within a file.
+    A structure without ``energy`` (``forces``, ``stress``) that others have gets zeros and
+    ``energy_weight = 0`` (``forces_weight``, ``stress_weight``); one that has them keeps
+    its weight, or gets 1. :func:`read_structures` does this within a file.
 
     .. code-block:: python
 
@@ -314,16 +385,41 @@ def align_fields(structures: Sequence[Data]) -> list[Data]:
     if not all(isinstance(data, Data) for data in structures):
         raise TypeError("structures must be Data objects")
     aligned = [copy.copy(data) for data in structures]
-    for key, shape in (("forces", lambda d: (d.num_nodes, 3)), ("stress", lambda d: (1, 3, 3))):
-        if not any(key in data for data in aligned):
+    for key, per_atom in _LABELS.items():
+        template = next((data[key] for data in aligned if key in data), None)
+        if template is None:
             continue
         for data in aligned:
             present = key in data
             if not present:
-                data[key] = torch.zeros(shape(data), dtype=data.pos.dtype)
+                rows = data.num_nodes if per_atom else 1
+                data[key] = torch.zeros(rows, *template.shape[1:], dtype=template.dtype)
             if f"{key}_weight" not in data or not present:
                 data[f"{key}_weight"] = torch.tensor([float(present)], dtype=torch.float64)
     return aligned
+
+
+def _read_atoms(path: str, index: int | str, format: str | None) -> list:
+    """The :class:`ase.Atoms` of a file, with one :class:`ValueError` for what ASE cannot
+    read."""
+    from ase.io import read
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        read_atoms = read(path, index=index, format=format)
+    # ASE's readers raise what their parsers meet (XYZError, UnicodeDecodeError,
+    # UnknownFileTypeError, StopIteration, IndexError, ...): each means "not readable".
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ValueError(
+            f"ASE cannot read {path} (format {format or 'guessed from the file'}): "
+            f"{type(error).__name__}: {reason}"
+        ) from error
+    atoms_list = read_atoms if isinstance(read_atoms, list) else [read_atoms]
+    if not atoms_list:
+        raise ValueError(f"{path} holds no structure (index {index!r})")
+    return atoms_list
 
 
 def read_structures(
@@ -358,39 +454,26 @@ def read_structures(
 
     Raises:
         FileNotFoundError: when ``path`` is not a file.
-        ValueError: when ASE cannot read the file, it holds no structure, or a structure is
-            invalid (see :func:`atoms_to_data`); the message names the file and structure.
+        ValueError: when ASE cannot read the file, it holds no structure, no structure has an
+            energy (unless ``energy_key`` is :obj:`None`), or a structure is invalid (see
+            :func:`atoms_to_data`); the message names the file and structure.
     """
-    from ase.io import read
-
-    keys = {
-        "energy_key": energy_key,
-        "forces_key": forces_key,
-        "stress_key": stress_key,
-        "weight_key": weight_key,
-        "config_type_key": config_type_key,
-    }
-    _check_options(index, format, keys, dtype)
+    _check_options(index, format)
+    keys = _checked_keys(energy_key, forces_key, stress_key, weight_key, config_type_key, dtype)
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        read_atoms = read(path, index=index, format=format)
-    # ASE's readers raise what their parsers meet (XYZError, UnicodeDecodeError,
-    # UnknownFileTypeError, StopIteration, IndexError, ...): each means "not readable".
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise ValueError(
-            f"ASE cannot read {path} (format {format or 'guessed from the file'}): "
-            f"{type(error).__name__}: {reason}"
-        ) from error
-    atoms_list = read_atoms if isinstance(read_atoms, list) else [read_atoms]
-    if not atoms_list:
-        raise ValueError(f"{path} holds no structure (index {index!r})")
+    atoms_list = _read_atoms(path, index, format)
+    # structure i of the selection: of the file itself when every structure is read
+    selection = "" if index == ":" else f" of index {index!r}"
     data_list = [
-        _atoms_to_data(atoms, **keys, dtype=dtype, where=f"{path}: structure {i}")
+        _atoms_to_data(atoms, **keys, dtype=dtype, where=f"{path}: structure {i}{selection}")
         for i, atoms in enumerate(atoms_list)
     ]
+    if energy_key is not None and not any("energy" in data for data in data_list):
+        where = f"{path}: structure 0{selection}"
+        raise ValueError(
+            _missing_energy(atoms_list[0], energy_key, config_type_key, where)
+            + ", or to None to read structures without energies (no structure read has one)"
+        )
     return align_fields(data_list)
 
 
@@ -448,14 +531,8 @@ class ASEDataset(CachedInMemoryDataset):
             raise TypeError(f"path must be a path, got {type(path).__name__}")
         if root is not None and not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path or None, got {type(root).__name__}")
-        keys = {
-            "energy_key": energy_key,
-            "forces_key": forces_key,
-            "stress_key": stress_key,
-            "weight_key": weight_key,
-            "config_type_key": config_type_key,
-        }
-        _check_options(index, format, keys, dtype)
+        _check_options(index, format)
+        keys = _checked_keys(energy_key, forces_key, stress_key, weight_key, config_type_key, dtype)
         self.path = os.path.abspath(os.fspath(path))
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no such file: {self.path}")
@@ -466,7 +543,7 @@ class ASEDataset(CachedInMemoryDataset):
     @property
     def processed_dir(self) -> str:
         # one folder per file and options: PyG keeps its pre_transform record per folder
-        text = json.dumps([self.path, {k: str(v) for k, v in self.options.items()}, "v1"])
+        text = json.dumps([self.path, {k: str(v) for k, v in self.options.items()}, "v2"])
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         return os.path.join(self.root, f"{Path(self.path).stem}_{key}")
 

@@ -57,6 +57,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from ..checks import is_int
+from ..elements import MAX_Z
 from ..progress import tqdm_if_installed
 from .cache import CachedInMemoryDataset, cache_root
 from .fixture import FIXTURE_PATH
@@ -73,6 +74,7 @@ from .qm9_csv import (
 )
 from .qm9_targets import HARTREE_TO_EV, KCALMOL_TO_EV, target_index
 from .split import require_seed
+from .storage import structure_values
 
 __all__ = ["QM9Pack", "default_root"]
 
@@ -254,7 +256,7 @@ class QM9Pack(CachedInMemoryDataset):
         return [_to_data(m, y[i]) for i, m in enumerate(molecules)]
 
     def _targets(self) -> Tensor:
-        return self._data.y[torch.as_tensor(self.indices(), dtype=torch.long)]  # [M, 19]
+        return structure_values(self, "y")  # [M, 19]
 
     def mean(self, target: int | str) -> float:
         """Mean of a target over the molecules of this dataset (or slice of it)."""
@@ -266,7 +268,8 @@ class QM9Pack(CachedInMemoryDataset):
 
     @staticmethod
     def atomref(target: int | str) -> Tensor | None:
-        r"""Free-atom energies in eV, ``[100, 1]`` indexed by Z, for ``U0``, ``U``, ``H``, ``G``.
+        r"""Free-atom energies in eV, ``[MAX_Z, 1]`` indexed by Z, for ``U0``, ``U``, ``H``,
+        ``G``.
 
         :obj:`None` for the other targets. For a molecule,
         :math:`E - \sum_a \text{atomref}[Z_a] \approx E^{\text{ATOM}}` (equal up to float32
@@ -277,7 +280,7 @@ class QM9Pack(CachedInMemoryDataset):
         column = target_index(target) - 7
         if not 0 <= column < 4:
             return None
-        out = torch.zeros(100, 1)  # [100, 1]
+        out = torch.zeros(MAX_Z, 1)  # [MAX_Z, 1]
         for z, energies in ATOM_ENERGY_HARTREE.items():
             out[z, 0] = energies[column] * HARTREE_TO_EV
         return out

@@ -24,12 +24,13 @@ the training structures, as MACE and NequIP do:
 
 Every function takes the structures as a list of :class:`~torch_geometric.data.Data` (with
 the fields of :func:`~e3nn_pyg.datasets.read_structures`; only ``z``, ``energy``,
-``forces``, ``forces_weight`` and ``config_type`` are read, so structures of different files
-mix), a :class:`~torch_geometric.data.Batch`, or an
+``energy_weight``, ``forces``, ``forces_weight`` and ``config_type`` are read, so structures
+of different files mix), a :class:`~torch_geometric.data.Batch`, or an
 :class:`~torch_geometric.data.InMemoryDataset` or a slice of one (``dataset[train]``, read
 without its ``transform``), and returns float64 tensors. The statistics are unweighted
-(``weight`` is ignored); forces count only where ``forces_weight`` is not 0 (in a list, a
-structure without forces counts as unlabelled).
+(``weight`` is ignored); energies count only where ``energy_weight`` is not 0 and forces
+only where ``forces_weight`` is not 0 (in a list, a structure without the label counts as
+unlabelled); an isolated-atom entry without an energy is an error.
 
 An **isolated-atom entry** is a structure whose ``config_type`` is ``"IsolatedAtom"`` (MACE's
 spelling) or ``"isolated_atom"`` (that of the shipped ethanol data), in any case and with or
@@ -52,6 +53,8 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data, InMemoryDataset
 
 from ..checks import is_int
+from ..elements import MAX_Z, element_names
+from .storage import atom_values, collated, row_counts, structure_values, view_indices
 
 __all__ = [
     "atomic_energy_shift",
@@ -78,16 +81,15 @@ class _Table:
     batch: Tensor  # [N] structure of each atom
     num_atoms: Tensor  # [M] long
     energy: Tensor | None  # [M] float64
+    energy_weight: Tensor | None  # [M] float64, 0 where a structure has no energy
     forces: Tensor | None  # [N, 3] float64
-    forces_weight: Tensor | None  # [M] float64
+    forces_weight: Tensor | None  # [M] float64, 0 where a structure has no forces
     config_type: list[str]  # [M]
 
 
 def _table(structures: Structures) -> _Table:
-    if isinstance(structures, InMemoryDataset) and structures.slices is not None:
+    if isinstance(structures, InMemoryDataset):
         return _dataset_table(structures)
-    if isinstance(structures, InMemoryDataset):  # one structure: stored without slices
-        structures = [structures.get(i) for i in structures.indices()]
     if isinstance(structures, Batch):
         return _batch_table(structures)
     if isinstance(structures, (str, bytes)) or not isinstance(structures, Sequence):
@@ -109,38 +111,44 @@ def _batch_table(batch: Batch) -> _Table:
         batch=batch.batch.cpu(),
         num_atoms=torch.bincount(batch.batch.cpu(), minlength=batch.num_graphs),
         energy=_float64(batch.get("energy")),
+        energy_weight=_float64(batch.get("energy_weight")),
         forces=_float64(batch.get("forces")),
         forces_weight=_float64(batch.get("forces_weight")),
         config_type=list(config_type) if config_type is not None else [""] * batch.num_graphs,
     )
 
 
+def _list_label(
+    structures: Sequence[Data], key: str, rows: list[int]
+) -> tuple[Tensor | None, Tensor | None]:
+    """The label ``key`` of structures that may come from different sources, concatenated,
+    and its weight per structure: a structure without it counts as unlabelled (zeros with
+    weight 0, as in :func:`~e3nn_pyg.datasets.align_fields`)."""
+    if not any(key in d for d in structures):
+        return None, None
+    values = [
+        _float64(d[key]).reshape(n, -1) if key in d else torch.zeros(n, 0, dtype=torch.float64)
+        for d, n in zip(structures, rows)
+    ]
+    width = max(value.shape[1] for value in values)
+    values = [value if value.shape[1] else value.new_zeros(len(value), width) for value in values]
+    weight = [float(d[f"{key}_weight"]) if f"{key}_weight" in d else 1.0 for d in structures]
+    present = [key in d for d in structures]
+    weight = torch.tensor([w if p else 0.0 for w, p in zip(weight, present)])  # [M]
+    return torch.cat(values).squeeze(1), weight.double()
+
+
 def _list_table(structures: Sequence[Data]) -> _Table:
     """The table of structures that may come from different sources (other fields)."""
     num_atoms = torch.tensor([d.z.numel() for d in structures])  # [M]
-    energy = forces = forces_weight = None
-    if all("energy" in d for d in structures):
-        energy = torch.cat([_float64(d.energy).view(1) for d in structures])  # [M]
-    if any("forces" in d for d in structures):
-        # structures without forces count as unlabelled (weight 0), as in align_fields
-        forces = torch.cat(
-            [
-                _float64(d.forces) if "forces" in d else torch.zeros(n, 3, dtype=torch.float64)
-                for d, n in zip(structures, num_atoms.tolist())
-            ]
-        )  # [N, 3]
-        forces_weight = torch.tensor(
-            [
-                float(d.forces_weight) if "forces_weight" in d else float("forces" in d)
-                for d in structures
-            ],
-            dtype=torch.float64,
-        )  # [M]
+    energy, energy_weight = _list_label(structures, "energy", [1] * len(structures))  # [M]
+    forces, forces_weight = _list_label(structures, "forces", num_atoms.tolist())  # [N, 3]
     return _Table(
         z=torch.cat([d.z.cpu() for d in structures]),
         batch=torch.repeat_interleave(torch.arange(len(structures)), num_atoms),
         num_atoms=num_atoms,
         energy=energy,
+        energy_weight=energy_weight,
         forces=forces,
         forces_weight=forces_weight,
         config_type=[d.get("config_type", "") for d in structures],
@@ -152,35 +160,27 @@ def _float64(value: Tensor | None) -> Tensor | None:
 
 
 def _dataset_table(dataset: InMemoryDataset) -> _Table:
-    """The table of a (slice of an) InMemoryDataset, read from its collated storage."""
-    data, slices = dataset._data, dataset.slices
-    index = torch.as_tensor(dataset.indices(), dtype=torch.long)  # [M]
+    """The table of a (view of an) InMemoryDataset, read from its collated storage."""
+    index = view_indices(dataset)  # [M]
     if len(index) == 0:
         raise ValueError("no structures given")
-
-    def rows(key: str) -> tuple[Tensor, Tensor]:
-        """The rows of ``key`` in the storage, and the structure of each row."""
-        start = slices[key][index]  # [M]
-        count = slices[key][index + 1] - start  # [M]
-        owner = torch.repeat_interleave(torch.arange(len(index)), count)  # [R]
-        first = torch.cumsum(count, 0) - count  # [M] position of each structure's first row
-        return start[owner] + torch.arange(len(owner)) - first[owner], owner
+    stored = collated(dataset)
 
     def per_structure(key: str) -> Tensor | None:
-        return _float64(data[key][slices[key][index]]) if key in data else None
+        return _float64(structure_values(dataset, key)) if key in stored else None
 
-    atoms, batch = rows("z")
-    forces = _float64(data.forces[rows("forces")[0]]) if "forces" in data else None
-    types = data.get("config_type")
-    config_type = [types[i] for i in index.tolist()] if types is not None else [""] * len(index)
+    z = atom_values(dataset, "z")  # [N]
+    num_atoms = row_counts(dataset, "z")  # [M]
+    types = structure_values(dataset, "config_type") if "config_type" in stored else None
     return _Table(
-        z=data.z[atoms],
-        batch=batch,
-        num_atoms=torch.bincount(batch, minlength=len(index)),
+        z=z,
+        batch=torch.repeat_interleave(torch.arange(len(index)), num_atoms),
+        num_atoms=num_atoms,
         energy=per_structure("energy"),
-        forces=forces,
+        energy_weight=per_structure("energy_weight"),
+        forces=_float64(atom_values(dataset, "forces")) if "forces" in stored else None,
         forces_weight=per_structure("forces_weight"),
-        config_type=config_type,
+        config_type=list(types) if types is not None else [""] * len(index),
     )
 
 
@@ -191,10 +191,17 @@ def _check_max_z(max_z: object, z: Tensor) -> None:
         raise ValueError(f"atomic number {int(z.max())} is not below max_z = {max_z}")
 
 
-def _energies(table: _Table) -> Tensor:
+def _labelled_energies(table: _Table) -> tuple[Tensor, Tensor]:
+    """The energies ``[M]`` and which structures have one (``energy_weight`` not 0) ``[M]``
+    bool; a ValueError when none has."""
     if table.energy is None:
-        raise ValueError("not every structure has an energy")
-    return table.energy  # [M]
+        raise ValueError("no structure has an energy")
+    if table.energy_weight is None:
+        return table.energy, torch.ones(len(table.energy), dtype=torch.bool)
+    labelled = table.energy_weight != 0  # [M]
+    if not labelled.any():
+        raise ValueError("no structure has an energy (every energy_weight is 0)")
+    return table.energy, labelled
 
 
 def _composition(table: _Table, max_z: int) -> Tensor:
@@ -204,12 +211,13 @@ def _composition(table: _Table, max_z: int) -> Tensor:
     return counts
 
 
-def composition(structures: Structures, max_z: int = 100) -> Tensor:
+def composition(structures: Structures, max_z: int = MAX_Z) -> Tensor:
     r"""How many atoms of each element every structure holds.
 
     Args:
         structures: The structures (see the module docstring).
-        max_z (int, optional): Atomic numbers must lie below it. (default: :obj:`100`)
+        max_z (int, optional): Atomic numbers must lie below it. (default:
+            :obj:`~e3nn_pyg.elements.MAX_Z`, 100)
 
     Returns:
         ``[num_structures, max_z]`` float64: entry :math:`(s, z)` counts the atoms of
@@ -246,14 +254,15 @@ def _isolated_atom_mask(table: _Table) -> Tensor:
 
 
 def isolated_atom_energies(
-    structures: Structures, max_z: int = 100, elements: Iterable[int] | None = None
+    structures: Structures, max_z: int = MAX_Z, elements: Iterable[int] | None = None
 ) -> Tensor:
     r"""The energies :math:`E^0_z` of the isolated-atom entries among ``structures``.
 
     Args:
         structures: The structures (see the module docstring); entries that are not isolated
             atoms are ignored.
-        max_z (int, optional): Length of the result. (default: :obj:`100`)
+        max_z (int, optional): Length of the result. (default:
+            :obj:`~e3nn_pyg.elements.MAX_Z`, 100)
         elements (iterable of int, optional): Atomic numbers that must have an entry, e.g.
             those of the training set. (default: :obj:`None`)
 
@@ -272,29 +281,52 @@ def isolated_atom_energies(
             "no isolated-atom entry (config_type 'IsolatedAtom' or 'isolated_atom'); "
             "fit the E0s with fit_e0s instead"
         )
-    energy = _energies(table)
-    e0s = torch.zeros(max_z, dtype=torch.float64)  # [max_z]
-    found: dict[int, float] = {}
     atom_of = torch.zeros(len(mask), dtype=torch.long).index_copy_(
         0, table.batch, torch.arange(len(table.z))
     )  # [M] the (last) atom of each structure: the only one for isolated atoms
+    energy = _isolated_energies(table, mask, atom_of)  # [M]
+    e0s = torch.zeros(max_z, dtype=torch.float64)  # [max_z]
+    found: dict[int, float] = {}
     for s in mask.nonzero()[:, 0].tolist():
         z, value = int(table.z[atom_of[s]]), float(energy[s])
         if z in found and found[z] != value:
-            raise ValueError(f"two isolated-atom entries of Z={z} disagree: {found[z]} and {value}")
+            raise ValueError(
+                f"two isolated-atom entries of {element_names([z])} disagree: {found[z]} and "
+                f"{value}"
+            )
         found[z] = value
         e0s[z] = value
     if elements is not None:
-        missing = sorted({int(z) for z in elements} - set(found))
+        missing = {int(z) for z in elements} - set(found)
         if missing:
             raise ValueError(
-                f"no isolated-atom entry for the elements Z={missing} (entries for "
-                f"Z={sorted(found)}); add them or fit the E0s with fit_e0s"
+                f"no isolated-atom entry for {element_names(missing)} (entries for "
+                f"{element_names(found)}); add them or fit the E0s with fit_e0s"
             )
     return e0s
 
 
-def fit_e0s(structures: Structures, max_z: int = 100) -> Tensor:
+def _isolated_energies(table: _Table, mask: Tensor, atom_of: Tensor) -> Tensor:
+    """The energies of the structures ``[M]``, refusing an isolated-atom entry without
+    one."""
+    if table.energy is None:
+        raise ValueError("the isolated-atom entries have no energy")
+    labelled = (
+        table.energy_weight != 0
+        if table.energy_weight is not None
+        else torch.ones(len(mask), dtype=torch.bool)
+    )  # [M]
+    unlabelled = mask & ~labelled
+    if unlabelled.any():
+        s = int(unlabelled.nonzero()[0, 0])
+        raise ValueError(
+            f"isolated-atom entry {s} ({element_names([int(table.z[atom_of[s]])])}) has no "
+            f"energy ({int(unlabelled.sum())} of the {int(mask.sum())} entries have none)"
+        )
+    return table.energy
+
+
+def fit_e0s(structures: Structures, max_z: int = MAX_Z) -> Tensor:
     r"""Reference energies fitted by least squares of the total energies on the composition,
 
     .. math::
@@ -307,16 +339,21 @@ def fit_e0s(structures: Structures, max_z: int = 100) -> Tensor:
 
     Args:
         structures: The training structures (see the module docstring).
-        max_z (int, optional): Length of the result. (default: :obj:`100`)
+        max_z (int, optional): Length of the result. (default:
+            :obj:`~e3nn_pyg.elements.MAX_Z`, 100)
 
     Returns:
-        ``[max_z]`` float64 indexed by atomic number, 0 for elements absent from
-        ``structures``.
+        ``[max_z]`` float64 indexed by atomic number, 0 for elements absent from the
+        structures with an energy (``energy_weight`` not 0).
+
+    Raises:
+        ValueError: when no structure has an energy.
     """
     table = _table(structures)
     _check_max_z(max_z, table.z)
-    energy = _energies(table)  # [M]
-    counts = _composition(table, max_z)  # [M, max_z]
+    energy, labelled = _labelled_energies(table)  # [M], [M]
+    energy = energy[labelled]  # [M']
+    counts = _composition(table, max_z)[labelled]  # [M', max_z]
     present = counts.sum(0) > 0  # [max_z]
     e0s = torch.zeros(max_z, dtype=torch.float64)  # [max_z]
     fit = torch.linalg.lstsq(counts[:, present], energy[:, None], driver="gelsd")
@@ -325,7 +362,7 @@ def fit_e0s(structures: Structures, max_z: int = 100) -> Tensor:
 
 
 def _atomic_energies(table: _Table, e0s: Tensor) -> Tensor:
-    """:math:`(E_s - \\sum_i E^0_{z_i}) / N_s` per structure, ``[M]``."""
+    """:math:`(E_s - \\sum_i E^0_{z_i}) / N_s` per structure with an energy, ``[M']``."""
     if not isinstance(e0s, Tensor) or e0s.dim() != 1:
         raise TypeError("e0s must be a 1-D tensor indexed by atomic number")
     if table.z.numel() and int(table.z.max()) >= len(e0s):
@@ -333,7 +370,8 @@ def _atomic_energies(table: _Table, e0s: Tensor) -> Tensor:
     reference = torch.zeros(len(table.num_atoms), dtype=torch.float64).index_add_(
         0, table.batch, e0s.detach().to("cpu", torch.float64)[table.z]
     )  # [M]
-    return (_energies(table) - reference) / table.num_atoms  # [M]
+    energy, labelled = _labelled_energies(table)
+    return ((energy - reference) / table.num_atoms)[labelled]  # [M']
 
 
 def atomic_energy_shift(structures: Structures, e0s: Tensor) -> Tensor:

@@ -13,15 +13,14 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from ..checks import is_int, is_real, require, require_index_range
-from ..conv import Convolution, shared_graph, sorted_edge_index
+from ..checks import is_int, is_real, require, require_bool
+from ..conv import Convolution
+from ..elements import MAX_Z
 from ..graph import (
-    _periodic_edges,
-    _radius_edges,
-    _validate_options,
+    Graph,
     cartesian_shifts,
+    prepare_graph,
     validate_batch,
-    validate_cell,
     validate_pos,
 )
 from ..kernel import MODES as KERNEL_MODES
@@ -30,9 +29,17 @@ from ..non_linearities import GatedBlockParity, rescaled_act
 from ..o3 import Rs, RsLike
 from ..radial import BesselRadialModel
 from ..tensor_product.paths import selection_rule
-from .forces import energy_gradients
-from .interaction_graph import RadiusInteractionGraph
+from .forces import _SettingsOptionalOnLoad, energy_gradients
+from .interaction_graph import (
+    TRUSTED_GRAPHS,
+    InteractionGraph,
+    RadiusInteractionGraph,
+    check_interaction_graph,
+    checked_graph_output,
+    periodic_inputs,
+)
 from .self_interaction import SelfInteraction
+from .species import check_atomic_numbers, species_table, validate_species
 
 __all__ = ["EquivariantNet", "layer_representations"]
 
@@ -42,6 +49,9 @@ READOUTS = ("add", "mean")
 
 #: Constructor arguments that are not architecture settings (see EquivariantNet.config)
 _NOT_CONFIG = ("mean", "std", "atomref", "interaction_graph")
+#: (name, lowest value) of the integer settings
+_INT_LIMITS = (("num_layers", 1), ("num_basis", 1), ("radial_hidden", 1), ("radial_layers", 0),
+               ("out_channels", 1), ("max_z", 1), ("lmax", 0))  # fmt: skip
 
 
 def _connects(l_in: int, p_in: int, l_out: int, p_out: int, lmax: int) -> bool:
@@ -144,17 +154,8 @@ class InteractionBlock(nn.Module):
         self.self_interaction.reset_parameters()
         self.gate.reset_parameters()
 
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        edge_index: Tensor,
-        graph_cache: dict | None = None,
-        edge_shift: Tensor | None = None,
-    ) -> Tensor:
-        h = self.conv(
-            x, pos, edge_index, graph_cache=graph_cache, edge_shift=edge_shift
-        )  # [N, dim(gate.Rs_in)]
+    def forward(self, x: Tensor, pos: Tensor, graph: Graph) -> Tensor:
+        h = self.conv(x, pos, graph)  # [N, dim(gate.Rs_in)]
         h = h + self.self_interaction(x)
         return self.gate(h * math.sqrt(0.5))  # [N, dim(Rs_out)]
 
@@ -175,7 +176,36 @@ def _float_vector(
     return out  # [size]
 
 
-class EquivariantNet(nn.Module):
+def _check_settings(hidden: Rs, **settings: Any) -> None:
+    """Refuse constructor arguments of :class:`EquivariantNet` outside their limits."""
+    if any(p == 0 for mul, _, p in hidden if mul):
+        raise ValueError(
+            f"hidden_Rs = '{hidden}' has irreps without parity: write each as e (even) or "
+            "o (odd), e.g. '16x0e+8x1o+4x2e'"
+        )
+    if hidden_scalars(hidden) == 0:
+        raise ValueError(
+            f"hidden_Rs = '{hidden}' needs even scalars (0e) for the atom embedding and "
+            "the readout, e.g. '16x0e+8x1o+4x2e'"
+        )
+    for name, low in _INT_LIMITS:
+        if not is_int(settings[name]) or settings[name] < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {settings[name]!r}")
+    cap = settings["max_num_neighbors"]
+    if cap is not None and (not is_int(cap) or cap < 1):
+        raise ValueError(f"max_num_neighbors must be None or an int >= 1, got {cap!r}")
+    for name in ("cutoff", "avg_num_neighbors"):
+        value = settings[name]
+        if not is_real(value) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    for name, choices in (("kernel_mode", KERNEL_MODES), ("readout", READOUTS)):
+        if settings[name] not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {settings[name]!r}")
+    if settings["derivative"] and settings["out_channels"] != 1:
+        raise ValueError("derivative=True needs out_channels=1 (forces of one energy)")
+
+
+class EquivariantNet(_SettingsOptionalOnLoad):
     r"""An E(3)-equivariant network on molecules, a drop-in for PyG's
     :class:`~torch_geometric.nn.models.SchNet`: ``forward(z, pos, batch)`` returns one
     invariant prediction per molecule.
@@ -202,15 +232,44 @@ class EquivariantNet(nn.Module):
     With ``derivative=True`` the forward also returns the forces
     :math:`\mathbf{F}_i = -\partial y_G / \partial \mathbf{p}_i` (as PyG's ViSNet); the edge
     vectors are always recomputed from ``pos``, so gradients reach the positions whatever
-    ``interaction_graph`` returns as edge weights.
+    graph is used.
+
+    **The interaction graph.** Every call asks ``interaction_graph(pos, batch, cell, pbc)``
+    for the edges and their integer cell shifts (the protocol of
+    :mod:`e3nn_pyg.models.interaction_graph`); the edge vectors are
+    :math:`\mathbf{p}_j - \mathbf{p}_i + \mathbf{s} C`. The default,
+    :class:`~e3nn_pyg.models.RadiusInteractionGraph`, is the exact radius graph of
+    ``cutoff``; :class:`~e3nn_pyg.models.VerletInteractionGraph` reuses it between the steps
+    of a simulation. What another graph returns is checked.
 
     **Periodic structures.** ``forward(z, pos, batch, cell, pbc)`` treats the structures as
-    crystals, slabs or wires: neighbours are the periodic images within the cutoff
-    (:func:`~e3nn_pyg.graph.periodic_radius_graph`: triclinic cells of any size, mixed
-    ``pbc``, positions inside or outside the cell), and with ``derivative=True`` and
-    ``stress=True`` the forward also returns the stress, the strain derivative of the energy
-    per volume (see :meth:`forward`). Inputs are validated once, at the entry of
-    :meth:`forward` and :meth:`energy`; the graph and the layers then skip their own checks.
+    crystals, slabs or wires: the default graph takes every periodic image of an atom within
+    the cutoff (:func:`~e3nn_pyg.graph.periodic_radius_graph`: triclinic cells of any size,
+    mixed ``pbc``, positions inside or outside the cell). With ``derivative=True`` and
+    ``stress=True`` the forward also returns the stress, the derivative of the energy with
+    respect to a homogeneous strain :math:`\varepsilon` (symmetric) of the positions and the
+    cell, :math:`\mathbf{x} \to \mathbf{x}(I + \varepsilon)` for positions and lattice
+    vectors as rows, per volume:
+
+    .. math::
+        \sigma_G = \frac{1}{V_G} \frac{\partial E_G}{\partial \varepsilon}
+        \Big|_{\varepsilon = 0}, \qquad V_G = |\det C_G|,
+
+    ASE's sign convention (positive under tension; energy per volume, e.g. eV/Å³), computed
+    by autograd with the forces in one backward pass. Forces and stress are computed even
+    under :func:`torch.no_grad`; in training mode they keep their graph for a force (and
+    stress) loss. A batch may mix periodic structures and molecules (no periodic axis): the
+    stress of a molecule is not defined, so its rows are NaN (a loss selects the periodic
+    rows with :func:`torch.where`; the NaN rows then pass zero gradients), and the stress of
+    every periodic structure is the one it has alone. ``stress=True`` is refused when no
+    structure is periodic, and for a periodic structure whose cell has zero volume.
+
+    **Elements.** Atomic numbers lie in ``[0, max_z)``; a model given ``species`` (the
+    elements of its training data) refuses any other element with a ``ValueError`` naming
+    it, unless its plain attribute ``allow_unseen_elements`` is set to ``True`` (not part
+    of the config: a choice of the caller, see :mod:`e3nn_pyg.models.species`). Inputs are
+    validated once, at the entry of :meth:`forward` and :meth:`energy`; the graph and the
+    layers then skip their own checks.
 
     Args:
         hidden_Rs (Rs-like, optional): the hidden representation; every irrep needs a
@@ -222,7 +281,7 @@ class EquivariantNet(nn.Module):
         cutoff (float, optional): the cutoff radius of the graph and the radial functions,
             in the unit of ``pos`` (Å for QM9). (default: :obj:`5.0`)
         max_num_neighbors (int, optional): cap on the neighbours of each atom in the default
-            interaction graph; a cap that cuts breaks the exact symmetries.
+            interaction graph (molecules only); a cap that cuts breaks the exact symmetries.
             (default: :obj:`None`, no cap)
         num_basis (int, optional): the number of Bessel functions of the radial model.
             (default: :obj:`8`)
@@ -243,11 +302,13 @@ class EquivariantNet(nn.Module):
             (default: :obj:`None`: 0)
         out_channels (int, optional): outputs per molecule. (default: :obj:`1`)
         max_z (int, optional): atomic numbers must lie in ``[0, max_z)``.
-            (default: :obj:`100`)
-        interaction_graph (callable, optional): ``(pos, batch) -> (edge_index, edge_weight)``
-            as PyG's ``RadiusInteractionGraph``; only ``edge_index`` is used.
-            (default: :obj:`None`: :class:`~e3nn_pyg.models.RadiusInteractionGraph` of
-            ``cutoff`` and ``max_num_neighbors``)
+            (default: :obj:`e3nn_pyg.elements.MAX_Z`, 100)
+        species (list of int, optional): the atomic numbers the model was trained on; other
+            elements are refused. (default: :obj:`None`: any element below ``max_z``)
+        interaction_graph (callable, optional): ``(pos, batch, cell, pbc) -> (edge_index,
+            edge_shift)``, see above. (default: :obj:`None`:
+            :class:`~e3nn_pyg.models.RadiusInteractionGraph` of ``cutoff`` and
+            ``max_num_neighbors``)
         derivative (bool, optional): also return the forces :math:`-\partial y/\partial
             \mathbf{p}` (needs ``out_channels=1``). (default: :obj:`False`)
         kernel_mode (str, optional): ``"channelwise"`` (one radial weight per input channel
@@ -265,11 +326,15 @@ class EquivariantNet(nn.Module):
           ``stress=True`` also the stress :math:`(|\mathcal{G}|, 3, 3)`
 
     Example:
-        >>> model = EquivariantNet("8x0e + 4x1o", num_layers=2, cutoff=3.0)
+        >>> model = EquivariantNet("8x0e + 4x1o", num_layers=2, cutoff=3.0, species=[1, 8])
         >>> z = torch.tensor([8, 1, 1])
         >>> pos = torch.tensor([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
         >>> model(z, pos).shape
         torch.Size([1, 1])
+        >>> model(torch.tensor([8, 1, 17]), pos)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: z holds elements the model was not trained on: Cl (Z=17); it was ...
     """
 
     def __init__(
@@ -288,95 +353,77 @@ class EquivariantNet(nn.Module):
         std: float | Sequence[float] | None = None,
         atomref: Tensor | None = None,
         out_channels: int = 1,
-        max_z: int = 100,
-        interaction_graph: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] | None = None,
+        max_z: int = MAX_Z,
+        species: Sequence[int] | None = None,
+        interaction_graph: InteractionGraph | None = None,
         derivative: bool = False,
         kernel_mode: str = "channelwise",
     ) -> None:
         super().__init__()
         hidden = Rs(hidden_Rs)
-        if any(p == 0 for mul, _, p in hidden if mul):
-            raise ValueError(
-                f"hidden_Rs = '{hidden}' has irreps without parity: write each as e (even) or "
-                "o (odd), e.g. '16x0e+8x1o+4x2e'"
-            )
-        if hidden_scalars(hidden) == 0:
-            raise ValueError(
-                f"hidden_Rs = '{hidden}' needs even scalars (0e) for the atom embedding and "
-                "the readout, e.g. '16x0e+8x1o+4x2e'"
-            )
-        for name, value, low in (
-            ("num_layers", num_layers, 1),
-            ("num_basis", num_basis, 1),
-            ("radial_hidden", radial_hidden, 1),
-            ("radial_layers", radial_layers, 0),
-            ("out_channels", out_channels, 1),
-            ("max_z", max_z, 1),
-            ("lmax", hidden.lmax if lmax is None else lmax, 0),
-        ):
-            if not is_int(value) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if max_num_neighbors is not None and (
-            not is_int(max_num_neighbors) or max_num_neighbors < 1
-        ):
-            raise ValueError(
-                f"max_num_neighbors must be None or an int >= 1, got {max_num_neighbors!r}"
-            )
-        for name, value in (("cutoff", cutoff), ("avg_num_neighbors", avg_num_neighbors)):
-            if not is_real(value) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if kernel_mode not in KERNEL_MODES:
-            raise ValueError(f"kernel_mode must be one of {KERNEL_MODES}, got {kernel_mode!r}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        if derivative and out_channels != 1:
-            raise ValueError("derivative=True needs out_channels=1 (forces of one energy)")
-        if interaction_graph is not None and not callable(interaction_graph):
-            raise TypeError(f"interaction_graph must be callable, got {type(interaction_graph)}")
-
-        self.hidden_Rs = hidden
-        self.lmax = hidden.lmax if lmax is None else lmax
-        self.num_layers = num_layers
+        lmax = hidden.lmax if lmax is None else lmax
+        _check_settings(
+            hidden, lmax=lmax, num_layers=num_layers, num_basis=num_basis,
+            radial_hidden=radial_hidden, radial_layers=radial_layers,
+            out_channels=out_channels, max_z=max_z, max_num_neighbors=max_num_neighbors,
+            cutoff=cutoff, avg_num_neighbors=avg_num_neighbors, kernel_mode=kernel_mode,
+            readout=readout, derivative=derivative,
+        )  # fmt: skip
+        if interaction_graph is not None:
+            check_interaction_graph(interaction_graph)
+        self.hidden_Rs, self.lmax, self.num_layers = hidden, lmax, num_layers
         self.cutoff = float(cutoff)
         self.max_num_neighbors = max_num_neighbors
-        self.num_basis = num_basis
-        self.radial_hidden = radial_hidden
+        self.num_basis, self.radial_hidden = num_basis, radial_hidden
         self.radial_layers = radial_layers
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.readout = readout
-        self.out_channels = out_channels
-        self.max_z = max_z
-        self.derivative = derivative
-        self.kernel_mode = kernel_mode
-
+        self.readout, self.out_channels, self.max_z = readout, out_channels, max_z
+        self.species = validate_species(species, max_z)
+        self.derivative, self.kernel_mode = derivative, kernel_mode
+        #: predict elements outside ``species`` all the same (not part of the config)
+        self.allow_unseen_elements = False
         if interaction_graph is None:
             interaction_graph = RadiusInteractionGraph(self.cutoff, max_num_neighbors)
         self.interaction_graph = interaction_graph
+        self._build_layers()
+        self._register_offsets(mean, std, atomref)
+        table = species_table(self.species, max_z)  # [max_z] bool, or None
+        self.register_buffer("species_mask", table, persistent=False)
+        self.reset_parameters()
 
+    def _build_layers(self) -> None:
+        """The embedding, the interaction blocks and the readout perceptron."""
         radial = partial(
             BesselRadialModel,
             max_radius=self.cutoff,
-            number_of_basis=num_basis,
-            h=radial_hidden,
-            L=radial_layers,
+            number_of_basis=self.num_basis,
+            h=self.radial_hidden,
+            L=self.radial_layers,
         )
         kernel = partial(
             Kernel,
             RadialModel=radial,
             selection_rule=partial(selection_rule, lmax=self.lmax),
-            mode=kernel_mode,
+            mode=self.kernel_mode,
         )
-        num_scalars = hidden_scalars(hidden)
-        self.embedding = nn.Embedding(max_z, num_scalars)
+        num_scalars = hidden_scalars(self.hidden_Rs)
+        self.embedding = nn.Embedding(self.max_z, num_scalars)
         blocks, Rs_in = [], Rs([(num_scalars, 0, 1)])
-        for Rs_out in layer_representations(hidden, self.lmax, num_layers):
+        for Rs_out in layer_representations(self.hidden_Rs, self.lmax, self.num_layers):
             blocks.append(InteractionBlock(Rs_in, Rs_out, kernel, self.avg_num_neighbors))
             Rs_in = blocks[-1].Rs_out
         self.interactions = nn.ModuleList(blocks)
         self.lin1 = nn.Linear(num_scalars, max(num_scalars // 2, 1))
         self.act = rescaled_act.silu
-        self.lin2 = nn.Linear(self.lin1.out_features, out_channels)
+        self.lin2 = nn.Linear(self.lin1.out_features, self.out_channels)
 
+    def _register_offsets(
+        self, mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
+        atomref: Tensor | None,
+    ) -> None:  # fmt: skip
+        """The buffers ``mean``, ``std`` ``[out_channels]`` and ``atomref``
+        ``[max_z, out_channels]``."""
+        max_z, out_channels = self.max_z, self.out_channels
         self.register_buffer("mean", _float_vector("mean", mean, 0.0, out_channels))
         self.register_buffer("std", _float_vector("std", std, 1.0, out_channels))
         if atomref is None:
@@ -390,7 +437,6 @@ class EquivariantNet(nn.Module):
                 f"got {list(atomref.shape)}"
             )
         self.register_buffer("atomref", atomref)  # [max_z, out_channels]
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         r"""Re-initialize the learnable parameters (``mean``, ``std`` and ``atomref`` are
@@ -441,16 +487,6 @@ class EquivariantNet(nn.Module):
                 "['config'] holds them)"
             )
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-    ) -> None:
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-        )
-        key = prefix + "_extra_state"
-        if key in missing_keys:  # saved before the config was recorded: nothing to compare
-            missing_keys.remove(key)
-
     def _check_inputs(
         self,
         z: Tensor,
@@ -461,13 +497,11 @@ class EquivariantNet(nn.Module):
     ) -> tuple[Tensor | None, Tensor | None]:
         """Validate the inputs of a call, once for the whole network; return the cells and
         periodic axes per structure (``None`` for molecules)."""
-        if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
-            what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
-            raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
+        known = None if self.allow_unseen_elements else self.species_mask
+        check_atomic_numbers(z, self.max_z, known)
         validate_pos(pos)
         if pos.shape[0] != z.shape[0]:
             raise ValueError(f"z has {z.shape[0]} atoms but pos has {pos.shape[0]} rows")
-        require_index_range(z, self.max_z, "z holds atomic number", ValueError)
         if batch is not None:
             validate_batch(batch, z.shape[0], pos.device)
         if pos.dtype != self.std.dtype:
@@ -475,39 +509,17 @@ class EquivariantNet(nn.Module):
                 f"pos is {pos.dtype} but the model is {self.std.dtype}: convert one of them "
                 "(model.double() or pos.float())"
             )
-        if cell is None:
-            if pbc is not None:
-                raise ValueError("pbc was given without a cell: pass the cell too")
-            return None, None
-        graph = self.interaction_graph
-        if type(graph) is not RadiusInteractionGraph:
-            raise ValueError(
-                f"periodic structures (a cell was given) need the default interaction graph; "
-                f"this model has {type(graph).__name__}, which builds no periodic images"
-            )
-        if graph.max_num_neighbors is not None:
-            raise ValueError(
-                "periodic structures (a cell was given) need max_num_neighbors=None: the "
-                "periodic graph is exact"
-            )
-        return validate_cell(cell, True if pbc is None else pbc, pos, batch)
+        return periodic_inputs(cell, pbc, pos, batch)
 
     def _edges(
         self, pos: Tensor, batch: Tensor | None, cell: Tensor | None, pbc: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        """The interaction graph of validated inputs ``[2, E]``, and the cell shift of every
-        edge ``[E, 3]`` for periodic structures (``None`` otherwise)."""
+        """The interaction graph of validated inputs ``[2, E]``, and the integer cell shift
+        of every edge ``[E, 3]`` for periodic structures (``None`` otherwise)."""
         graph = self.interaction_graph
-        if type(graph) is not RadiusInteractionGraph:  # a user's graph: validate its edges
-            edge_index, _ = graph(pos, batch)  # [2, E]; lengths from pos below
-            return sorted_edge_index(edge_index, pos.shape[0], pos.shape[0], pos.device), None
-        # the inputs are validated at the entry: the graph's own checks are skipped
-        cutoff = _validate_options(
-            graph.cutoff, False, graph.max_num_neighbors, "auto", "source_to_target"
-        )
-        if cell is not None:
-            return _periodic_edges(pos, cutoff, cell, pbc, batch)  # [2, E], [E, 3]
-        return _radius_edges(pos, cutoff, batch, max_num_neighbors=graph.max_num_neighbors), None
+        if type(graph) in TRUSTED_GRAPHS:  # built from the validated inputs: no second check
+            return graph.edges(pos, batch, cell, pbc)
+        return checked_graph_output(graph(pos, batch, cell, pbc), pos, batch, pbc)
 
     def _energy(
         self,
@@ -547,13 +559,12 @@ class EquivariantNet(nn.Module):
         edge_shift: Tensor | None,
         num_graphs: int,
     ) -> Tensor:
-        # sorted once for the layers, which also share the pairing of the edges, their
-        # lengths and harmonics, and skip the checks of the inputs validated at the entry
-        # (one cache per forward pass)
-        edge_index, edge_shift, graph_cache = shared_graph(pos, edge_index, edge_shift)
+        # one graph for the layers: sorted once, its geometry (pairing of the edges, their
+        # lengths and harmonics) shared; the inputs were validated at the entry
+        graph = prepare_graph(pos, edge_index, edge_shift, validate=False)
         x = self.embedding(z)  # [N, num_scalars]
         for block in self.interactions:
-            x = block(x, pos, edge_index, graph_cache, edge_shift)  # [N, dim(block.Rs_out)]
+            x = block(x, pos, graph)  # [N, dim(block.Rs_out)]
         h = self.lin2(self.act(self.lin1(x)))  # [N, out_channels]
         h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
         graph = batch if batch is not None else z.new_zeros(z.shape)  # [N]
@@ -583,56 +594,47 @@ class EquivariantNet(nn.Module):
         stress: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         r"""Predict one value per structure (and the forces with ``derivative=True``, and
-        the stress with ``stress=True``).
-
-        With a ``cell`` the structures are periodic: the graph is
-        :func:`~e3nn_pyg.graph.periodic_radius_graph` of the cutoff (every periodic image
-        of an atom within the cutoff is a neighbour; positions may lie outside the cell),
-        and the edge vectors are :math:`\mathbf{p}_j - \mathbf{p}_i + \mathbf{s} C`.
-
-        The stress is the derivative of the energy with respect to a homogeneous strain
-        :math:`\varepsilon` (symmetric) of the positions and the cell,
-        :math:`\mathbf{x} \to \mathbf{x}(I + \varepsilon)` for positions and lattice
-        vectors as rows, per volume:
-
-        .. math::
-            \sigma_G = \frac{1}{V_G} \frac{\partial E_G}{\partial \varepsilon}
-            \Big|_{\varepsilon = 0}, \qquad V_G = |\det C_G|,
-
-        ASE's sign convention (positive under tension; units of energy per volume, e.g.
-        eV/Å³), computed by autograd with the forces in one backward pass.
+        the stress with ``stress=True``; see the class docstring).
 
         Args:
-            z (torch.Tensor): atomic numbers ``[N]``, long.
+            z (torch.Tensor): atomic numbers ``[N]``, long, in ``species`` when it is set.
             pos (torch.Tensor): positions ``[N, 3]``, the model's dtype.
             batch (torch.Tensor, optional): structure of every atom ``[N]``, sorted.
                 (default: :obj:`None`, one structure)
             cell (torch.Tensor, optional): lattice vectors as rows, ``[num_graphs, 3, 3]``
                 or ``[3, 3]`` for every structure, the model's dtype (see
-                :func:`~e3nn_pyg.graph.validate_cell`); needs the default interaction graph
-                without ``max_num_neighbors``. (default: :obj:`None`, molecules)
+                :func:`~e3nn_pyg.graph.validate_cell`). (default: :obj:`None`, molecules)
             pbc (torch.Tensor or sequence of bool or bool, optional): periodic axes, bool
                 ``[num_graphs, 3]`` or ``[3]``. (default: :obj:`None`: all three periodic
                 when a cell is given)
-            stress (bool, optional): also return the stress; needs ``derivative=True`` and
-                cells of non-zero volume with at least one periodic axis.
-                (default: :obj:`False`)
+            stress (bool, optional): also return the stress (NaN rows for structures
+                without periodic axis); needs ``derivative=True``, some periodic structure,
+                and cells of non-zero volume for the periodic ones. (default: :obj:`False`)
 
         Returns:
             ``[num_graphs, out_channels]``; with ``derivative=True`` the tuple
             ``(energy [num_graphs, 1], forces [N, 3])``, and with ``stress=True``
-            ``(energy [num_graphs, 1], forces [N, 3], stress [num_graphs, 3, 3])``. Forces
-            and stress are computed even under :func:`torch.no_grad`; in training mode they
-            keep their graph for a force (and stress) loss. ``num_graphs`` is the number of
-            cells when a cell per structure is given.
+            ``(energy [num_graphs, 1], forces [N, 3], stress [num_graphs, 3, 3])``.
+            ``num_graphs`` is the number of cells when a cell per structure is given.
         """
         cell, pbc = self._check_inputs(z, pos, batch, cell, pbc)
-        if not isinstance(stress, bool):
-            raise TypeError(f"stress must be a bool, got {type(stress).__name__}")
-        if stress:
-            volume = self._stress_volume(cell, pbc)  # [G]
+        require_bool(stress, "stress")
+        volume = self._stress_volume(cell, pbc) if stress else None  # [G]
         if not self.derivative:
             return self._energy(z, pos, batch, cell, pbc)
+        return self._derivatives(z, pos, batch, cell, pbc, volume)
+
+    def _derivatives(
+        self,
+        z: Tensor,
+        pos: Tensor,
+        batch: Tensor | None,
+        cell: Tensor | None,
+        pbc: Tensor | None,
+        volume: Tensor | None,
+    ) -> tuple[Tensor, ...]:
+        """The energy, the forces and (given the volumes ``[G]``) the stress of validated
+        inputs, by one backward pass."""
         grad_enabled = torch.is_grad_enabled()
         # torch.compile cannot return values differentiable through a leaf made inside it
         detach = not grad_enabled
@@ -647,20 +649,25 @@ class EquivariantNet(nn.Module):
             if not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
             inputs = [pos]
-            if stress:
+            if volume is not None:
                 displacement = pos.new_zeros(cell.shape).requires_grad_(True)  # [G, 3, 3]
                 inputs.append(displacement)
-            energy = self._energy(z, pos, batch, cell, pbc, inputs[1] if stress else None)
+            energy = self._energy(z, pos, batch, cell, pbc, *inputs[1:])  # [G, 1]
             gradients = energy_gradients(energy, inputs, self.training and grad_enabled)
         outputs = [energy, -gradients[0]]  # forces [N, 3]
-        if stress:
-            outputs.append(gradients[1] / volume[:, None, None])  # [G, 3, 3]
+        if volume is not None:  # NaN volume: a molecule (see _stress_volume)
+            defined = ~volume.isnan()[:, None, None]  # [G, 1, 1]
+            # divide by 1 where undefined, so that the NaN rows pass zero gradients
+            stress = gradients[1] / torch.where(defined, volume[:, None, None], 1.0)
+            outputs.append(torch.where(defined, stress, math.nan))  # [G, 3, 3]
         if detach:
             outputs = [t.detach() for t in outputs]
         return tuple(outputs)
 
     def _stress_volume(self, cell: Tensor | None, pbc: Tensor | None) -> Tensor:
-        """The volumes ``[G]`` that divide the stress, after checking that it is defined."""
+        """The volumes ``[G]`` that divide the stress, NaN for the structures without a
+        periodic axis (their stress is not defined), after checking that the stress of
+        some structure is defined."""
         if not self.derivative:
             raise ValueError("stress=True needs a force model: build it with derivative=True")
         if cell is None:
@@ -668,17 +675,18 @@ class EquivariantNet(nn.Module):
         volume = torch.linalg.det(cell).abs()  # [G]
         periodic = pbc.any(1)  # [G]
         require(
-            periodic.all(), ValueError, "stress=True needs periodic structures: a structure "
-            "has no periodic axis (pbc all False)",
-            lambda: f"stress=True needs periodic structures: structure "
-            f"{int(torch.nonzero(~periodic)[0, 0])} has no periodic axis (pbc all False)",
+            periodic.any(), ValueError, "stress=True needs periodic structures: no structure "
+            "has a periodic axis (pbc all False); the stress of a molecule is not defined",
         )  # fmt: skip
         require(
-            (volume > 0).all(), ValueError,
-            "stress=True needs cells of non-zero volume (for a slab, give the cell its "
-            "vacuum vector along the non-periodic axis)",
+            ((volume > 0) | ~periodic).all(), ValueError,
+            "stress=True needs cells of non-zero volume for periodic structures (for a slab, "
+            "give the cell its vacuum vector along the non-periodic axis)",
+            lambda: "stress=True needs cells of non-zero volume for periodic structures: "
+            f"structure {int(torch.nonzero(periodic & (volume <= 0))[0, 0])} has a flat cell "
+            "(for a slab, give the cell its vacuum vector along the non-periodic axis)",
         )  # fmt: skip
-        return volume
+        return torch.where(periodic, volume, math.nan)
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())

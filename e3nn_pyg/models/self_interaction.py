@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..checks import require_features
 from ..o3 import Rs, RsLike
 
 __all__ = ["SelfInteraction"]
@@ -80,12 +81,7 @@ class SelfInteraction(nn.Module):
             nn.init.zeros_(bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[-1] != self.Rs_in.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"SelfInteraction expects [..., {self.Rs_in.dim}] features for Rs_in "
-                f"'{self.Rs_in}', got {shape}"
-            )
+        require_features(x, self.Rs_in, "SelfInteraction input", batch_axes=True)
         batch_shape = x.shape[:-1]
         chunks = self.Rs_in.chunks(x)  # [..., mul, 2l+1] per block of Rs_in
         out = []

@@ -1,5 +1,6 @@
 """Helpers shared by the equivariant non-linearities: activation wrapping, activation
-parity, output parity of activated scalars, and input validation."""
+parity and output parity of activated scalars (their inputs are checked with
+:func:`~e3nn_pyg.checks.require_features`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-
-from ..o3 import Rs
 
 Activation = Callable[[Tensor], Tensor]
 
@@ -78,17 +77,3 @@ def activated_parity(p: int, act: torch.nn.Module, what: str) -> int:
             f"{act!r} is neither (f(-x) is not ±f(x)); use e.g. tanh (odd) or absolute (even)"
         )
     return act_p
-
-
-def check_features(x: Tensor, rs: Rs, layer: str) -> None:
-    """Raise if ``x`` is not a floating tensor whose last axis has ``rs.dim`` features."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{layer} expects a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() == 0 or x.shape[-1] != rs.dim:
-        raise ValueError(
-            f"{layer} expects features on the last axis of size Rs_in.dim = {rs.dim} "
-            f"(Rs_in = '{rs}'), got {x.shape[-1] if x.dim() else 'a 0-d tensor'} "
-            f"(input shape {tuple(x.shape)})"
-        )

@@ -21,8 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..checks import require_features
 from ..o3 import Rs, RsLike
-from ._common import Activation, activated_parity, as_module, check_features
+from ._common import Activation, activated_parity, as_module
 
 __all__ = ["GatedBlock", "GatedBlockParity"]
 
@@ -71,7 +72,7 @@ class _Gate(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``[..., Rs_in.dim]`` -> ``[..., Rs_out.dim]``."""
-        check_features(x, self.Rs_in, type(self).__name__)
+        require_features(x, self.Rs_in, f"{type(self).__name__} input", batch_axes=True)
         gates = [act(x[..., s]) for act, s in zip(self.gate_acts, self._gate_slices)]
         gates = torch.cat(gates, dim=-1) if gates else x[..., :0]  # [..., num_gates]
         chunks = self.Rs_in.chunks(x)  # [..., mul, 2l+1] per block of Rs_in

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..checks import require_features, require_positive
 from ..o3 import Rs, RsLike
-from ._common import Activation, activated_parity, as_module, check_features
+from ._common import Activation, activated_parity, as_module
 
 __all__ = ["NormActivation"]
 
@@ -93,8 +94,7 @@ class NormActivation(torch.nn.Module):
         rs = _as_rs(Rs_in)
         if tensor_act is None:
             raise TypeError("NormActivation needs a tensor_act (e.g. rescaled_act.sigmoid)")
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps}")
+        eps = require_positive(eps, "eps")
         if not bias_min <= bias_max:
             raise ValueError(f"need bias_min <= bias_max, got {bias_min} > {bias_max}")
         self.tensor_act = as_module(tensor_act, "tensor_act")
@@ -122,8 +122,8 @@ class NormActivation(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``[..., Rs.dim]`` -> ``[..., Rs.dim]``."""
-        check_features(x, self.Rs_in, type(self).__name__)
-        if x.is_floating_point() and self.eps**2 < torch.finfo(x.dtype).tiny:
+        require_features(x, self.Rs_in, f"{type(self).__name__} input", batch_axes=True)
+        if self.eps**2 < torch.finfo(x.dtype).tiny:
             raise ValueError(
                 f"NormActivation eps={self.eps:g} is too small for {x.dtype}: eps**2 underflows "
                 "and the norm of a zero vector would be 0 (NaN outputs); use eps >= "

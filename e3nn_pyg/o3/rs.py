@@ -33,25 +33,39 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from numbers import Integral
 from typing import NamedTuple, overload
 
 import torch
 from torch import Tensor
 
-from ..checks import is_int
 from .wigner import _check_orthogonal, wigner_D
 
 __all__ = ["Irrep", "IrrepLike", "MulIrrep", "Rs", "RsLike", "dim", "rs_representation"]
 
 _PARITY_TO_STR = {1: "e", -1: "o", 0: ""}
 _STR_TO_PARITY = {"e": 1, "o": -1, "": 0}
-_TERM = re.compile(r"^(?:(\d+)\s*x\s*)?(\d+)\s*([eo]?)$")
-_IRREP = re.compile(r"^(\d+)\s*([eo]?)$")
+# ASCII digits only: \d would also read other scripts' digits ("١٦x0e")
+_TERM = re.compile(r"^(?:([0-9]+)\s*x\s*)?([0-9]+)\s*([eo]?)$")
+_IRREP = re.compile(r"^([0-9]+)\s*([eo]?)$")
 _ENTRY_FORMS = (
     "(mul, l), (mul, l, p), (mul, (l, p)), (mul, '1e'), an Irrep, a string such as '1e' or "
     "'2x1o', or a bare order l"
 )
+
+
+def _integer(value: object) -> int | None:
+    """``value`` as a Python int when it is an integer (``int``, a numpy integer), else
+    :obj:`None`; bools are not integers here (``True`` is an ``int`` to Python)."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer for an Rs: an int or a numpy integer, not a bool."""
+    return _integer(value) is not None
 
 
 # -- irreps ----------------------------------------------------------------------------------
@@ -84,6 +98,7 @@ class Irrep(tuple):
     """
 
     __slots__ = ()
+    __array_ufunc__ = None  # numpy defers: np.int64(3) * ir is 3 * ir, not an array
 
     def __new__(cls, l: IrrepLike | int, p: int | None = None) -> Irrep:
         if p is None:
@@ -91,18 +106,19 @@ class Irrep(tuple):
                 return l
             if isinstance(l, str):
                 return _irrep_from_string(l)
-            if isinstance(l, tuple):
+            if isinstance(l, (tuple, list)):
                 pair = list(iter(l))  # not len(): e3nn's Irrep refuses it
                 if len(pair) != 2:
                     raise ValueError(f"Irrep {l!r} must be a pair (l, p)")
                 l, p = pair
             else:
                 p = 0
-        if not is_int(l) or l < 0:
+        order, parity = _integer(l), _integer(p)
+        if order is None or order < 0:
             raise ValueError(f"Irrep order l must be a non-negative int, got {l!r}")
-        if not is_int(p) or p not in (-1, 0, 1):
+        if parity not in (-1, 0, 1):
             raise ValueError(f"Irrep parity must be one of -1, 0, 1, got {p!r}")
-        return super().__new__(cls, (l, p))
+        return super().__new__(cls, (order, parity))
 
     def __getnewargs__(self) -> tuple[int, int]:  # pickle and copy call __new__(cls, l, p)
         return (self[0], self[1])
@@ -189,16 +205,17 @@ class MulIrrep(NamedTuple):
 
 # -- parsing -----------------------------------------------------------------------------------
 def _block(mul: object, l: object, p: object, entry: object) -> MulIrrep:
-    """A validated block; errors name ``entry``, the spelling it came from."""
-    if not is_int(mul) or mul < 0:
+    """A validated block of Python ints; errors name ``entry``, the spelling it came from."""
+    multiplicity, order, parity = _integer(mul), _integer(l), _integer(p)
+    if multiplicity is None or multiplicity < 0:
         raise ValueError(
             f"Rs entry {entry!r}: multiplicity must be a non-negative int, got {mul!r}"
         )
-    if not is_int(l) or l < 0:
+    if order is None or order < 0:
         raise ValueError(f"Rs entry {entry!r}: order l must be a non-negative int, got {l!r}")
-    if not is_int(p) or p not in (-1, 0, 1):
+    if parity not in (-1, 0, 1):
         raise ValueError(f"Rs entry {entry!r}: parity must be one of -1, 0, 1, got {p!r}")
-    return MulIrrep(mul, l, p)
+    return MulIrrep(multiplicity, order, parity)
 
 
 def _is_irrep(value: object) -> bool:
@@ -222,7 +239,7 @@ def _parse_entry(entry: object) -> MulIrrep:
                 "'2x1o' (give the whole Rs as one string to join terms with '+')"
             )
         return blocks[0]
-    if is_int(entry):  # the 2020 shorthand: a bare order l is one copy without parity
+    if _is_integer(entry):  # the 2020 shorthand: a bare order l is one copy without parity
         return _block(1, entry, 0, entry)
     # iterated, not measured: e3nn's tuple subclasses refuse len()
     items = list(iter(entry)) if isinstance(entry, (tuple, list)) else []
@@ -247,6 +264,10 @@ def _parse_string(text: str) -> list[MulIrrep]:
         return []
     blocks = []
     for term in text.split("+"):
+        if not term.strip():
+            raise ValueError(
+                f"cannot parse Rs term '' in {text!r}: a '+' needs a term on each side"
+            )
         match = _TERM.match(term.strip())
         if match is None:
             raise ValueError(
@@ -259,11 +280,12 @@ def _parse_string(text: str) -> list[MulIrrep]:
 
 
 def _repetitions(times: object, what: str) -> int:
-    if not is_int(times):
+    count = _integer(times)
+    if count is None:
         raise TypeError(f"{what} can be multiplied by an int only, got {times!r}")
-    if times < 0:
-        raise ValueError(f"{what} cannot be repeated a negative number of times ({times})")
-    return times
+    if count < 0:
+        raise ValueError(f"{what} cannot be repeated a negative number of times ({count})")
+    return count
 
 
 def _as_set(values: object, what: str, ok: Callable[[object], bool]) -> frozenset:
@@ -291,6 +313,11 @@ class Rs:
       (inside a list only: ``Rs((2, 0))`` is refused as ambiguous, and so is
       ``Rs(3)``: write ``[(2, 0)]`` for two scalars or ``[2, 0]`` for the orders 2 and 0).
 
+    Every spelling is either exact or refused: numbers are Python or numpy integers (never
+    bools or floats, stored as Python ints), strings use ASCII digits and lower-case ``e``
+    and ``o``, a ``+`` needs a term on each side, and dicts and sets are refused (a dict's
+    keys and values could be read either way round, a set has no order).
+
     ``rs + other`` concatenates; ``n * rs`` and ``rs * n`` repeat the list ``n`` times, like
     a Python list (the tutorial's ``Rs`` were plain lists, and e3nn's ``Irreps`` repeat
     too), which gives a different feature layout from multiplying the multiplicities: use
@@ -316,6 +343,7 @@ class Rs:
     """
 
     __slots__ = ("_block_shapes", "_blocks", "_sizes")
+    __array_ufunc__ = None  # numpy defers: np.int64(2) * rs is 2 * rs, not an array
 
     def __init__(self, spec: RsLike = ()) -> None:
         if isinstance(spec, Rs):
@@ -324,7 +352,13 @@ class Rs:
             blocks = _parse_string(spec)
         elif isinstance(spec, MulIrrep) or _is_irrep(spec):
             blocks = [_parse_entry(spec)]
-        elif isinstance(spec, tuple) and spec and all(is_int(entry) for entry in spec):
+        elif isinstance(spec, (Mapping, Set)):
+            raise ValueError(
+                f"cannot make an Rs from the {type(spec).__name__} {spec!r}: its order (or "
+                "the meaning of keys and values) is not a layout; give a string like "
+                "'16x0e+8x1o' or a list of blocks like [(16, '0e'), (8, '1o')]"
+            )
+        elif isinstance(spec, tuple) and spec and all(_is_integer(entry) for entry in spec):
             raise ValueError(
                 f"Rs{spec!r} is ambiguous: write [{spec!r}] for one block (mul, l[, p]), or "
                 f"the list {list(spec)!r} for one copy of each order l"
@@ -492,8 +526,9 @@ class Rs:
             (Rs('2x0e+1x2e'), Rs('2x0e+1x2e'), Rs('1x1o+3x0o'))
         """
         irreps = None if keep is None else {block.ir for block in Rs(keep)}
-        ls = None if l is None else _as_set(l, "order l", lambda v: is_int(v) and v >= 0)
-        ps = None if p is None else _as_set(p, "parity p", lambda v: is_int(v) and abs(v) <= 1)
+        ls = None if l is None else _as_set(l, "order l", lambda v: _is_integer(v) and v >= 0)
+        parity_ok = lambda v: _is_integer(v) and v in (-1, 0, 1)  # noqa: E731
+        ps = None if p is None else _as_set(p, "parity p", parity_ok)
         return Rs(
             block
             for block in self._blocks
@@ -594,7 +629,7 @@ class Rs:
         """
         if len(leading) == 1 and isinstance(leading[0], (tuple, list, torch.Size)):
             leading = tuple(leading[0])
-        if not all(is_int(size) and size >= 0 for size in leading):
+        if not all(_is_integer(size) and size >= 0 for size in leading):
             raise ValueError(f"randn: the leading shape must be non-negative ints, got {leading}")
         return torch.randn(*leading, self.dim, dtype=dtype, device=device, generator=generator)
 

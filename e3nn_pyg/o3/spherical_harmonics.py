@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..checks import is_int
+from ..checks import require_bool, require_choice, require_floating, require_int
 
 __all__ = [
     "spherical_harmonics",
@@ -112,11 +112,8 @@ def _check_ls(ls: int | Sequence[int]) -> list[int]:
     elif isinstance(ls, Sequence):
         ls = list(ls)
     else:
-        raise ValueError(f"ls must be an int or a sequence of ints, got {ls!r}")
-    for l in ls:
-        if not is_int(l) or l < 0:
-            raise ValueError(f"spherical harmonics order must be a non-negative int, got {l!r}")
-    return ls
+        raise TypeError(f"ls must be an int or a sequence of ints, got {ls!r}")
+    return [require_int(l, "spherical harmonics order", minimum=0) for l in ls]
 
 
 def spherical_harmonics(
@@ -149,10 +146,9 @@ def spherical_harmonics(
     if not isinstance(vectors, Tensor) or vectors.shape[-1:] != (3,):
         shape = tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__
         raise ValueError(f"vectors must be a tensor of shape [..., 3], got {shape}")
-    if not vectors.is_floating_point():
-        raise TypeError(f"vectors must be a floating tensor, got dtype {vectors.dtype}")
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    require_floating(vectors, "vectors")
+    require_bool(normalize, "normalize")
+    require_choice(normalization, "normalization", _NORMALIZATIONS)
     if not ls:
         return vectors.new_zeros((*vectors.shape[:-1], 0))
 

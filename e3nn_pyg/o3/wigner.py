@@ -19,7 +19,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
-from ..checks import is_int
+from ..checks import require_floating, require_int
 from .spherical_harmonics import spherical_harmonics
 
 __all__ = [
@@ -76,8 +76,7 @@ def _check_orthogonal(R: Tensor) -> Tensor:
     if not isinstance(R, Tensor) or R.shape[-2:] != (3, 3):
         shape = tuple(R.shape) if isinstance(R, Tensor) else type(R).__name__
         raise ValueError(f"R must be a tensor of shape [..., 3, 3], got {shape}")
-    if not R.is_floating_point():
-        raise TypeError(f"R must be a floating tensor, got dtype {R.dtype}")
+    require_floating(R, "R")
     identity = torch.eye(3, dtype=R.dtype, device=R.device)
     tolerance = 1e-4 if R.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
     if (R @ R.transpose(-1, -2) - identity).abs().amax() > tolerance:
@@ -114,8 +113,7 @@ def wigner_D(l: int, R: Tensor) -> Tensor:
         >>> torch.allclose(wigner_D(1, R), R, atol=1e-6)
         True
     """
-    if not is_int(l) or l < 0:
-        raise ValueError(f"l must be a non-negative int, got {l!r}")
+    require_int(l, "l", minimum=0)
     det = _check_orthogonal(R)
     if (det < 0).any():
         raise ValueError(
@@ -189,9 +187,8 @@ def _gauss_sphere_quadrature(degree: int) -> tuple[Tensor, Tensor]:
 
 
 def _check_triple(l1: int, l2: int, l3: int) -> None:
-    for l in (l1, l2, l3):
-        if not is_int(l) or l < 0:
-            raise ValueError(f"wigner_3j orders must be non-negative ints, got {(l1, l2, l3)}")
+    for name, l in (("l1", l1), ("l2", l2), ("l3", l3)):
+        require_int(l, f"wigner_3j order {name}", minimum=0)
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(
             f"wigner_3j({l1}, {l2}, {l3}) violates the triangle rule |l1 - l2| <= l3 <= l1 + l2"

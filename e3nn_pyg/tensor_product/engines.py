@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..checks import require_choice
 from ..radial import edge_lengths
 from . import native
 from .fused import EdgePairing
@@ -111,7 +112,7 @@ class ReferenceEngine(Engine):
     name = "reference"
 
     def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
-        weights, sh = kernel.edge_terms(edge_vec)
+        weights, sh = kernel._edge_terms(edge_vec)
         return apply_kernel(kernel.plan, kernel.full_weights(weights), sh, kernel._cg, x_source)
 
 
@@ -198,8 +199,7 @@ class NativeEngine(FusedEngine):
 
 def make_engine(name: str, kernel: Any) -> Engine:
     """The engine called ``name`` for ``kernel`` (``"auto"`` resolved, see the table)."""
-    if name not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
+    require_choice(name, "engine", ENGINES)
     if name == "native":
         if not native.available():
             raise RuntimeError(f'engine="native" is not available: {native.build_error()}')

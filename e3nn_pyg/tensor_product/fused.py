@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..checks import is_int
+from ..checks import require_int
 from ..constants import ExactConstants
 from ..o3 import wigner_3j
 from .paths import KernelPlan
@@ -233,7 +233,6 @@ class FusedTensorProduct(ExactConstants):
         self.channelwise = channelwise
         self.recompute = recompute
         self.compile_rows = compile_rows
-        rs_in, rs_out = plan.rs_in, plan.rs_out
         orders = plan.filter_orders
         y_offset, offset = {}, 0
         for l_f in orders:
@@ -242,6 +241,14 @@ class FusedTensorProduct(ExactConstants):
         self.num_sh = offset
 
         by_pair = {(pair.index_in, pair.index_out): pair for pair in plan.pairs}
+        self._lay_out_pieces(by_pair)
+        self._register_coupling(by_pair, y_offset)
+        self._register_weight_layout(by_pair)
+        self.mix_permutation = self._mix_permutation()
+
+    def _lay_out_pieces(self, by_pair: dict) -> None:
+        """The pieces (one per block pair) and the widths ``F_b`` and ``J_o``."""
+        rs_in, rs_out = self.plan.rs_in, self.plan.rs_out
         # F_b: rows of the input block's coupled features, ordered (output block, m_o, f)
         self.pieces: list[_Piece] = []
         widths_in = [0] * len(rs_in)
@@ -261,9 +268,12 @@ class FusedTensorProduct(ExactConstants):
         self.coupled_rows = widths_in  # F_b
         self.path_channels = widths_out  # J_o
 
+    def _register_coupling(self, by_pair: dict, y_offset: dict[int, int]) -> None:
+        """The Clebsch-Gordan matrix ``G`` of the coupling, and its signs for :math:`Y(-r)`."""
+        widths_in = self.coupled_rows
         # G [n_Y, sum_b F_b (2l_i+1)]: column (b, (o, m_o, f), m_i)
         m_offset, total = [], 0
-        for (_, l_in, _), width in zip(rs_in, widths_in):
+        for (_, l_in, _), width in zip(self.plan.rs_in, widths_in):
             m_offset.append(total)
             total += width * (2 * l_in + 1)
         self.m_offset = m_offset
@@ -287,9 +297,12 @@ class FusedTensorProduct(ExactConstants):
         self.register_constant("cg", cg)  # [n_Y, M]
         self.register_constant("cg_both", torch.cat([cg, signed], dim=1))  # [n_Y, 2 M]: Y(±r)
 
+    def _register_weight_layout(self, by_pair: dict) -> None:
+        """The engine's radial weight layout and :attr:`weight_permutation`."""
+        plan, channelwise, widths_out = self.plan, self.channelwise, self.path_channels
         # the engine's weight layout and where each weight sits in docs/conventions.md's layout
         self.weight_offset, permutation, offset = [], [], 0
-        for index_out, (mul_out, _, _) in enumerate(rs_out):
+        for index_out, (mul_out, _, _) in enumerate(plan.rs_out):
             self.weight_offset.append(offset)
             u_range = range(1) if channelwise else range(mul_out)
             for piece in (p for p in self.pieces if p.index_out == index_out):
@@ -308,9 +321,11 @@ class FusedTensorProduct(ExactConstants):
             conventional[torch.tensor([c for row in permutation for c in row], dtype=torch.long)],
             persistent=False,
         )  # [n_w]: engine column -> conventions column
-        # channel-wise: the mixing maps' columns (i, v, f) in the engine's order (i, f, v)
+
+    def _mix_permutation(self) -> list[Tensor]:
+        """Channel-wise: the mixing maps' columns (i, v, f) in the engine's order (i, f, v)."""
         mix_permutation = []
-        for index_out in range(len(rs_out)):
+        for index_out in range(len(self.plan.rs_out)):
             order, column = [], 0
             for piece in (p for p in self.pieces if p.index_out == index_out):
                 width = piece.mul_in * piece.n_filters
@@ -321,7 +336,7 @@ class FusedTensorProduct(ExactConstants):
                 ]
                 column += width
             mix_permutation.append(torch.tensor(order, dtype=torch.long))
-        self.mix_permutation = mix_permutation
+        return mix_permutation
 
     @property
     def compile_rows(self) -> int | None:
@@ -330,9 +345,7 @@ class FusedTensorProduct(ExactConstants):
 
     @compile_rows.setter
     def compile_rows(self, rows: int | None) -> None:
-        if rows is not None and (not is_int(rows) or rows < 1):
-            raise ValueError(f"compile_rows must be None or an int >= 1, got {rows!r}")
-        self._compile_rows = rows
+        self._compile_rows = None if rows is None else require_int(rows, "compile_rows", minimum=1)
 
     @property
     def mid_channels(self) -> list[int]:
@@ -533,6 +546,13 @@ class FusedTensorProduct(ExactConstants):
         grad_weights = torch.cat(grad_w, dim=1) if needs[0] else None
         if not (needs[1] or needs[2]):
             return grad_weights, None, None
+        return (grad_weights, *self._input_gradients(m, x, grad_c, needs))
+
+    def _input_gradients(
+        self, m: Tensor, x: Tensor, grad_c: list[Tensor], needs: tuple[bool, ...]
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Gradients to (sh, x) from those of the gathered coupled features ``grad_c``."""
+        rows, directions = x.shape[:2]
         # back to the input blocks: grad of coupled_b [R, D, F_b, v]
         by_block: list[list[Tensor]] = [[] for _ in self.plan.rs_in]
         for piece in self.pieces:
@@ -568,7 +588,7 @@ class FusedTensorProduct(ExactConstants):
             grad_m_all = torch.cat(grad_m, dim=2).reshape(rows, cg.shape[1])  # [R, D M]
             grad_sh = grad_m_all @ cg.t()  # [R, n_Y]
         grad_x_all = self.plan.rs_in.from_chunks(grad_x) if needs[2] else None  # [R, D, dim_in]
-        return grad_weights, grad_sh, grad_x_all
+        return grad_sh, grad_x_all
 
     def assemble(self, parts: list[Tensor], mix: list[Tensor] | None = None) -> Tensor:
         r"""Features ``[N, dim(Rs_out)]`` from (sums of) message parts ``[N, width]``.

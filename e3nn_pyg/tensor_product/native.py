@@ -41,7 +41,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..checks import require_index_range
 from ..o3 import wigner_3j
 from .fused import EdgePairing, FusedTensorProduct
 from .trilinear import trilinear
@@ -140,6 +139,26 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 def _pointer(t: Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def _row_arguments(
+    directions: int, first: int, src: Tensor, dst: Tensor, weights: Tensor, sh: Tensor, x: Tensor
+) -> tuple:
+    """The leading C arguments of the forward and backward loops: a group's rows (from row
+    ``first``: their count, directions, sources, targets) and the inputs, each matrix with
+    its row length."""
+    return (
+        ctypes.c_int64(src.shape[0]),
+        ctypes.c_int64(directions),
+        _pointer(src),
+        _pointer(dst),
+        _pointer(weights[first:]),
+        ctypes.c_int64(weights.shape[1]),
+        _pointer(sh[first:]),
+        ctypes.c_int64(sh.shape[1]),
+        _pointer(x),
+        ctypes.c_int64(x.shape[1]),
+    )
 
 
 class NativeKernels:
@@ -270,18 +289,8 @@ class _GraphOp:
     ) -> None:
         self.native = native
         self.groups = pairing.groups()  # (directions, first row, sources, targets)
+        # (the indices are in range: Kernel.convolve and prepare_graph check them)
         self.num_src, self.num_dst, self.rows = num_src, num_dst, pairing.num_rows
-        for _, _, group_src, group_dst in self.groups:  # the C loop reads and writes there
-            for index, bound, name in (
-                (group_src, num_src, "source"),
-                (group_dst, num_dst, "target"),
-            ):
-                if type(index) is not Tensor:
-                    raise TypeError(
-                        "the native engine needs plain index tensors, got "
-                        f"{type(index).__name__} (convert an EdgeIndex with as_tensor())"
-                    )
-                require_index_range(index, bound, f"the pairing has {name} node")
 
     def _common(self, weights: Tensor, sh: Tensor, x: Tensor):
         native = self.native
@@ -305,6 +314,16 @@ class _GraphOp:
             sh.contiguous(),
             x.contiguous(),
             native.coefficients[x.dtype],
+        )
+
+    def _table_arguments(self, coefficients: Tensor) -> tuple:
+        """The C arguments of the table of paths: paths, their count, ``ijk``, coefficients."""
+        native = self.native
+        return (
+            _pointer(native.paths),
+            ctypes.c_int64(native.num_paths),
+            _pointer(native.ijk),
+            _pointer(coefficients),
         )
 
     def _run(self, function, arguments) -> None:
@@ -332,13 +351,9 @@ class _GraphOp:
         self._run(
             getattr(library, "cw_forward_" + suffix),
             lambda directions, first, src, dst: (
-                ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
-                _pointer(dst), _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
-                _pointer(sh[first:]), ctypes.c_int64(sh.shape[1]),
-                _pointer(x), ctypes.c_int64(x.shape[1]),
+                *_row_arguments(directions, first, src, dst, weights, sh, x),
                 _pointer(out), ctypes.c_int64(native.out_width), ctypes.c_int64(self.num_dst),
-                _pointer(native.paths), ctypes.c_int64(native.num_paths),
-                _pointer(native.ijk), _pointer(coefficients),
+                *self._table_arguments(coefficients),
                 ctypes.c_int64(native.scratch), ctypes.c_int(torch.get_num_threads()),
             ),
         )  # fmt: skip
@@ -359,13 +374,9 @@ class _GraphOp:
         self._run(
             getattr(library, "cw_backward_" + suffix),
             lambda directions, first, src, dst: (
-                ctypes.c_int64(src.shape[0]), ctypes.c_int64(directions), _pointer(src),
-                _pointer(dst), _pointer(weights[first:]), ctypes.c_int64(weights.shape[1]),
-                _pointer(sh[first:]), ctypes.c_int64(sh.shape[1]),
-                _pointer(x), ctypes.c_int64(x.shape[1]), ctypes.c_int64(self.num_src),
-                _pointer(grad), ctypes.c_int64(native.out_width),
-                _pointer(native.paths), ctypes.c_int64(native.num_paths),
-                _pointer(native.ijk), _pointer(coefficients),
+                *_row_arguments(directions, first, src, dst, weights, sh, x),
+                ctypes.c_int64(self.num_src), _pointer(grad), ctypes.c_int64(native.out_width),
+                *self._table_arguments(coefficients),
                 _pointer(None if grad_w is None else grad_w[first:]),
                 _pointer(None if grad_sh is None else grad_sh[first:]),
                 _pointer(grad_x),
@@ -443,28 +454,7 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
     paths = native.paths.tolist()
     ijk, coefficients = native.ijk.tolist(), native.coefficients[torch.float64].tolist()
     t = c_type
-    head = (
-        f"int64_t r0, int64_t r1, int64_t directions, const int64_t *src, const int64_t *dst, "
-        f"const {t} *w, int64_t w_stride, const {t} *y, int64_t y_stride, const {t} *x, "
-        f"int64_t x_stride"
-    )
-    table = f"const int64_t *paths, int64_t n_paths, const int32_t *nnz_ijk, const {t} *nnz_c"
-    unused = (
-        "(void)w_stride; (void)y_stride; (void)x_stride; (void)paths; (void)n_paths; "
-        "(void)nnz_ijk; (void)nnz_c; (void)scratch;"
-    )
-    row_start = [
-        "for (int64_t r = r0; r < r1; ++r) {",
-        f"const {t} *wr = w + r * {n_w}; const {t} *yr = y + r * {n_y};",
-        *[f"const {t} y{j} = yr[{j}];" for j in range(n_y)],
-    ]
-    direction_start = [
-        "for (int64_t d = 0; d < directions; ++d) {",
-        f"const {t} sgn = d ? ({t})-1 : ({t})1;",
-        "const int64_t s = src[r * directions + d], e = dst[r * directions + d];",
-        f"const {t} *xs = x + s * {x_width};",
-    ]
-
+    head, table, unused, row_start, direction_start = _row_preamble(native, t)
     forward = [f"static void forward_rows_{suffix}({head}, {t} *out, int64_t out_stride, "
                f"{table}, {t} *scratch) {{", unused + " (void)out_stride;", *row_start,
                *direction_start, f"{t} *ot = out + e * {out_width};"]  # fmt: skip
@@ -507,6 +497,35 @@ def _rows_source(native: NativeKernels, c_type: str, suffix: str) -> str:
     ]
     forward += ["}", "}", "}"]
     return "\n".join(forward + backward)
+
+
+def _row_preamble(native: NativeKernels, t: str) -> tuple[str, str, str, list[str], list[str]]:
+    """The row loops' shared code: the arguments, the table's arguments, the casts of
+    unused arguments, and the starts of the loops over rows and directions."""
+    n_w, n_y = native.weight_width, native.sh_width
+    x_width = native.rs_in.dim
+    head = (
+        f"int64_t r0, int64_t r1, int64_t directions, const int64_t *src, const int64_t *dst, "
+        f"const {t} *w, int64_t w_stride, const {t} *y, int64_t y_stride, const {t} *x, "
+        f"int64_t x_stride"
+    )
+    table = f"const int64_t *paths, int64_t n_paths, const int32_t *nnz_ijk, const {t} *nnz_c"
+    unused = (
+        "(void)w_stride; (void)y_stride; (void)x_stride; (void)paths; (void)n_paths; "
+        "(void)nnz_ijk; (void)nnz_c; (void)scratch;"
+    )
+    row_start = [
+        "for (int64_t r = r0; r < r1; ++r) {",
+        f"const {t} *wr = w + r * {n_w}; const {t} *yr = y + r * {n_y};",
+        *[f"const {t} y{j} = yr[{j}];" for j in range(n_y)],
+    ]
+    direction_start = [
+        "for (int64_t d = 0; d < directions; ++d) {",
+        f"const {t} sgn = d ? ({t})-1 : ({t})1;",
+        "const int64_t s = src[r * directions + d], e = dst[r * directions + d];",
+        f"const {t} *xs = x + s * {x_width};",
+    ]
+    return head, table, unused, row_start, direction_start
 
 
 class _Path:
@@ -655,40 +674,43 @@ def _double_source(native: NativeKernels, c_type: str, suffix: str) -> str:
         f"{t} *gxs = grad_x ? grad_x + s * {x_width} : 0;",
     ]
     for p in paths:
-        simd = f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{'
-        qa = [
-            f"const {t} qa{m} = {p.sign}({t}){_literal(c)} * ay{j};" for m, i, j, k, c in p.entries
-        ]
-        axs = [f"const {t} ax{i} = axs[{p.x_off + i * p.v} + v];" for i in range(p.di)]
-        gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
-        ws = [f"const {t} wv = wr[{p.w_off} + v];", f"const {t} awv = awr[{p.w_off} + v];"]
-        ks = [k for k in p.by_k if p.by_k[k]]
-        # the message's derivative along (ay, ax): sum of qa x + q ax
-        za = {
-            k: " + ".join(f"qa{m} * x{i} + q{m} * ax{i}" for m, i, _, _, _ in p.by_k[k]) for k in ks
-        }
-        code += ["{", *p.q, *qa, "if (ggt) {", simd, *p.x, *axs, *ws]
-        code += [
-            f"ggt[{p.o_off + k * p.o_stride} + v] += awv * ({p.z(k)}) + wv * ({za[k]});" for k in ks
-        ]
-        code += ["}", "}", "if (gwr) {", simd, *p.x, *axs, *gs]
-        code += [f"gwr[{p.w_off} + v] += " + " + ".join(f"g{k} * ({za[k]})" for k in ks) + ";"]
-        code += ["}", "}", "if (gyr) {", simd, *p.x, *axs, *gs, *ws]
-        for j, terms in p.by_j.items():
-            total = " + ".join(
-                f"{p.sign}({t}){_literal(c)} * g{k} * (awv * x{i} + wv * ax{i})"
-                for _, i, _, k, c in terms
-            )
-            code.append(f"{_y_vector(p.x_off, j)}[v] += {total};")
-        code += ["}", "}", "if (gxs) {", simd, *gs, *ws]
-        for i, terms in p.by_i.items():
-            if terms:
-                total = " + ".join(f"(q{m} * awv + qa{m} * wv) * g{k}" for m, _, _, k, _ in terms)
-                code.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
-        code += ["}", "}", "}"]
+        code += _double_path(t, p)
     code.append("}")  # directions
     code += ["if (gyr) {", *y_finish, "}", "}", "}"]
     return "\n".join(code)
+
+
+def _double_path(t: str, p: _Path) -> list[str]:
+    """The double backward's code of one path, for one direction of a row."""
+    code: list[str] = []
+    simd = f'_Pragma("omp simd") for (int64_t v = 0; v < {p.v}; ++v) {{'
+    qa = [f"const {t} qa{m} = {p.sign}({t}){_literal(c)} * ay{j};" for m, i, j, k, c in p.entries]
+    axs = [f"const {t} ax{i} = axs[{p.x_off + i * p.v} + v];" for i in range(p.di)]
+    gs = [f"const {t} g{k} = gt[{p.o_off + k * p.o_stride} + v];" for k in range(p.do)]
+    ws = [f"const {t} wv = wr[{p.w_off} + v];", f"const {t} awv = awr[{p.w_off} + v];"]
+    ks = [k for k in p.by_k if p.by_k[k]]
+    # the message's derivative along (ay, ax): sum of qa x + q ax
+    za = {k: " + ".join(f"qa{m} * x{i} + q{m} * ax{i}" for m, i, _, _, _ in p.by_k[k]) for k in ks}
+    code += ["{", *p.q, *qa, "if (ggt) {", simd, *p.x, *axs, *ws]
+    code += [
+        f"ggt[{p.o_off + k * p.o_stride} + v] += awv * ({p.z(k)}) + wv * ({za[k]});" for k in ks
+    ]
+    code += ["}", "}", "if (gwr) {", simd, *p.x, *axs, *gs]
+    code += [f"gwr[{p.w_off} + v] += " + " + ".join(f"g{k} * ({za[k]})" for k in ks) + ";"]
+    code += ["}", "}", "if (gyr) {", simd, *p.x, *axs, *gs, *ws]
+    for j, terms in p.by_j.items():
+        total = " + ".join(
+            f"{p.sign}({t}){_literal(c)} * g{k} * (awv * x{i} + wv * ax{i})"
+            for _, i, _, k, c in terms
+        )
+        code.append(f"{_y_vector(p.x_off, j)}[v] += {total};")
+    code += ["}", "}", "if (gxs) {", simd, *gs, *ws]
+    for i, terms in p.by_i.items():
+        if terms:
+            total = " + ".join(f"(q{m} * awv + qa{m} * wv) * g{k}" for m, _, _, k, _ in terms)
+            code.append(f"gxs[{p.x_off + i * p.v} + v] += {total};")
+    code += ["}", "}", "}"]
+    return code
 
 
 def specialized_source(native: NativeKernels) -> str:

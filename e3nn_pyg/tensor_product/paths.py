@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..checks import require_choice
 from ..o3 import Rs, RsLike
 
 __all__ = ["BlockPair", "KernelPlan", "plan_kernel", "selection_rule"]
@@ -115,31 +116,12 @@ def plan_kernel(
         (24, [(0,), (1,), (2,)])
     """
     rs_in, rs_out = Rs(rs_in), Rs(rs_out)
-    for name, rs in (("Rs_in", rs_in), ("Rs_out", rs_out)):
-        if not any(mul > 0 for mul, _, _ in rs):
-            raise ValueError(
-                f"{name} = '{rs}' has no irrep of non-zero multiplicity: a kernel needs "
-                f"{'input' if name == 'Rs_in' else 'output'} features"
-            )
-    if normalization not in ("component", "norm"):
-        raise ValueError(f"normalization must be 'component' or 'norm', got {normalization!r}")
+    _check_plan_inputs(rs_in, rs_out, normalization)
     pairs = []
     offset = 0
     used_inputs = set()
     for index_out, (mul_out, l_out, p_out) in enumerate(rs_out):
-        block_pairs = []
-        for index_in, (mul_in, l_in, p_in) in enumerate(rs_in):
-            filters = tuple(rule(l_in, p_in, l_out, p_out))
-            for l_f in filters:
-                if not abs(l_in - l_out) <= l_f <= l_in + l_out or not (
-                    p_out == 0 or p_in * (-1) ** l_f == p_out
-                ):
-                    raise ValueError(
-                        f"selection rule returned filter order {l_f} for {l_in}{p_in:+d} -> "
-                        f"{l_out}{p_out:+d}, which breaks the triangle or parity rule"
-                    )
-            if filters and mul_in > 0 and mul_out > 0:
-                block_pairs.append((index_in, mul_in, l_in, filters))
+        block_pairs = _block_pairs(rs_in, mul_out, l_out, p_out, rule)
         fan_in = sum(mul_in * len(filters) for _, mul_in, _, filters in block_pairs)
         if mul_out > 0 and fan_in == 0:
             raise ValueError(
@@ -161,3 +143,34 @@ def plan_kernel(
     if unused:
         raise ValueError(f"input irreps {', '.join(unused)} of Rs_in reach no output of '{rs_out}'")
     return KernelPlan(rs_in, rs_out, tuple(pairs), offset, normalization)
+
+
+def _check_plan_inputs(rs_in: Rs, rs_out: Rs, normalization: str) -> None:
+    for name, rs in (("Rs_in", rs_in), ("Rs_out", rs_out)):
+        if not any(mul > 0 for mul, _, _ in rs):
+            raise ValueError(
+                f"{name} = '{rs}' has no irrep of non-zero multiplicity: a kernel needs "
+                f"{'input' if name == 'Rs_in' else 'output'} features"
+            )
+    require_choice(normalization, "normalization", ("component", "norm"))
+
+
+def _block_pairs(
+    rs_in: Rs, mul_out: int, l_out: int, p_out: int, rule: SelectionRule
+) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """``(index_in, mul_in, l_in, filters)`` of the input blocks with a path into the
+    output block ``(mul_out, l_out, p_out)``; the rule's orders are checked."""
+    block_pairs = []
+    for index_in, (mul_in, l_in, p_in) in enumerate(rs_in):
+        filters = tuple(rule(l_in, p_in, l_out, p_out))
+        for l_f in filters:
+            if not abs(l_in - l_out) <= l_f <= l_in + l_out or not (
+                p_out == 0 or p_in * (-1) ** l_f == p_out
+            ):
+                raise ValueError(
+                    f"selection rule returned filter order {l_f} for {l_in}{p_in:+d} -> "
+                    f"{l_out}{p_out:+d}, which breaks the triangle or parity rule"
+                )
+        if filters and mul_in > 0 and mul_out > 0:
+            block_pairs.append((index_in, mul_in, l_in, filters))
+    return block_pairs

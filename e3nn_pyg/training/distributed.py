@@ -8,8 +8,11 @@ every batch. ``batch_size`` is the global batch: batch :math:`k` of an epoch hol
 molecules whatever the number of processes, rank :math:`r` takes its molecules
 :math:`r, r + W, r + 2W, \dots`, and each rank's loss is weighted by its share, so that the
 averaged gradient is the gradient of the whole batch's mean loss: :math:`W` processes take
-the same steps as one (up to rounding). Metrics are summed over the ranks; rank 0 alone logs
-and writes files, and its clock decides when the time budget is spent.
+the same steps as one (up to rounding). Every process needs data: a global batch or a
+training or validation split with fewer structures than processes is refused before
+training (:meth:`Runtime.require_data`). The named sums of the metrics are added over the
+ranks in one collective; rank 0 alone logs and writes files, and its clock decides when the
+time budget is spent.
 
 NCCL joins the processes on GPUs, Gloo on CPUs.
 """
@@ -17,7 +20,7 @@ NCCL joins the processes on GPUs, Gloo on CPUs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -56,13 +59,39 @@ class Runtime:
         """This rank's part of a batch of molecule indices (every ``world_size``-th)."""
         return indices[self.rank :: self.world_size]
 
-    def sum(self, values: list[float]) -> list[float]:
-        """``values`` summed over the ranks (float64)."""
+    def sum(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Named ``values`` summed over the ranks (float64), in one collective; every rank
+        passes the same names."""
+        names = sorted(values)
         if not self.distributed:
-            return values
-        total = torch.tensor(values, dtype=torch.float64, device=self._collective_device)
+            return {name: float(values[name]) for name in names}
+        total = torch.tensor(
+            [float(values[name]) for name in names],
+            dtype=torch.float64,
+            device=self._collective_device,
+        )
         dist.all_reduce(total)
-        return total.tolist()
+        return dict(zip(names, total.tolist(), strict=True))
+
+    def require_data(self, batch_size: int, splits: Mapping[str, int] | None = None) -> None:
+        """Raise :class:`ConfigError` when a process would be left without data: a global
+        batch of fewer structures than processes (every batch would be left out), or a
+        split (name -> number of structures, the training and validation sets) smaller than
+        the number of processes."""
+        world = self.world_size
+        if batch_size < world:
+            raise ConfigError(
+                f"batch_size {batch_size} is smaller than the {world} processes: every "
+                f"process needs a structure of each batch; use batch_size >= {world} or "
+                "fewer processes"
+            )
+        for name, size in (splits or {}).items():
+            if size < world:
+                raise ConfigError(
+                    f"the {name} split holds {size} structures, fewer than the {world} "
+                    "processes: every process needs some; use more structures, a larger "
+                    f"{name} fraction, or at most {size} processes"
+                )
 
     def from_main(self, values: list[float]) -> list[float]:
         """Rank 0's ``values``, on every rank: times read from rank 0's clock and its

@@ -1,7 +1,8 @@
 r"""The per-epoch records of a model's training, in standard logging formats.
 
 ``history.csv`` (one row per epoch, rewritten whole after every epoch, so that a resumed
-run continues it without duplicates) next to the model's checkpoints, and TensorBoard event
+run continues it without duplicates; a column for every metric of some epoch, empty where
+an epoch has none) next to the model's checkpoints, and TensorBoard event
 files in ``tensorboard/`` when the ``tensorboard`` package is installed
 (``tensorboard --logdir <out>``).
 """
@@ -43,7 +44,9 @@ class HistoryWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            # a metric without labelled items in some epoch is absent there: an empty cell
+            columns = list(dict.fromkeys(key for record in history for key in record))
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(history)
         os.replace(temporary, self.path)

@@ -10,6 +10,14 @@ r"""A whole run: data, the equivariant model and its baselines, the final table,
 - ``learning_curves.png`` and ``parity.png`` (a potential: ``parity_energy.png`` and
   ``parity_forces.png``).
 
+A potential's test structures may carry only some labels (energy, forces, stress): each
+metric is over the structures (atoms) with its label and absent when none has it; a
+result's ``test_mae`` is the task's score metric (forces MAE, or the energy MAE per atom
+when ``forces_weight`` is 0, in ``mae_unit``), :obj:`None` (``-`` in the table) when no
+test structure carries its label; a parity plot is drawn for each label some test
+structure has. How each kind of task (:attr:`~e3nn_pyg.training.tasks.Task.kind`) is
+reported and evaluated is one entry of ``_REPORTS`` and ``_EVALUATIONS``.
+
 :func:`evaluate`, :func:`predict_xyz` and :func:`export_checkpoint` use a checkpoint.
 """
 
@@ -20,7 +28,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,42 +37,36 @@ from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
 from ..compilation import export_model
+from ..datasets import atom_values, composition
 from ..elements import CHEMICAL_SYMBOLS, atomic_number
-from ..models import EquivariantNet
-from .checkpoint import build_model, load_checkpoint, model_from_checkpoint
-from .config import BASELINE, MODEL, ConfigError, TrainConfig, write_yaml
+from .checkpoint import load_checkpoint, model_from_checkpoint, task_from_checkpoint
+from .config import ConfigError, TrainConfig, write_yaml
 from .data import (
+    MAX_Z,
     RunData,
     TargetStats,
     average_degree,
     fit_target_stats,
     load_data,
-    read_structures_file,
-    without_isolated_atoms,
+    read_test_structures,
 )
 from .distributed import Runtime, setup_runtime
 from .loop import FitResult, Trainer, check_resumable_run, mean_absolute_error
 from .plots import plot_learning_curves, plot_parity
-from .tasks import (
-    EVAL_BATCH_SIZE,
-    PotentialTask,
-    PropertyTask,
-    predict,
-)
+from .registry import MODEL_KINDS, ModelKind, model_kind, run_kinds
+from .tasks import EVAL_BATCH_SIZE, PotentialTask, predict
 
 __all__ = [
-    "MODELS",
     "check_models",
     "evaluate",
     "export_checkpoint",
     "format_table",
+    "model_config",
     "predict_xyz",
     "read_xyz",
     "train",
 ]
 
-#: name -> (kind, label in tables and plots)
-MODELS = {"equivariant_net": ("equivariant", "EquivariantNet"), "schnet": ("schnet", "SchNet")}
 _RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png",
               "parity_energy.png", "parity_forces.png")  # fmt: skip
 _MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a few 0.01 Å
@@ -72,17 +74,25 @@ _MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a fe
 Log = Callable[[str], None]
 
 
-def model_config(kind: str, config: TrainConfig, stats: TargetStats, degree: float) -> dict:
-    """The constructor arguments of a model of the run: its section of the config, with the
-    offsets fitted on the training set (and the forces of a potential)."""
+def model_config(
+    kind: str,
+    config: TrainConfig,
+    stats: TargetStats,
+    degree: float,
+    species: list[int] | None = None,
+) -> dict:
+    """The constructor arguments of a model of the run (``kind``, an entry of
+    :mod:`~e3nn_pyg.training.registry`): its section of the config, with what is fitted on
+    the training set (offsets, neighbour count), the ``species`` of the training set, and the
+    forces of a potential."""
+    entry = model_kind(kind)
     fitted = {"readout": stats.readout, "mean": stats.mean, "std": stats.std,
-              "atomref": stats.atomref}  # fmt: skip
-    if config.data is not None:
+              "atomref": stats.atomref, "species": species}  # fmt: skip
+    if config.potential:
         fitted["derivative"] = True
-    if kind == "schnet":
-        arguments = BASELINE.arguments(config.baseline)
-        return {**arguments, "cutoff": config.baseline_cutoff, **fitted}
-    return {**MODEL.arguments(config.model), "avg_num_neighbors": round(degree, 3), **fitted}
+    if entry.degree_argument is not None:
+        fitted[entry.degree_argument] = round(degree, 3)
+    return {**entry.arguments(config), **fitted}
 
 
 def check_models(config: TrainConfig) -> None:
@@ -92,18 +102,13 @@ def check_models(config: TrainConfig) -> None:
     Raises:
         ConfigError: naming the section and the model's own message.
     """
-    model = {**MODEL.arguments(config.model), "readout": config.resolved_readout}
-    checks = [("model", lambda: EquivariantNet(**model))]
-    if config.baseline["name"] is not None:
-        arguments = {**BASELINE.arguments(config.baseline), "cutoff": config.baseline_cutoff}
-        checks.append(("baseline", lambda: build_model("schnet", arguments)))
-    for section, build in checks:
+    for kind in run_kinds(config):
         try:
-            build()
+            kind.build(kind.arguments(config))
         # PyG's SchNet checks nothing itself: IndexError for one Gaussian, ...
         except (TypeError, ValueError, IndexError, RuntimeError, ZeroDivisionError) as error:
             raise ConfigError(
-                f"invalid {section} settings: {error or type(error).__name__}"
+                f"invalid {kind.section.name} settings: {error or type(error).__name__}"
             ) from None
 
 
@@ -112,7 +117,8 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: give a folder")
-    previous = [out / name / "last.pt" for name in MODELS] + [out / "metrics.json"]
+    folders = [out / kind.folder for kind in MODEL_KINDS.values()]
+    previous = [folder / "last.pt" for folder in folders] + [out / "metrics.json"]
     if any(path.exists() for path in previous) and not (resume or overwrite):
         raise ConfigError(
             f"{out} already holds a run: pass --resume to continue it, --overwrite to replace "
@@ -122,9 +128,9 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime:
         runtime.barrier()  # rank 0 has prepared the folder
         return out
     if overwrite:
-        for name in MODELS:
+        for folder in folders:
             for file in ("best.pt", "last.pt"):
-                (out / name / file).unlink(missing_ok=True)
+                (folder / file).unlink(missing_ok=True)
         for file in (*_RUN_FILES, "config.yaml"):
             (out / file).unlink(missing_ok=True)
     try:
@@ -136,13 +142,15 @@ def _prepare_output(config: TrainConfig, resume: bool, overwrite: bool, runtime:
 
 
 def _composition(subset, stats: TargetStats) -> Tensor:
-    """The per-element linear fit's prediction for every molecule of a subset, ``[M]``."""
-    index = torch.as_tensor(subset.indices(), dtype=torch.long)
-    slices = subset.slices["z"]
-    counts = slices[index + 1] - slices[index]  # [M]
-    z = torch.cat([subset._data.z[slices[i] : slices[i + 1]] for i in index.tolist()])
-    batch = torch.repeat_interleave(torch.arange(len(index)), counts)  # [N]
-    return stats.composition(z, batch, len(index))
+    """The per-element linear fit's prediction for every structure of a subset, ``[M]``."""
+    atoms = composition(subset, MAX_Z).sum(1).long()  # [M]
+    batch = torch.repeat_interleave(torch.arange(len(atoms)), atoms)  # [N]
+    return stats.composition(atom_values(subset, "z"), batch, len(atoms))
+
+
+def species_of(dataset) -> list[int]:
+    """The sorted atomic numbers present in a dataset (view)."""
+    return torch.nonzero(composition(dataset, MAX_Z).sum(0)).flatten().tolist()
 
 
 def train(
@@ -160,61 +168,21 @@ def train(
     start = time.perf_counter()
     check_models(config)
     runtime = setup_runtime(config.device, config.dtype)
+    runtime.require_data(config.batch_size)  # the splits are checked once loaded (Trainer)
     log = runtime.logger(log)
     out = _prepare_output(config, resume, overwrite, runtime)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    names = ["equivariant_net"] + (["schnet"] if config.baseline["name"] == "schnet" else [])
+    kinds = run_kinds(config)
     if resume:
-        check_resumable_run(out, config, {name: MODELS[name][0] for name in names})
-    if not runtime.is_main:
-        runtime.barrier()  # rank 0 processes (and caches) the dataset first
-    data = load_data(config, log=config.progress and runtime.is_main)
-    if runtime.is_main:
-        runtime.barrier()
-    stats = fit_target_stats(data, config.resolved_readout)
-    degree = average_degree(data.subset("train"), config.model["cutoff"])
-    if runtime.is_main:
-        write_yaml(config.to_dict(), out / "config.yaml")
-    task = data.task
-    what = (
-        f"target {task.target.name} ({task.target.description}, {task.target.unit})"
-        if isinstance(task, PropertyTask)
-        else f"energies and forces (force RMS {stats.std * 1000:.0f} meV/Å)"
-    )
-    log(
-        f"{config.resolved_dataset}: {data.num_structures} structures (train {len(data.train)}, "
-        f"val {len(data.val)}, test {len(data.test)}), {what}, readout {stats.readout}, "
-        f"{degree:.1f} neighbours within {config.model['cutoff']} Å on average "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
-
-    if "schnet" in names and data.periodic:
-        raise ConfigError(
-            f"{config.data} holds periodic structures: PyG's SchNet baseline takes molecules "
-            "only; train without --baseline"
-        )
-    fits: dict[str, FitResult] = {}
-    for name in names:
-        kind, label = MODELS[name]
-        lr = config.baseline["lr"] if kind == "schnet" else config.lr
-        try:
-            arguments = model_config(kind, config, stats, degree)
-            trainer = Trainer(
-                label, kind, arguments, data, stats, config, out / name, lr, log, runtime
-            )
-            fits[name] = trainer.fit(resume=resume)
-        except ValueError as error:
-            if isinstance(error, ConfigError):
-                raise
-            raise ConfigError(f"invalid {label} settings: {error}") from None
-
+        check_resumable_run(out, config, {kind.folder: kind.name for kind in kinds})
+    data, stats, degree = _prepare_data(config, kinds, out, runtime, log, start)
+    fits = {
+        kind: _fit(kind, config, data, stats, degree, out, runtime, log, resume) for kind in kinds
+    }
     if not runtime.is_main:  # rank 0 evaluates and writes the run's files
         return {}
-    if isinstance(task, PotentialTask):
-        metrics = _potential_report(fits, data, stats, config, out, runtime)
-    else:
-        metrics = _property_report(fits, data, stats, config, out, runtime)
+    metrics = _REPORTS[data.task.kind](fits, data, stats, config, out, runtime)
     metrics["wall_seconds"] = time.perf_counter() - start
     metrics["config"] = config.to_dict()
     with open(out / "metrics.json", "w") as f:
@@ -227,16 +195,58 @@ def train(
     return metrics
 
 
-def _fit_record(name: str, fit: FitResult, out: Path) -> dict[str, Any]:
+def _prepare_data(config, kinds, out, runtime, log, start) -> tuple[RunData, TargetStats, float]:
+    """The run's data (rank 0 processes and caches it first), the fitted offsets and the
+    mean neighbour count; refuses models that cannot take the data."""
+    if not runtime.is_main:
+        runtime.barrier()
+    data = load_data(config, log=config.progress and runtime.is_main)
+    if runtime.is_main:
+        runtime.barrier()
+    for kind in kinds:
+        if data.periodic and not kind.periodic:
+            role = "baseline" if kind.baseline else "model"
+            raise ConfigError(
+                f"{config.data} holds periodic structures: the {kind.label} {role} takes "
+                f"molecules only; train without {'--baseline' if kind.baseline else 'it'}"
+            )
+    stats = fit_target_stats(data, config.resolved_readout)
+    degree = average_degree(data.subset("train"), config.model["cutoff"])
+    if runtime.is_main:
+        write_yaml(config.to_dict(), out / "config.yaml")
+    log(
+        f"{config.resolved_dataset}: {data.num_structures} structures (train {len(data.train)}, "
+        f"val {len(data.val)}, test {len(data.test)}), {data.task.describe(stats)}, readout "
+        f"{stats.readout}, {degree:.1f} neighbours within {config.model['cutoff']} Å on "
+        f"average ({time.perf_counter() - start:.1f} s)"
+    )
+    return data, stats, degree
+
+
+def _fit(kind: ModelKind, config, data, stats, degree, out, runtime, log, resume) -> FitResult:
+    """Train one model kind of the run (or resume it)."""
+    try:
+        species = species_of(data.subset("train"))
+        arguments = model_config(kind.name, config, stats, degree, species)
+        trainer = Trainer(kind.label, kind.name, arguments, data, stats, config,
+                          out / kind.folder, kind.learning_rate(config), log, runtime)  # fmt: skip
+        return trainer.fit(resume=resume)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"invalid {kind.label} settings: {error}") from None
+
+
+def _fit_record(kind: ModelKind, fit: FitResult, out: Path) -> dict[str, Any]:
     return {
-        "label": MODELS[name][1],
+        "label": kind.label,
         "best_val_mae": fit.best_val_mae,
         "best_epoch": fit.best_epoch,
         "epochs": fit.epochs,
         "train_seconds": fit.seconds,
         "stop_reason": fit.stop_reason,
         "num_parameters": fit.num_parameters,
-        "checkpoint": str(out / name / "best.pt"),
+        "checkpoint": str(out / kind.folder / "best.pt"),
     }
 
 
@@ -255,14 +265,15 @@ def _run_record(config: TrainConfig, data: RunData, runtime: Runtime) -> dict[st
 
 def potential_metrics(model: nn.Module, dataset, task: PotentialTask) -> dict[str, Any]:
     """Energy and force errors of a potential on a dataset view: ``energy_mae`` (meV),
-    ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å), and
-    ``forces_mae_per_element`` (meV/Å by element symbol)."""
+    ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å),
+    ``stress_mae`` (meV/Å³) and ``forces_mae_per_element`` (meV/Å by element symbol); a
+    metric whose label no structure of ``dataset`` carries is absent."""
     return _error_metrics(task.errors(model, dataset), task)
 
 
 def _error_metrics(errors: dict[str, Tensor], task: PotentialTask) -> dict[str, Any]:
     metrics: dict[str, Any] = task.eval_metrics(task.error_sums(errors))
-    z, error = errors["z"], errors["forces"].abs()  # [N], [N, 3]
+    z, error = errors["z"], errors["forces"].abs()  # [N], [N, 3] of the labelled atoms
     metrics["forces_mae_per_element"] = {
         CHEMICAL_SYMBOLS[int(element)]: float(error[z == element].mean()) * task.report_scale
         for element in torch.unique(z)
@@ -270,46 +281,67 @@ def _error_metrics(errors: dict[str, Tensor], task: PotentialTask) -> dict[str, 
     return metrics
 
 
+def _linear_fit_errors(errors: dict[str, Tensor], composition: Tensor, y: Tensor) -> dict:
+    """The :meth:`~e3nn_pyg.training.tasks.PotentialTask.errors` of the per-element linear
+    fit ``composition`` ``[M]`` of the energies, from a model's: its forces are 0 (their
+    errors the negated references), its stress is not predicted."""
+    return {**errors, "energy": composition - y, "forces": -errors["forces_reference"],
+            "stress": errors["stress"][:0]}  # fmt: skip
+
+
 def _potential_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
+    """The run's record of a potential: every model's metrics on the test set (those of
+    the labels the test structures carry), ``test_mae`` the score metric of the task (or
+    :obj:`None` when no test structure carries its label); parity plots of the labelled
+    energies and force components."""
     task, test = data.task, data.subset("test")
-    y_test = data.targets("test")  # [M] eV
+    y_test, score = data.targets("test"), task.score_metric  # [M] eV (placeholders unlabelled)
     results: dict[str, dict[str, Any]] = {}
     energies, force_components = {}, {}
-    for name, fit in fits.items():
-        label = MODELS[name][1]
+    for kind, fit in fits.items():
         errors = task.errors(fit.model, test)
         metrics = _error_metrics(errors, task)
-        results[name] = {**_fit_record(name, fit, out), **metrics}
-        results[name]["test_mae"] = metrics["forces_mae"]
-        energies[label] = y_test + errors["energy"]  # [M] the predictions
-        force_components[label] = (errors["forces_reference"] + errors["forces"]).reshape(-1)
-    reference_forces = errors["forces_reference"]  # [N, 3], the same for every model
-    composition = _composition(test, stats)
-    results["per_element_linear"] = {
-        "label": "per-element linear fit",
-        "energy_mae": mean_absolute_error(composition, y_test, task.report_scale),
-        # its forces are 0: their MAE is the mean |F| of the test set
-        "test_mae": float(reference_forces.abs().mean()) * task.report_scale,
-    }
-    energy_parity, forces_parity = out / "parity_energy.png", out / "parity_forces.png"
-    curves = out / "learning_curves.png"
-    histories = {MODELS[name][1]: fit.history for name, fit in fits.items()}
-    plotted = plot_learning_curves(histories, curves, task.score_name, task.report_unit)
-    plotted &= plot_parity(energies, y_test, energy_parity, "energy", "eV", "meV",
-                           task.report_scale)  # fmt: skip
-    plotted &= plot_parity(force_components, reference_forces.reshape(-1),
-                           forces_parity, "force component", "eV/Å", "meV/Å",
-                           task.report_scale)  # fmt: skip
-    _write_predictions(out / "test_predictions.csv", test, y_test, energies, "eV")
+        results[kind.folder] = {**_fit_record(kind, fit, out), **metrics,
+                                "test_mae": metrics.get(score.name)}  # fmt: skip
+        energies[kind.label] = y_test + errors["energy"]  # [M] the predictions
+        force_components[kind.label] = (errors["forces_reference"] + errors["forces"]).flatten()
+    linear = task.eval_metrics(task.error_sums(
+        _linear_fit_errors(errors, _composition(test, stats), y_test)))  # fmt: skip
+    results["per_element_linear"] = {"label": "per-element linear fit", **linear,
+                                     "test_mae": linear.get(score.name)}  # fmt: skip
+    labelled = errors["energy_labelled"]  # [M], the same for every model
+    plots = _potential_plots(fits, task, out, {
+        "energy": ({k: v[labelled] for k, v in energies.items()}, y_test[labelled], "eV"),
+        "forces": (force_components, errors["forces_reference"].flatten(), "eV/Å"),
+    })  # fmt: skip
+    _write_predictions(out / "test_predictions.csv", test, y_test, energies, "eV", labelled)
     return {
         **_run_record(config, data, runtime),
-        "target": "forces",
+        "target": score.label.replace(" MAE", ""),
         "test_dataset": os.path.basename(config.test_data or config.data),
-        "unit": "eV/Å",
-        "mae_unit": task.report_unit,
+        "unit": score.unit.removeprefix("m"),
+        "mae_unit": score.unit,
         "results": results,
-        "plots": [str(curves), str(energy_parity), str(forces_parity)] if plotted else [],
+        "plots": plots,
     }
+
+
+def _potential_plots(fits, task: PotentialTask, out: Path, parities: dict) -> list[str]:
+    """The learning curves and the parity plots of ``parities`` (name -> predictions by
+    model, reference, unit) that have labelled items; the files written (none without
+    matplotlib)."""
+    curves = out / "learning_curves.png"
+    histories = {kind.label: fit.history for kind, fit in fits.items()}
+    if not plot_learning_curves(histories, curves, task.score_name, task.report_unit):
+        return []
+    written = [str(curves)]
+    for name, (predictions, reference, unit) in parities.items():
+        if len(reference):
+            what = "force component" if name == "forces" else name
+            path = out / f"parity_{name}.png"
+            plot_parity(predictions, reference, path, what, unit, f"m{unit}", task.report_scale)
+            written.append(str(path))
+    return written
 
 
 def _property_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
@@ -317,13 +349,13 @@ def _property_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
     test = data.subset("test")
     y_test = data.targets("test")
     scale = target.report_scale
-    predictions = {MODELS[name][1]: predict(fit.model, test) for name, fit in fits.items()}
+    predictions = {kind.label: predict(fit.model, test) for kind, fit in fits.items()}
     results: dict[str, dict[str, Any]] = {}
-    for name, fit in fits.items():
-        label = MODELS[name][1]
-        results[name] = {
+    for kind, fit in fits.items():
+        label = kind.label
+        results[kind.folder] = {
             "test_mae": mean_absolute_error(predictions[label], y_test, scale),
-            **_fit_record(name, fit, out),
+            **_fit_record(kind, fit, out),
         }
     y_val = data.targets("val")
     if stats.atomref is not None:
@@ -339,7 +371,7 @@ def _property_report(fits, data, stats, config, out, runtime) -> dict[str, Any]:
     }
 
     curves, parity = out / "learning_curves.png", out / "parity.png"
-    histories = {MODELS[name][1]: fit.history for name, fit in fits.items()}
+    histories = {kind.label: fit.history for kind, fit in fits.items()}
     line = results.get("per_element_linear", results["mean_predictor"])
     reference_lines = {f"{line['label']} (validation)": line["val_mae"]}
     plotted = plot_learning_curves(histories, curves, target.name, target.report_unit,
@@ -367,7 +399,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"  {'model':<24} {'test MAE':>14} {'parameters':>11} {'epochs':>7} {'time':>8}",
     ]
     for result in metrics["results"].values():
-        mae = f"{result['test_mae']:.1f} {unit}"
+        value = result.get("test_mae")  # None: no test structure carries the label
+        mae = "-" if value is None else f"{value:.1f} {unit}"
         parameters = f"{result['num_parameters']:,}" if "num_parameters" in result else "-"
         epochs = str(result.get("epochs", "-"))
         seconds = f"{result['train_seconds']:.0f} s" if "train_seconds" in result else "-"
@@ -376,21 +409,55 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def _write_predictions(
-    path: Path, test, y: Tensor, predictions: dict[str, Tensor], unit: str
+    path: Path,
+    test,
+    y: Tensor,
+    predictions: dict[str, Tensor],
+    unit: str,
+    labelled: Tensor | None = None,
 ) -> None:
+    """The test structures' reference (empty where ``labelled`` ``[M]`` is false) and
+    every model's prediction, a CSV row each."""
     names = [getattr(test[i], "name", None) or str(i) for i in range(len(test))]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", f"dft_{unit}", *(f"{label}_{unit}" for label in predictions)])
         for i, name in enumerate(names):
-            row = [name, f"{float(y[i]):.6f}"]
+            known = labelled is None or bool(labelled[i])
+            row = [name, f"{float(y[i]):.6f}" if known else ""]
             row += [f"{float(p[i]):.6f}" for p in predictions.values()]
             writer.writerow(row)
 
 
-def _load(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], nn.Module]:
+def _names(numbers: Iterable[int]) -> str:
+    return ", ".join(f"{CHEMICAL_SYMBOLS[z]} (Z={z})" for z in numbers)
+
+
+def check_species(payload: dict[str, Any], present: Iterable[int], where: str) -> None:
+    """Refuse structures with elements the checkpoint's model was not trained on.
+
+    Raises:
+        ConfigError: naming the elements of ``present`` (atomic numbers) outside the
+            checkpoint's ``species``, and the option that allows them.
+    """
+    species = payload["model_config"].get("species")
+    if species is None:  # trained before species were recorded: any element
+        return
+    unseen = sorted(set(present) - set(species))
+    if unseen:
+        raise ConfigError(
+            f"{where} holds elements the model was not trained on: {_names(unseen)}; it was "
+            f"trained on {', '.join(CHEMICAL_SYMBOLS[z] for z in species)} (pass "
+            "--allow-unseen-elements to predict them anyway)"
+        )
+
+
+def _load(checkpoint: str | os.PathLike, allow_unseen_elements: bool) -> tuple[dict, nn.Module]:
     payload = load_checkpoint(checkpoint)
-    return payload, model_from_checkpoint(payload, checkpoint)
+    model = model_from_checkpoint(payload, checkpoint)
+    if allow_unseen_elements:
+        model.allow_unseen_elements = True
+    return payload, model
 
 
 def evaluate(
@@ -399,59 +466,66 @@ def evaluate(
     data_root: str | None = None,
     data: str | os.PathLike | None = None,
     log: Log = print,
+    allow_unseen_elements: bool = False,
 ) -> dict[str, Any]:
     """Errors of a checkpoint on a split of the data it was trained on, or (a potential) on
-    the structures of a file.
+    the structures of a file, which needs nothing of the run but the checkpoint.
 
     Args:
         checkpoint: a ``best.pt`` or ``last.pt``.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        data_root: the dataset cache (default: the one of the run).
-        data: a file of structures with energies and forces (potentials only); every
-            structure of it is evaluated, ``split`` is not used.
+        data_root: the dataset cache (default: the one of the run; for ``data``, the
+            default cache).
+        data: a file of structures with energies, forces or both, labels missing on
+            some structures allowed (potentials only); every structure of it is
+            evaluated, ``split`` is not used.
+        allow_unseen_elements: evaluate structures with elements the model was not
+            trained on (refused by default).
 
     Returns:
         For a property: ``mae`` in ``mae_unit``. For a potential: ``energy_mae`` (meV),
         ``energy_mae_per_atom`` (meV/atom), ``forces_mae`` and ``forces_rmse`` (meV/Å),
-        ``forces_mae_per_element``.
+        ``stress_mae`` (meV/Å³), ``forces_mae_per_element``; each over the structures
+        (atoms) with its label, absent when none has it.
     """
     if split not in ("train", "val", "test"):
         raise ConfigError(f"unknown split {split!r}: choose train, val or test")
-    payload, model = _load(checkpoint)
-    run_config = dict(payload["run_config"])
-    if data_root is not None:
-        run_config["data_root"] = data_root
-    config = TrainConfig.from_dict(run_config, source=f"checkpoint {checkpoint}")
-    name = payload.get("name", payload["kind"])
-    if config.data is None:
-        if data is not None:
-            raise ConfigError(
-                f"checkpoint {checkpoint} predicts {payload['target']['name']} of QM9 "
-                "molecules: --data takes the checkpoint of a potential (trained with --data)"
-            )
-        return _evaluate_property(checkpoint, name, model, config, split, log)
-    run_data = load_data(config, log=False)
-    if data is None:
-        structures, where = run_data.subset(split), f"{split} split"
-    else:
-        structures = without_isolated_atoms(read_structures_file(data, config.data_root))
+    payload, model = _load(checkpoint, allow_unseen_elements)
+    task = task_from_checkpoint(payload, checkpoint)
+    if data is not None and not task.forces:
+        raise ConfigError(
+            f"checkpoint {checkpoint} predicts {payload['target']['name']} of QM9 "
+            "molecules: --data takes the checkpoint of a potential (trained with --data)"
+        )
+    if data is not None:
+        structures = read_test_structures(data, data_root)
         where = os.fspath(data)
-    metrics = potential_metrics(model, structures, run_data.task)
+    else:
+        run_config = {**payload["run_config"], **({"data_root": data_root} if data_root else {})}
+        config = TrainConfig.from_dict(run_config, source=f"checkpoint {checkpoint}")
+        structures, where = load_data(config, log=False).subset(split), f"{split} split"
+    if not allow_unseen_elements:
+        check_species(payload, species_of(structures), where)
+    evaluation = _EVALUATIONS[task.kind]
+    return evaluation(checkpoint, payload["name"], model, task, structures, where, log)
+
+
+def _evaluate_potential(checkpoint, name, model, task, structures, where, log) -> dict[str, Any]:
+    metrics = potential_metrics(model, structures, task)
     result = {"checkpoint": str(checkpoint), "model": name, "data": where,
               "num_structures": len(structures), **metrics}  # fmt: skip
     log(
-        f"{name} ({checkpoint}) on {len(structures)} structures of the {where}: energy MAE "
-        f"{metrics['energy_mae']:.2f} meV ({metrics['energy_mae_per_atom']:.2f} meV/atom), "
-        f"forces MAE {metrics['forces_mae']:.2f} meV/Å, RMSE {metrics['forces_rmse']:.2f} meV/Å"
+        f"{name} ({checkpoint}) on {len(structures)} structures of the {where}: "
+        f"{task.format_metrics(metrics)}"
     )
     return result
 
 
-def _evaluate_property(checkpoint, name, model, config, split, log) -> dict[str, Any]:
-    data = load_data(config, log=False)
-    prediction = predict(model, data.subset(split))
-    target = data.task.target
-    mae = mean_absolute_error(prediction, data.targets(split), target.report_scale)
+def _evaluate_property(checkpoint, name, model, task, structures, where, log) -> dict[str, Any]:
+    split = where.removesuffix(" split")  # a property is evaluated on "<split> split"
+    prediction = predict(model, structures)
+    target = task.target
+    mae = mean_absolute_error(prediction, task.values(structures), target.report_scale)
     result = {
         "checkpoint": str(checkpoint),
         "model": name,
@@ -466,6 +540,12 @@ def _evaluate_property(checkpoint, name, model, config, split, log) -> dict[str,
         f"molecules: {mae:.2f} {target.report_unit}"
     )
     return result
+
+
+#: how a run reports each kind of task (:attr:`~e3nn_pyg.training.tasks.Task.kind`): the
+#: record of the test set and plots, and the result of :func:`evaluate`
+_REPORTS = {"property": _property_report, "potential": _potential_report}
+_EVALUATIONS = {"property": _evaluate_property, "potential": _evaluate_potential}
 
 
 def read_xyz(path: str | os.PathLike) -> list[tuple[str, Tensor, Tensor]]:
@@ -531,78 +611,108 @@ def predict_xyz(
     xyz: str | os.PathLike,
     output: str | os.PathLike | None = None,
     log: Log = print,
+    allow_unseen_elements: bool = False,
 ) -> list[float]:
-    """Predict the target of a checkpoint for the molecules of an XYZ file.
+    """Predict the target of a checkpoint (the energy of a potential) for the molecules of
+    an XYZ file; elements the model was not trained on are refused unless
+    ``allow_unseen_elements``.
 
     Writes ``index,comment,<target>_<unit>`` rows to ``output`` (a CSV) or logs them.
     """
-    payload, model = _load(checkpoint)
+    payload, model = _load(checkpoint, allow_unseen_elements)
     target = payload["target"]  # name and unit
     molecules = read_xyz(xyz)
-    max_z = getattr(model, "max_z", 100)
+    present = {int(z) for _, numbers, _ in molecules for z in numbers}
+    outside = sorted(z for z in present if z >= getattr(model, "max_z", MAX_Z))
+    if outside:
+        raise ConfigError(f"{xyz}: atomic numbers {outside} lie beyond the model's elements")
+    if not allow_unseen_elements:
+        check_species(payload, present, os.fspath(xyz))
     dtype = next(model.parameters()).dtype
     model.eval()
     values = []
     with torch.no_grad():
-        for number, (_, z, pos) in enumerate(molecules, start=1):
-            if int(z.max()) >= max_z:
-                raise ConfigError(f"{xyz}: molecule {number} has atomic number {int(z.max())}")
+        for _, z, pos in molecules:
             out = model(z, pos.to(dtype))
             values.append(float((out[0] if isinstance(out, tuple) else out)[0, 0]))
     header = ["index", "comment", f"{target['name']}_{target['unit']}"]
     rows = [[i + 1, m[0], f"{v:.6f}"] for i, (m, v) in enumerate(zip(molecules, values))]
+    _write_rows(rows, header, output, log)
     if output is not None:
-        try:
-            f = open(output, "w", newline="")
-        except OSError as error:
-            raise ConfigError(f"cannot write --output {output}: {error.strerror}") from None
-        with f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
         log(f"wrote {len(rows)} predictions of {target['name']} ({target['unit']}) to {output}")
-    else:
-        log(",".join(header))
-        for row in rows:
-            log(",".join(str(v) for v in row))
     if any(not math.isfinite(v) for v in values):
         raise ConfigError(f"{xyz}: some predictions are not finite; check the coordinates")
     return values
 
 
+def _write_rows(rows: list[list], header: list[str], output, log: Log) -> None:
+    """CSV rows to the file ``output``, or logged when it is None."""
+    if output is None:
+        log(",".join(header))
+        for row in rows:
+            log(",".join(str(v) for v in row))
+        return
+    try:
+        f = open(output, "w", newline="")
+    except OSError as error:
+        raise ConfigError(f"cannot write --output {output}: {error.strerror}") from None
+    with f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def export_checkpoint(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, log: Log = print
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    log: Log = print,
+    allow_unseen_elements: bool = False,
 ) -> Path:
     """Export a checkpoint's model with :func:`~e3nn_pyg.compilation.export_model` to
     ``out`` (a ``.pt2`` file), checked against the model on the checkpoint's test split.
+    The program refuses elements the model was not trained on, unless
+    ``allow_unseen_elements``.
 
-    Load it with PyTorch alone: ``torch.export.load(out).module()(z, pos, batch)``.
+    Load it with ``import torch, e3nn_pyg``: ``torch.export.load(out).module()`` is called
+    ``(z, pos, batch)``, or ``(z, pos, batch, cell, pbc)`` for a model trained on periodic
+    structures.
     """
-    payload, model = _load(checkpoint)
-    if payload["kind"] != "equivariant":
+    payload, model = _load(checkpoint, allow_unseen_elements)
+    refusal = MODEL_KINDS[payload["kind"]].export_refusal
+    if refusal is not None:
+        exportable = [kind.label for kind in MODEL_KINDS.values() if kind.export_refusal is None]
         raise ConfigError(
-            f"checkpoint {checkpoint} holds a {payload['kind']} model: export takes "
-            "EquivariantNet checkpoints (PyG's SchNet reads batch.max() in its readout, "
-            "which torch.export cannot trace)"
+            f"checkpoint {checkpoint} holds a {payload['kind']} model, which export does not "
+            f"take ({refusal}): export {' or '.join(exportable)} checkpoints"
         )
     out = Path(out)
     if out.is_dir() or not out.parent.is_dir():
         raise ConfigError(f"--out {out} must be a file path in an existing folder")
-    program = export_model(model)
-    torch.export.save(program, out)
-    exported = torch.export.load(out).module()
     run_config = TrainConfig.from_dict(payload["run_config"], source=f"checkpoint {checkpoint}")
     data = load_data(run_config, log=False)
+    torch.export.save(export_model(model, periodic=data.periodic), out)
+    error = _export_error(torch.export.load(out).module(), model, data, data.periodic)
+    dtype = next(model.parameters()).dtype
+    call = "(z, pos, batch, cell, pbc)" if data.periodic else "(z, pos, batch)"
+    log(
+        f"exported {payload['name']} ({checkpoint}, {str(dtype)[6:]}) to {out}; on the "
+        f"{len(data.test)} test structures it differs from the checkpoint's model by at most "
+        f"{error:.1e}. Load it after import e3nn_pyg with torch.export.load('{out}').module()"
+        f", called {call}"
+    )
+    return out
+
+
+def _export_error(exported: nn.Module, model: nn.Module, data: RunData, periodic: bool) -> float:
+    """The largest difference between the energies of an exported program and of its
+    model on the test split (with cells and periodic axes when ``periodic``)."""
     error = 0.0
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
-            pos = batch.pos.to(dtype)
-            expected = model.energy(batch.z, pos, batch.batch)
-            error = max(error, float((exported(batch.z, pos, batch.batch) - expected).abs().max()))
-    log(
-        f"exported {payload.get('name', payload['kind'])} ({checkpoint}, {str(dtype)[6:]}) to "
-        f"{out}; on the {len(data.test)} test structures it differs from the checkpoint's "
-        f"model by at most {error:.1e}. Load it with torch.export.load('{out}').module()"
-    )
-    return out
+            inputs = (batch.z, batch.pos.to(dtype), batch.batch)
+            if periodic:
+                inputs += (batch.cell.to(dtype), batch.pbc)
+            difference = exported(*inputs) - model.energy(*inputs)
+            error = max(error, float(difference.abs().max()))
+    return error

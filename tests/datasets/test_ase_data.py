@@ -470,7 +470,9 @@ def test_bad_atoms():
     with pytest.raises(ValueError, match="has no atoms"):
         atoms_to_data(Atoms(), energy_key=None)
     ghost = Atoms(numbers=[0, 1], positions=[[0, 0, 0], [1, 0, 0]])
-    with pytest.raises(ValueError, match=r"atomic numbers must lie in 1\.\.118, got \[0\]"):
+    with pytest.raises(
+        ValueError, match=r"atomic numbers must lie in 1\.\.99 \(below MAX_Z\), got \[0\]"
+    ):
         atoms_to_data(ghost, energy_key=None)
     far = Atoms("H2", positions=[[0, 0, 0], [1e39, 0, 0]])
     assert atoms_to_data(far, energy_key=None).pos[1, 0].item() == 1e39  # fine in float64
@@ -482,3 +484,195 @@ def test_bad_atoms():
         atoms_to_data(far, energy_key=5)
     with pytest.raises(TypeError, match="structures must be Data objects"):
         align_fields([Atoms("H")])
+
+
+# -- partial labels: masked with weight 0, or a clear error ----------------------------------
+LABELS = ("energy", "forces", "stress")
+
+
+def labelled_structure(kind, labels, seed=0):
+    """A periodic copper cell (``kind="crystal"``), a water molecule (``"molecule"``), a
+    slab periodic along x and y with a vacuum vector (``"slab"``) or without (``"flat"``),
+    carrying the labels named
+    in ``labels`` (a stress only where periodic) with distinct values."""
+    rng = np.random.default_rng(seed)
+    if kind == "molecule":
+        atoms = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    else:
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        if kind in ("slab", "flat"):  # a flat cell has no third vector, so no volume
+            atoms.cell[2] = [0, 0, 20.0] if kind == "slab" else [0, 0, 0]
+            atoms.pbc = [True, True, False]
+    atoms.positions += 0.05 * rng.normal(size=atoms.positions.shape)
+    results = {
+        "energy": float(rng.normal()) - 10.0,
+        "forces": rng.normal(size=(len(atoms), 3)),
+        "stress": rng.normal(size=6),
+    }
+    chosen = {key: value for key, value in results.items() if key in labels}
+    if chosen:
+        atoms.calc = SinglePointCalculator(atoms, **chosen)
+    return atoms
+
+
+# (kind, labels) of each structure of a file; every file has an energy somewhere
+PARTIAL_FILES = {
+    "energy missing in the middle": [
+        ("crystal", LABELS), ("crystal", ("forces", "stress")), ("crystal", LABELS),
+    ],
+    "energy only at the end": [("molecule", ("forces",))] * 3 + [("molecule", ("energy",))],
+    "forces missing in one": [("molecule", ("energy", "forces")), ("molecule", ("energy",))],
+    "forces only in one": [("crystal", ("energy",)), ("crystal", ("energy", "forces"))],
+    "stress missing in one crystal": [("crystal", LABELS), ("crystal", ("energy", "forces"))],
+    "molecules and crystals with stresses": [
+        ("molecule", ("energy", "forces")), ("crystal", LABELS), ("slab", LABELS),
+        ("molecule", ("energy", "forces")),
+    ],
+    "molecules and crystals without stresses": [
+        ("crystal", ("energy", "forces")), ("molecule", ("energy", "forces")),
+    ],
+    "nothing but energies": [("molecule", ("energy",)), ("crystal", ("energy",))],
+    "each structure lacks another label": [
+        ("crystal", ("forces", "stress")), ("crystal", ("energy", "stress")),
+        ("crystal", ("energy", "forces")),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PARTIAL_FILES))
+@pytest.mark.parametrize("via", ["read_structures", "ASEDataset"])
+def test_partial_labels_are_masked_with_weight_zero(tmp_path, name, via):
+    spec = PARTIAL_FILES[name]
+    atoms = [labelled_structure(kind, labels, seed=i) for i, (kind, labels) in enumerate(spec)]
+    path = tmp_path / "partial.xyz"
+    write(path, atoms, format="extxyz")
+    if via == "read_structures":
+        structures = read_structures(path)
+    else:
+        structures = list(ASEDataset(path, root=tmp_path / "cache", log=False))
+    atoms = read(path, index=":")  # the values as the file holds them
+    for label in LABELS:
+        has = [label in labels and (label != "stress" or kind != "molecule")
+               for kind, labels in spec]  # fmt: skip
+        if not any(has):  # no structure has it: no field at all
+            assert all(label not in data and f"{label}_weight" not in data for data in structures)
+            continue
+        for data, present, source in zip(structures, has, atoms, strict=True):
+            assert data[f"{label}_weight"].tolist() == [float(present)], (label, data)
+            value = data[label]
+            if not present:
+                assert not value.any()  # zeros, counted nowhere
+                continue
+            if label == "energy":
+                assert value.tolist() == [source.get_potential_energy()]
+            elif label == "forces":
+                assert torch.equal(value, torch.from_numpy(source.get_forces()))
+            else:
+                assert torch.equal(value[0], torch.from_numpy(source.get_stress(voigt=False)))
+    batch = Batch.from_data_list(structures)  # every structure has every field: they batch
+    assert batch.num_graphs == len(spec)
+
+
+def _no_energy_file(tmp_path):
+    atoms = [labelled_structure("molecule", ("forces",), seed=i) for i in range(3)]
+    path = tmp_path / "no_energy.xyz"
+    write(path, atoms, format="extxyz")
+    return path, {}
+
+
+def _info_file(tmp_path, index, kind, key, value, **options):
+    """Three labelled structures, the one at ``index`` with ``info[key] = value``."""
+    atoms = [labelled_structure("crystal", LABELS, seed=i) for i in range(3)]
+    atoms[index] = labelled_structure(kind, ("energy", "forces"), seed=index)
+    atoms[index].info[key] = value
+    path = tmp_path / "bad.xyz"
+    write(path, atoms, format="extxyz")
+    return path, options
+
+
+def _forces_file(tmp_path, index, forces):
+    atoms = [labelled_structure("molecule", ("energy",), seed=i) for i in range(3)]
+    atoms[index].arrays["my_forces"] = forces
+    path = tmp_path / "bad.xyz"
+    write(path, atoms, format="extxyz")
+    return path, {"forces_key": "my_forces"}
+
+
+@pytest.mark.parametrize(
+    ("make", "pieces"),
+    [
+        (_no_energy_file, ["structure 0 has no energy 'energy'", "found: forces",
+                           "or to None", "no structure read has one"]),
+        (lambda p: _info_file(p, 1, "molecule", "my_stress", np.arange(6.0),
+                              stress_key="my_stress"),
+         ["structure 1 has a stress 'my_stress' but is not periodic", "a molecule has no stress"]),
+        (lambda p: _info_file(p, 2, "molecule", "my_stress", np.zeros(9), stress_key="my_stress"),
+         ["structure 2 has a stress 'my_stress' but is not periodic"]),
+        (lambda p: _info_file(p, 0, "flat", "my_stress", np.arange(6.0),
+                              stress_key="my_stress"),
+         ["structure 0 has a stress 'my_stress' but its cell has no volume"]),
+        (lambda p: _info_file(p, 1, "crystal", "my_stress", np.arange(4.0),
+                              stress_key="my_stress"),
+         ["structure 1: my_stress must have 6 (Voigt) or 9 values, got shape [4]"]),
+        (lambda p: _info_file(p, 1, "crystal", "my_stress", np.arange(12.0),
+                              stress_key="my_stress"),
+         ["structure 1: my_stress must have 6 (Voigt) or 9 values, got shape [12]"]),
+        (lambda p: _info_file(p, 2, "crystal", "my_energy", np.arange(2.0),
+                              energy_key="my_energy"),
+         ["structure 2: my_energy must be one number"]),
+        (lambda p: _info_file(p, 1, "crystal", "my_energy", float("nan"),
+                              energy_key="my_energy"),
+         ["structure 1: my_energy holds NaN"]),
+        (lambda p: _forces_file(p, 1, np.zeros((3, 2))),
+         ["structure 1: my_forces must have shape [3, 3]", "got [3, 2]"]),
+        (lambda p: _forces_file(p, 2, np.zeros(3)),
+         ["structure 2: my_forces must have shape [3, 3]", "got [3]"]),
+        (lambda p: _forces_file(p, 0, np.full((3, 3), np.inf)),
+         ["structure 0: my_forces holds NaN or infinite values"]),
+    ],
+    ids=["no energy at all", "Voigt stress on a molecule", "3x3 stress on a molecule",
+         "stress without volume", "stress of 4 values", "stress of 12 values",
+         "two energies", "NaN energy", "forces [3, 2]", "forces [3]", "infinite forces"],
+)  # fmt: skip
+@pytest.mark.parametrize("via", ["read_structures", "ASEDataset"])
+def test_malformed_labels_name_file_and_structure(tmp_path, make, pieces, via):
+    path, options = make(tmp_path)
+    with pytest.raises(ValueError) as info:
+        if via == "read_structures":
+            read_structures(path, **options)
+        else:
+            ASEDataset(path, root=tmp_path / "cache", log=False, **options)
+    for piece in [str(path), *pieces]:
+        assert piece in str(info.value), (piece, str(info.value))
+
+
+def test_without_energies_on_request(tmp_path):
+    path, _ = _no_energy_file(tmp_path)
+    structures = read_structures(path, energy_key=None)
+    assert all("energy" not in data and "forces" in data for data in structures)
+
+
+def test_align_fields_masks_energies_across_files():
+    with_energy = atoms_to_data(labelled_structure("molecule", ("energy", "forces")))
+    without = atoms_to_data(labelled_structure("crystal", ("forces",)), energy_key=None)
+    first, second = align_fields([with_energy, without])
+    assert first.energy_weight.tolist() == [1.0] and second.energy_weight.tolist() == [0.0]
+    assert second.energy.dtype == torch.float64 and second.energy.tolist() == [0.0]
+    assert "energy_weight" not in with_energy  # the inputs are left as they are
+
+
+@pytest.mark.parametrize(
+    ("index", "where"),
+    [(":", "structure 2:"), ("1:", "structure 1 of index '1:'"), (2, "structure 0 of index 2"),
+     ("::2", "structure 1 of index '::2'"), ("-1", "structure 0 of index '-1'")],
+)  # fmt: skip
+def test_errors_name_the_structure_within_the_selection(tmp_path, index, where):
+    atoms = [labelled_structure("crystal", LABELS, seed=i) for i in range(3)]
+    atoms[2].info["my_energy"] = "abc"
+    for other in atoms[:2]:
+        other.info["my_energy"] = 1.0
+    path = tmp_path / "data.xyz"
+    write(path, atoms, format="extxyz")
+    with pytest.raises(ValueError, match="my_energy is not numeric") as info:
+        read_structures(path, index=index, energy_key="my_energy")
+    assert f"{path}: {where}" in str(info.value)

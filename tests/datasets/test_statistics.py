@@ -68,7 +68,7 @@ def test_isolated_atom_energies_of_the_ethanol_file():
     assert {z: e0s[z].item() for z in ETHANOL_E0} == ETHANOL_E0  # exactly the file's values
     assert e0s.count_nonzero() == 4
     assert isolated_atom_energies(isolated, max_z=10).shape == (10,)
-    with pytest.raises(ValueError, match=r"no isolated-atom entry for the elements Z=\[9, 16\]"):
+    with pytest.raises(ValueError, match=r"no isolated-atom entry for F \(Z=9\), S \(Z=16\)"):
         isolated_atom_energies(isolated, elements=[1, 9, 16])
 
 
@@ -93,7 +93,7 @@ def test_isolated_atom_rules():
     with pytest.raises(ValueError, match=r"structure 1 has config_type 'IsolatedAtom'.* 2 atoms"):
         isolated_atom_mask([structure([1], -13.6), structure([1, 1], -31.0, "IsolatedAtom")])
     twice = [structure([1], -13.6, "IsolatedAtom"), structure([1], -13.7, "IsolatedAtom")]
-    with pytest.raises(ValueError, match="two isolated-atom entries of Z=1 disagree"):
+    with pytest.raises(ValueError, match=r"two isolated-atom entries of H \(Z=1\) disagree"):
         isolated_atom_energies(twice)
     same = [structure([1], -13.6, "IsolatedAtom"), structure([1], -13.6, "isolated_atom")]
     assert isolated_atom_energies(same)[1].item() == -13.6
@@ -209,9 +209,82 @@ def test_bad_structures(structures, error, match):
 
 def test_missing_energy_and_bad_max_z():
     unlabelled = [Data(z=torch.tensor([1, 1]), pos=torch.zeros(2, 3))]
-    with pytest.raises(ValueError, match="not every structure has an energy"):
+    with pytest.raises(ValueError, match="no structure has an energy"):
         fit_e0s(unlabelled)
-    with pytest.raises(ValueError, match="not every structure has an energy"):
-        fit_e0s([structure([1], -13.6), *unlabelled])
+    # a structure without energy is left out of the fit, as if it were not there
+    labelled = [structure([1], -13.6), structure([1, 1], -27.0)]
+    assert torch.equal(fit_e0s([*labelled, *unlabelled]), fit_e0s(labelled))
     with pytest.raises(ValueError, match="max_z must be an int >= 2"):
         fit_e0s(synthetic(known_e0s()), max_z=1.5)
+
+
+# -- structures without an energy: left out of every energy statistic ------------------------
+def _unlabelled(data, garbage=1e6):
+    """``data`` without its energy: a garbage value with energy_weight 0 (as align_fields
+    leaves it but not zero, so that counting it shows)."""
+    data = data.clone()
+    data.energy = torch.tensor([garbage], dtype=torch.float64)
+    data.energy_weight = torch.tensor([0.0], dtype=torch.float64)
+    return data
+
+
+def _as_form(structures, form):
+    if form == "list":
+        return structures
+    if form == "batch":
+        return Batch.from_data_list(structures)
+    if form == "dataset":
+        return Stored(structures)
+    return Stored(structures + structures[:2])[torch.arange(len(structures))]  # a view
+
+
+def _with_weights(structures):
+    """Every structure with an explicit energy_weight 1, as read_structures gives them."""
+    out = []
+    for data in structures:
+        data = data.clone()
+        data.energy_weight = torch.tensor([1.0], dtype=torch.float64)
+        out.append(data)
+    return out
+
+
+@pytest.mark.parametrize("form", ["list", "batch", "dataset", "view"])
+@pytest.mark.parametrize("missing", [[0], [3, 7, 8], list(range(1, 40, 2)), list(range(39))])
+def test_statistics_skip_structures_without_energy(form, missing):
+    e0s = known_e0s()
+    structures = _with_weights(synthetic(e0s, per_atom=0.25))
+    for i in range(len(structures)):
+        structures[i].forces = torch.randn(structures[i].num_nodes, 3, dtype=torch.float64)
+        structures[i].forces_weight = torch.tensor([1.0], dtype=torch.float64)
+    kept = [d for i, d in enumerate(structures) if i not in missing]
+    mixed = [_unlabelled(d) if i in missing else d for i, d in enumerate(structures)]
+    given = _as_form(mixed, form)
+    assert torch.allclose(fit_e0s(given), fit_e0s(kept), atol=1e-9)
+    assert atomic_energy_shift(given, e0s).item() == pytest.approx(0.25, abs=1e-9)
+    assert atomic_energy_std(given, e0s).item() == pytest.approx(
+        atomic_energy_std(kept, e0s).item(), abs=1e-9
+    )
+    # the forces of a structure without energy still count
+    assert force_rms(given).item() == pytest.approx(force_rms(structures).item(), rel=1e-12)
+    _, shift = scale_shift(given, e0s)
+    assert shift.item() == pytest.approx(0.25, abs=1e-9)
+
+
+@pytest.mark.parametrize("form", ["list", "batch", "dataset", "view"])
+def test_no_energy_anywhere_is_refused(form):
+    structures = [_unlabelled(d) for d in _with_weights(synthetic(known_e0s(), count=5))]
+    given = _as_form(structures, form)
+    for statistic in (fit_e0s, lambda s: atomic_energy_shift(s, known_e0s())):
+        with pytest.raises(ValueError, match="no structure has an energy"):
+            statistic(given)
+
+
+@pytest.mark.parametrize("form", ["list", "batch", "dataset", "view"])
+@pytest.mark.parametrize("entry", [0, 2])
+def test_isolated_atom_entry_without_energy_is_refused(form, entry):
+    entries = _with_weights([structure([z], ETHANOL_E0[z], "isolated_atom") for z in (1, 6, 7, 8)])
+    entries[entry] = _unlabelled(entries[entry])
+    symbol = {0: "H (Z=1)", 2: "N (Z=7)"}[entry]
+    with pytest.raises(ValueError) as info:
+        isolated_atom_energies(_as_form(entries, form))
+    assert f"isolated-atom entry {entry} ({symbol}) has no energy" in str(info.value)

@@ -7,12 +7,13 @@ import io
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn.models import SchNet
 
 import e3nn_pyg.conv
-import e3nn_pyg.graph
+import e3nn_pyg.graph.periodic
+import e3nn_pyg.graph.prepared
+import e3nn_pyg.graph.radius
 import e3nn_pyg.models.equivariant_net
-from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph, layer_representations
+from e3nn_pyg.models import EquivariantNet, layer_representations
 from e3nn_pyg.o3 import rand_rotation
 from e3nn_pyg.testing import assert_equivariant
 
@@ -226,31 +227,6 @@ def test_repr_and_config():
     assert model.config()["hidden_Rs"] == "8x0e+4x1o+2x2e"
 
 
-def test_interaction_graph_weights_are_not_needed(batch):
-    """Forces come from edge vectors recomputed from pos, not from the graph's weights."""
-
-    def detached_graph(pos, batch_vector):
-        edge_index, weight = RadiusInteractionGraph(3.0)(pos, batch_vector)
-        return edge_index, weight.detach()
-
-    model = make_model(derivative=True)
-    custom = make_model(derivative=True, interaction_graph=detached_graph)
-    expected = model(batch.z, batch.pos, batch.batch)
-    got = custom(batch.z, batch.pos, batch.batch)
-    torch.testing.assert_close(got[0], expected[0], atol=0, rtol=0)
-    torch.testing.assert_close(got[1], expected[1], atol=0, rtol=0)
-
-
-def test_radius_interaction_graph_drives_pyg_schnet(batch):
-    torch.manual_seed(0)
-    schnet = SchNet(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=10,
-                    cutoff=3.0, interaction_graph=RadiusInteractionGraph(3.0))  # fmt: skip
-    pos = batch.pos.clone().requires_grad_(True)
-    out = schnet(batch.z, pos, batch.batch)
-    out.sum().backward()
-    assert out.shape == (3, 1) and pos.grad.abs().sum() > 0
-
-
 def test_max_num_neighbors_caps_the_graph():
     data = molecule(12, seed=0)
     full = make_model(cutoff=10.0)
@@ -329,10 +305,12 @@ def test_inputs_are_validated_once_at_the_entry(batch, monkeypatch):
 
     counted(e3nn_pyg.models.equivariant_net, "validate_pos")
     counted(e3nn_pyg.models.equivariant_net, "validate_batch")
-    for name in ("validate_pos", "validate_batch", "validate_cell"):
-        counted(e3nn_pyg.graph, name)
-    for name in ("validate_pos", "validate_batch", "require_index_range", "_check_edge_shift"):
-        counted(e3nn_pyg.conv, name)
+    for name in ("validate_pos", "validate_batch"):
+        counted(e3nn_pyg.graph.radius, name)
+    for name in ("validate_pos", "require_edges", "_check_edge_shift"):
+        counted(e3nn_pyg.graph.prepared, name)
+    counted(e3nn_pyg.graph.periodic, "validate_cell")
+    counted(e3nn_pyg.conv, "validate_batch")
     model = make_model(derivative=True)
     model(batch.z, batch.pos, batch.batch)
     assert calls == ["validate_pos", "validate_batch"]
@@ -487,6 +465,50 @@ def test_batch_of_crystals_and_molecules_equals_one_by_one():
     torch.testing.assert_close(energy[2:], model(data.z[5:], data.pos[5:])[0], atol=1e-12, rtol=0)
 
 
+def mixed_batch() -> Batch:
+    """Two crystals (one a slab), a molecule with ASE's zero cell, and a structure with a
+    cell but no periodic axis."""
+    data = crystals((3, 2, 4, 2), seed=11)
+    data.pbc[1] = torch.tensor([True, True, False])
+    data.pbc[2] = False
+    data.cell[2] = 0.0
+    data.pbc[3] = False
+    return data
+
+
+def test_stress_of_a_mixed_batch_equals_the_periodic_structures_one_by_one():
+    """Molecules get NaN rows; every periodic structure the stress it has alone."""
+    model = make_model(derivative=True)
+    data = mixed_batch()
+    energy, forces, stress = run(model, data)
+    assert stress.shape == (4, 3, 3)
+    assert stress[2:].isnan().all() and not stress[:2].isnan().any()
+    for g, one in enumerate(data.to_data_list()):
+        if g < 2:
+            alone = model(one.z, one.pos, cell=one.cell, pbc=one.pbc, stress=True)
+            torch.testing.assert_close(stress[g : g + 1], alone[2], atol=1e-12, rtol=0)
+        else:
+            alone = model(one.z, one.pos, cell=one.cell, pbc=one.pbc)
+        torch.testing.assert_close(energy[g : g + 1], alone[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(forces[data.batch == g], alone[1], atol=1e-12, rtol=0)
+
+
+def test_a_stress_loss_on_a_mixed_batch_has_finite_gradients():
+    """The NaN rows of the molecules, left out by torch.where, pass zero gradients."""
+    model = make_model(derivative=True).train()
+    data = mixed_batch()
+    _, _, stress = run(model, data)
+    periodic = data.pbc.any(1)[:, None, None]  # [G, 1, 1]
+    loss = torch.where(periodic, stress, 0.0).pow(2).sum()
+    loss.backward()
+    gradients = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert torch.isfinite(gradients).all() and gradients.abs().sum() > 0
+    # a flat cell of a periodic structure is refused, also next to molecules
+    data.cell[1, 2] = 0.0
+    with pytest.raises(ValueError, match="structure 1 has a flat cell"):
+        run(model, data)
+
+
 def test_periodic_energy_forces_and_stress_on_every_device(device):
     """The periodic model on ``device`` equals the reference engine on the CPU (float64)."""
     model = make_model(derivative=True)
@@ -527,7 +549,7 @@ EYE = torch.eye(3, dtype=torch.float64)
     "kwargs, error, match",
     [
         (dict(stress=True), ValueError, "needs periodic structures: pass their cell"),
-        (dict(cell=EYE, stress=True, pbc=False), ValueError, "structure 0 has no periodic axis"),
+        (dict(cell=EYE, stress=True, pbc=False), ValueError, "no structure has a periodic axis"),
         (dict(cell=torch.diag(torch.tensor([2.0, 2.0, 0.0], dtype=torch.float64)),
               pbc=[True, True, False], stress=True), ValueError, "non-zero volume"),
         (dict(cell=EYE, stress=1), TypeError, "stress must be a bool"),
@@ -542,15 +564,6 @@ def test_bad_periodic_inputs_raise_clear_errors(kwargs, error, match):
         model(torch.tensor([1, 6]), torch.rand(2, 3), **kwargs)
 
 
-def test_periodic_inputs_need_the_default_exact_graph():
-    cell = 3.0 * torch.eye(3)
-    z, pos = torch.tensor([1, 6]), torch.rand(2, 3)
+def test_stress_needs_a_force_model():
     with pytest.raises(ValueError, match="stress=True needs a force model"):
-        make_model()(z, pos, cell=cell, stress=True)
-    with pytest.raises(ValueError, match="need max_num_neighbors=None"):
-        make_model(max_num_neighbors=4)(z, pos, cell=cell)
-    custom = make_model(
-        interaction_graph=lambda pos, batch: RadiusInteractionGraph(3.0)(pos, batch)
-    )
-    with pytest.raises(ValueError, match="need the default interaction graph"):
-        custom(z, pos, cell=cell)
+        make_model()(torch.tensor([1, 6]), torch.rand(2, 3), cell=3.0 * torch.eye(3), stress=True)

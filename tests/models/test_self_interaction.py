@@ -49,6 +49,6 @@ def test_unit_variance_is_preserved():
 def test_leading_batch_dimensions_and_bad_input():
     layer = SelfInteraction("2x0e + 1x1o", "1x0e + 1x1o")
     assert layer(torch.randn(2, 3, 5)).shape == (2, 3, 4)
-    with pytest.raises(ValueError, match=r"expects \[\.\.\., 5\] features"):
+    with pytest.raises(ValueError, match=r"input has shape \[3, 4\], expected \[\.\.\., 5\]"):
         layer(torch.randn(3, 4))
     assert "2x0e+1x1o" in repr(layer)

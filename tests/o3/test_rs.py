@@ -3,7 +3,9 @@ chunks, random features, representation matrices and input validation."""
 
 import copy
 import pickle
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -769,3 +771,162 @@ def test_error_names_the_offending_entry():
         Rs([{"l": 1}])
     with pytest.raises(ValueError, match=r"ambiguous: write \[\(2, 0\)\] .* \[2, 0\]"):
         Rs((2, 0))
+
+
+# -- every spelling of one representation: exact, or refused ---------------------------------
+CANONICAL = Rs([MulIrrep(16, 0, 1), MulIrrep(8, 1, -1)])  # 16x0e + 8x1o
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "16x0e+8x1o",
+        " 16x0e + 8x1o ",
+        "16 x 0e+8 x 1 o",
+        "16x0e\n+\t8x1o",
+        "016x0e+8x01o",
+        [(16, 0, 1), (8, 1, -1)],
+        [[16, 0, 1], [8, 1, -1]],
+        ((16, 0, 1), (8, 1, -1)),
+        [(16, "0e"), (8, "1o")],
+        [(16, (0, 1)), (8, (1, -1))],
+        [(16, [0, 1]), (8, [1, -1])],
+        [(16, Irrep("0e")), (8, Irrep(1, -1))],
+        ["16x0e", "8x1o"],
+        [(np.int64(16), np.int32(0), np.int8(1)), (np.uint8(8), 1, -1)],
+        [(16, (np.int64(0), np.int64(1))), (8, "1o")],
+        iter([(16, 0, 1), (8, 1, -1)]),
+        Rs("16x0e") + "8x1o",
+        16 * Irrep("0e") + 8 * Irrep("1o"),
+        np.int64(16) * Irrep("0e") + np.int64(8) * Irrep("1o"),
+        Irrep("0e") * np.int16(16) + Irrep("1o") * 8,
+    ],
+)
+def test_every_spelling_of_one_rs_is_exact(spec):
+    rs = Rs(spec)
+    assert rs == CANONICAL and str(rs) == "16x0e+8x1o"
+    # Python ints inside, whatever the spelling: equal blocks hash and print alike
+    assert all(type(v) is int for block in rs for v in block)
+    assert hash(rs) == hash(CANONICAL)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("0e", [(1, 0, 1)]),
+        ("1x0", [(1, 0, 0)]),
+        ("2", [(1, 2, 0)]),
+        ("0x0e", [(0, 0, 1)]),
+        ([(16, 0)], [(16, 0, 0)]),
+        ([[16, 0]], [(16, 0, 0)]),
+        ([(16, 0, 1)], [(16, 0, 1)]),
+        ([np.int64(2), 0], [(1, 2, 0), (1, 0, 0)]),  # the bare-order shorthand
+        ([Irrep("1o")], [(1, 1, -1)]),
+        (Irrep("1o"), [(1, 1, -1)]),
+        ("", []),
+        ("  ", []),
+        ([], []),
+    ],
+)
+def test_short_spellings_are_exact(spec, expected):
+    assert list(Rs(spec)) == [MulIrrep(*block) for block in expected]
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"0e": 16}, "from the dict"),  # keys or values as multiplicities: ambiguous
+        ({16: 0}, "from the dict"),
+        ({(16, 0)}, "from the set"),  # a set has no order: no layout
+        (frozenset({(16, 0, 1), (8, 1, -1)}), "from the frozenset"),
+        ((16, 0), "ambiguous"),
+        ((np.int64(16), np.int64(0)), "ambiguous"),
+        ("16x0E", "cannot parse Rs term"),
+        ("16X0e", "cannot parse Rs term"),
+        ("16x-1e", "cannot parse Rs term"),
+        ("16x0p", "cannot parse Rs term"),
+        ("1.5x0e", "cannot parse Rs term"),
+        ("1e1x0e", "cannot parse Rs term"),
+        ("16x0e+", "cannot parse Rs term '' in"),
+        ("16x0e + 8x1o + ", "cannot parse Rs term '' in"),
+        ("x0e", "cannot parse Rs term"),
+        ("16x", "cannot parse Rs term"),
+        ("16*0e", "cannot parse Rs term"),
+        ("16 0e", "cannot parse Rs term"),
+        ("2x1x0e", "cannot parse Rs term"),
+        ("\u0661\u0666x0e", "cannot parse Rs term"),  # Arabic-Indic digits: ASCII only
+        ("16x0\uff45", "cannot parse Rs term"),  # a full-width e
+        ([(True, 0)], "multiplicity must be a non-negative int, got True"),
+        ([(np.bool_(True), 0)], "multiplicity must be a non-negative int"),
+        ([(16, True)], "order l must be a non-negative int, got True"),
+        ([(16, 0, True)], "parity must be one of -1, 0, 1, got True"),
+        ([(16, 0, False)], "parity must be one of -1, 0, 1, got False"),
+        ([(16, (0, True))], "parity must be one of -1, 0, 1, got True"),
+        ([(16.0, 0)], "multiplicity must be a non-negative int, got 16.0"),
+        ([(np.float64(16), 0)], "multiplicity must be a non-negative int"),
+        ([("16", 0)], "multiplicity must be a non-negative int, got '16'"),
+        ([(torch.tensor(16), 0)], "multiplicity must be a non-negative int"),
+        ([(16, 0, 1.0)], "parity must be one of -1, 0, 1, got 1.0"),
+        ([(16, "0e", 1)], "order l must be a non-negative int"),
+        ([(16, "1x0e")], "cannot parse irrep '1x0e'"),
+        ([(16,)], "is none of"),
+        ([(16, 0, 1, 0)], "is none of"),
+        (["16x0e+8x1o"], "a string inside a list is one term"),
+        (np.array([[16, 0]]), "is none of"),
+        ([{"0e": 16}], "is none of"),
+    ],
+)
+def test_wrong_spellings_are_refused(spec, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        Rs(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("1o", (1, -1)),
+        (" 1o ", (1, -1)),
+        ("01o", (1, -1)),
+        ("1", (1, 0)),
+        ((1, -1), (1, -1)),
+        ([1, -1], (1, -1)),
+        ((np.int64(1), np.int64(-1)), (1, -1)),
+        (Irrep(1, -1), (1, -1)),
+    ],
+)
+def test_irrep_spellings_are_exact(spec, expected):
+    ir = Irrep(spec)
+    assert ir == expected and all(type(v) is int for v in ir)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "1O",
+        "-1e",
+        "1p",
+        "1.0e",
+        "1x1e",
+        "x1e",
+        "",
+        "\u0661e",
+        (1,),
+        (1, 2),
+        (True, 1),
+        (1, True),
+        (1.0, 1),
+        [1, 1, 1],
+    ],
+)
+def test_wrong_irrep_spellings_are_refused(spec):
+    with pytest.raises(ValueError, match=r"[Ii]rrep"):
+        Irrep(spec)
+
+
+@pytest.mark.parametrize("times", [np.int64(3), np.int32(3), 3])
+def test_numpy_integers_repeat_not_broadcast(times):
+    # numpy would otherwise take the tuple for an array: np.int64(3) * Irrep("1o") -> [3, -3]
+    assert times * Irrep("1o") == Rs("3x1o") == Irrep("1o") * times
+    assert times * Rs("0e") == Rs("0e+0e+0e") == Rs("0e") * times
+    with pytest.raises(TypeError, match="multiplied by an int only"):
+        Irrep("1o") * np.float64(3)

@@ -388,10 +388,26 @@ def test_integer_dtype(dtype):
         spherical_harmonics(1, torch.zeros(4, 3, dtype=dtype))
 
 
-@pytest.mark.parametrize("ls", [-1, [0, -2], True, [1, False], [1.0], [2, "3"]])
-def test_bad_orders(ls):
-    with pytest.raises(ValueError, match="non-negative int"):
+@pytest.mark.parametrize(
+    "ls, error, match",
+    [
+        (-1, ValueError, "order must be an int >= 0, got -1"),
+        ([0, -2], ValueError, "order must be an int >= 0, got -2"),
+        (True, TypeError, "order must be an int, got bool True"),
+        ([1, False], TypeError, "order must be an int, got bool False"),
+        ([1.0], TypeError, "order must be an int, got float 1.0"),
+        ([2, "3"], TypeError, "order must be an int, got str '3'"),
+        (None, TypeError, "ls must be an int or a sequence of ints, got None"),
+    ],
+)
+def test_bad_orders(ls, error, match):
+    with pytest.raises(error, match=match):
         spherical_harmonics(ls, torch.zeros(4, 3))
+
+
+def test_normalize_must_be_a_bool():
+    with pytest.raises(TypeError, match="normalize must be a bool, got str 'no'"):
+        spherical_harmonics(1, torch.zeros(4, 3), normalize="no")
 
 
 @pytest.mark.parametrize("normalization", ["unit", "Component", "", None, "seismology"])

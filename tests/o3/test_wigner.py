@@ -245,11 +245,19 @@ def test_triangle_violations(triple):
 
 
 @pytest.mark.parametrize(
-    "triple",
-    [(-1, 1, 1), (1, -1, 0), (1.0, 1, 1), (1, 1, 2.0), (True, 1, 1), ("1", 1, 1), (None, 0, 0)],
+    "triple, error, match",
+    [
+        ((-1, 1, 1), ValueError, "order l1 must be an int >= 0, got -1"),
+        ((1, -1, 0), ValueError, "order l2 must be an int >= 0, got -1"),
+        ((1.0, 1, 1), TypeError, "order l1 must be an int, got float"),
+        ((1, 1, 2.0), TypeError, "order l3 must be an int, got float"),
+        ((True, 1, 1), TypeError, "order l1 must be an int, got bool"),
+        (("1", 1, 1), TypeError, "order l1 must be an int, got str"),
+        ((None, 0, 0), TypeError, "order l1 must be an int, got NoneType"),
+    ],
 )
-def test_bad_orders(triple):
-    with pytest.raises(ValueError, match="non-negative ints"):
+def test_bad_orders(triple, error, match):
+    with pytest.raises(error, match=match):
         wigner_3j(*triple)
 
 
@@ -344,9 +352,9 @@ def test_wigner_D_rejects_improper_and_non_orthogonal():
 
 def test_wigner_D_bad_arguments():
     R = _rotations(1, seed=14)[0]
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(ValueError, match="l must be an int >= 0, got -1"):
         wigner_D(-1, R)
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(TypeError, match=r"l must be an int, got float 1\.0"):
         wigner_D(1.0, R)
     with pytest.raises(ValueError, match=r"\[\.\.\., 3, 3\]"):
         wigner_D(1, torch.eye(3)[:, :2])

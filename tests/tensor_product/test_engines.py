@@ -250,12 +250,20 @@ def test_kernels_copy_and_pickle_after_use(mode):
 
 
 @needs_native
-def test_native_kernels_reject_what_would_write_out_of_bounds():
+def test_convolve_rejects_what_would_write_out_of_bounds():
+    """Kernel.convolve checks what the engines index (the engines do not check again)."""
     kernel = make_kernel("2x0e+1x1o", "2x0e+1x1o", None, engine="native")
     pos, edge_index = graph(num_nodes=8)
     x, edge_vec = torch.randn(8, 5), pos[edge_index[0]] - pos[edge_index[1]]
     top = int(edge_index[1].max())
     with pytest.raises(IndexError, match=f"target node {top} out of range"):
         kernel.convolve(x, edge_index, edge_vec, top)  # fewer targets than the graph has
-    with pytest.raises(ValueError, match=r"native kernels: weights are torch\.float32"):
+    outside = edge_index.clone()
+    outside[0, 0] = 8
+    with pytest.raises(IndexError, match="source node 8 out of range"):
+        kernel.convolve(x, outside, edge_vec, 8)
+    pairing = pair_edges(torch.tensor([[0, 9], [9, 0]]))  # rows of another graph
+    with pytest.raises(IndexError, match="the pairing has a node out of range"):
+        kernel.convolve(x, edge_index, edge_vec, 8, pairing=pairing)
+    with pytest.raises(TypeError, match=r"node features \(torch\.float64 on cpu\) must match"):
         kernel.convolve(x.double(), edge_index, edge_vec, 8)  # features of another dtype

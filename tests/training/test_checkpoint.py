@@ -1,16 +1,20 @@
-"""Checkpoints: round trip of both model kinds, and ConfigError for unusable files."""
+"""Checkpoints: round trip of every model kind, the migration of earlier format versions,
+and ConfigError for unusable files."""
 
 import pytest
 import torch
 
 from e3nn_pyg.training import (
+    MODEL_KINDS,
     ConfigError,
+    TrainConfig,
     build_model,
     load_checkpoint,
+    migrate,
     model_from_checkpoint,
     save_checkpoint,
 )
-from e3nn_pyg.training.checkpoint import FORMAT
+from e3nn_pyg.training.checkpoint import FORMAT, FORMAT_VERSION
 
 EQUIVARIANT = {"hidden_Rs": "4x0e + 2x1o", "num_layers": 2, "cutoff": 3.0, "radial_hidden": 8}
 SCHNET = {"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_gaussians": 8,
@@ -32,7 +36,8 @@ def test_round_trip(tmp_path, kind, config):
     save_checkpoint(tmp_path / "model.pt", saved)
     assert not (tmp_path / "model.pt.tmp").exists()
     loaded = load_checkpoint(tmp_path / "model.pt")
-    assert loaded["format"] == FORMAT
+    assert loaded["format"] == FORMAT and loaded["format_version"] == FORMAT_VERSION
+    assert migrate(loaded) is loaded  # the current version as it is
     model = model_from_checkpoint(loaded, tmp_path / "model.pt")
     for key, value in saved["model_state"].items():  # tensors, and the model's config
         restored = model.state_dict()[key]
@@ -90,4 +95,51 @@ def test_tampered_entries_are_reported_as_damage(tmp_path, entry, value, named):
     saved[entry] = value
     save_checkpoint(tmp_path / "model.pt", saved)
     with pytest.raises(ConfigError, match=rf"is damaged \({named} not as written"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def version_1(kind: str, config: dict) -> dict:
+    """A checkpoint as version 1 wrote it: ``version`` instead of ``format_version``, the
+    run's settings as flat keys, no ``name``, no extra states of the model."""
+    saved = payload(kind, config)
+    saved["model_state"] = {key: value for key, value in saved["model_state"].items()
+                            if not key.endswith("_extra_state")}  # fmt: skip
+    saved["run_config"] = {"target": "U0", "dataset": "fixture", "hidden_Rs": "4x0e + 2x1o",
+                           "num_layers": 2, "cutoff": 3.0, "schnet_hidden": 8,
+                           "schnet_interactions": 1, "schnet_lr": 1e-3,
+                           "baseline": "schnet", "epochs": 2}  # fmt: skip
+    return {"format": FORMAT, "version": 1, **saved}
+
+
+@pytest.mark.parametrize("kind, config", [("equivariant", EQUIVARIANT), ("schnet", SCHNET)])
+def test_a_version_1_checkpoint_is_migrated_on_load(tmp_path, kind, config):
+    old = version_1(kind, config)
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded["format_version"] == FORMAT_VERSION and "version" not in loaded
+    assert loaded["name"] == MODEL_KINDS[kind].label
+    built = build_model(kind, config).state_dict()
+    extra = [key for key in built if key.endswith("_extra_state")]
+    assert all(loaded["model_state"][key] == built[key] for key in extra)
+    run = TrainConfig.from_dict(loaded["run_config"])  # the current spelling
+    assert run.model["hidden_Rs"] == "4x0e + 2x1o" and run.model["cutoff"] == 3.0
+    assert run.baseline["name"] == "schnet" and run.baseline["lr"] == 1e-3
+    assert run.baseline["hidden_channels"] == run.baseline["num_filters"] == 8
+    model = model_from_checkpoint(loaded, tmp_path / "old.pt")
+    assert model(torch.tensor([6, 1, 1]), torch.randn(3, 3)).shape == (1, 1)
+    assert old["version"] == 1 and "name" not in old  # migrate makes a new dictionary
+
+
+@pytest.mark.parametrize("version", [0, 3, "2", None])
+def test_unknown_format_versions_are_refused(tmp_path, version):
+    saved = {**payload("equivariant", EQUIVARIANT), "format": FORMAT, "format_version": version}
+    torch.save(saved, tmp_path / "model.pt")
+    with pytest.raises(ConfigError, match=rf"has format version {version!r}, this e3nn_pyg"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_an_unknown_model_kind_is_damage(tmp_path):
+    save_checkpoint(tmp_path / "model.pt", {**payload("equivariant", EQUIVARIANT),
+                                            "kind": "dimenet"})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"is damaged \(kind not as written"):
         load_checkpoint(tmp_path / "model.pt")

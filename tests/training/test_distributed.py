@@ -131,7 +131,8 @@ def test_runtime_of_one_process():
     runtime = setup_runtime("cpu", "float64")
     assert runtime == Runtime(torch.device("cpu"), torch.float64, rank=0, world_size=1)
     assert runtime.is_main and not runtime.distributed
-    assert runtime.sum([1.0, 2.0]) == [1.0, 2.0] and runtime.from_main(2.5) == 2.5
+    assert runtime.sum({"b": 2, "a": 1.0}) == {"a": 1.0, "b": 2.0}
+    assert runtime.from_main(2.5) == 2.5
     indices = torch.arange(7)
     assert Runtime(torch.device("cpu"), torch.float32, 1, 3).share(indices).tolist() == [1, 4]
     lines = []
@@ -163,3 +164,68 @@ def test_a_run_on_every_device_loads_on_the_cpu(device, tiny_config):
     checkpoint = load_checkpoint(metrics["results"]["equivariant_net"]["checkpoint"])
     tensors = [t for t in checkpoint["model_state"].values() if torch.is_tensor(t)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
+
+
+@pytest.mark.parametrize(
+    ("world", "batch_size", "splits", "refusal"),
+    [
+        (2, 1, {}, "batch_size 1 is smaller than the 2 processes"),
+        (8, 7, {"training": 100}, "batch_size 7 is smaller than the 8 processes"),
+        (4, 8, {"training": 3, "validation": 10}, "training split holds 3 structures, fewer "
+         "than the 4 processes"),
+        (4, 8, {"training": 100, "validation": 3}, "validation split holds 3 structures"),
+        (3, 3, {"training": 3, "validation": 0}, "validation split holds 0 structures"),
+    ],
+)  # fmt: skip
+def test_a_process_without_data_is_refused(world, batch_size, splits, refusal):
+    for rank in (0, world - 1):  # every rank takes the same decision
+        runtime = Runtime(torch.device("cpu"), torch.float32, rank, world)
+        with pytest.raises(ConfigError, match=refusal):
+            runtime.require_data(batch_size, splits)
+
+
+@pytest.mark.parametrize(
+    ("world", "batch_size", "splits"),
+    [(1, 1, {"training": 1, "validation": 1}), (2, 2, {"training": 2, "validation": 2}),
+     (3, 7, {"training": 4, "validation": 3}), (4, 4, None)],
+)  # fmt: skip
+def test_every_process_with_data_is_accepted(world, batch_size, splits):
+    Runtime(torch.device("cpu"), torch.float32, 0, world).require_data(batch_size, splits)
+
+
+@pytest.mark.parametrize(
+    ("world", "batch_size", "refusal"),
+    [(17, 16, "batch_size 16 is smaller than the 17 processes"),
+     (40, 40, "training split holds 32 structures, fewer than the 40"),
+     (5, 16, "validation split holds 4 structures, fewer than the 5")],
+)  # fmt: skip
+def test_the_trainer_refuses_splits_too_small_for_the_world(tiny_config, tmp_path, world,
+                                                             batch_size, refusal):  # fmt: skip
+    """40 molecules split 32/4/4: refused before any training (no process group needed)."""
+    from e3nn_pyg.training import Trainer, fit_target_stats, load_data
+    from e3nn_pyg.training.run import model_config
+
+    config = tiny_config(batch_size=batch_size)
+    data = load_data(config, log=False)
+    stats = fit_target_stats(data, config.resolved_readout)
+    arguments = model_config("equivariant", config, stats, 10.0)
+    runtime = Runtime(torch.device("cpu"), torch.float32, 0, world)
+    with pytest.raises(ConfigError, match=refusal):
+        Trainer("m", "equivariant", arguments, data, stats, config, tmp_path, 1e-3,
+                runtime=runtime)  # fmt: skip
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_two_processes_with_a_batch_of_one_are_refused_before_loading(tmp_path):
+    """A real torchrun of 2 processes: the one-line refusal, exit 2, no step, no data."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "e3nn_pyg.cli"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    flags = [*FLAGS, "--batch-size", "1", "--epochs", "1"]
+    command = [*launcher, "train", *flags, "--data-root", str(tmp_path / "cache"), "--out",
+               str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert "e3nn-pyg: error: batch_size 1 is smaller than the 2 processes" in result.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    assert not (tmp_path / "run" / "equivariant_net" / "last.pt").exists()

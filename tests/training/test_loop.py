@@ -3,6 +3,7 @@ Ctrl-C and resumes to the very model an uninterrupted run gives."""
 
 import math
 import signal
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from e3nn_pyg.training import (
     load_checkpoint,
     load_data,
 )
+from e3nn_pyg.training.loop import Progress, TrainingDiverged
 from e3nn_pyg.training.run import model_config
 
 
@@ -120,11 +122,59 @@ def test_resume_with_another_model_config_is_refused(tiny_config, tmp_path):
         other.fit(resume=True)
 
 
-def test_divergence_is_reported(tiny_config, tmp_path):
-    trainer = make_trainer(tiny_config(), tmp_path)
-    trainer._validate = lambda state: {"mae": math.nan}
-    with pytest.raises(ConfigError, match=r"diverged in epoch 1.*lower the learning rate"):
+class NonFiniteAtStep:
+    """A task whose loss turns ``value`` at its ``at``-th training step."""
+
+    def __init__(self, task, at: int, value: float) -> None:
+        self.task, self.at, self.value, self.calls = task, at, value, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def step(self, model, batch, loss_scale):
+        loss, sums = self.task.step(model, batch, loss_scale)
+        self.calls += 1
+        if self.calls == self.at:
+            loss = loss * self.value
+            sums = {**sums, "loss": sums["loss"] * self.value}
+        return loss, sums
+
+
+@pytest.mark.parametrize(
+    ("value", "at", "epoch", "step"),
+    [(math.nan, 1, 1, 1), (math.inf, 3, 1, 3), (math.nan, 6, 2, 2)],
+)
+def test_a_non_finite_loss_stops_training_naming_where(tiny_config, tmp_path, value, at, epoch,
+                                                       step):  # fmt: skip
+    config = tiny_config(epochs=3, num_molecules=80)  # 4 batches per epoch (80 * 0.8 / 16)
+    trainer = make_trainer(config, tmp_path)
+    trainer.task = NonFiniteAtStep(trainer.task, at, value)
+    where = rf"diverged in epoch {epoch}, step {step}: the training loss is (nan|inf)"
+    with pytest.raises(TrainingDiverged, match=where + ".*lower the learning rate") as info:
         trainer.fit()
+    assert (info.value.epoch, info.value.step) == (epoch, step)
+    assert isinstance(info.value, RuntimeError)
+    saved = tmp_path / "last.pt"  # the last finite epoch, if any
+    assert (load_checkpoint(saved)["progress"]["epoch"] if saved.exists() else 0) == epoch - 1
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_validation_score_stops_training(tiny_config, tmp_path, value):
+    trainer = make_trainer(tiny_config(), tmp_path)
+    trainer._validate = lambda state: {"mae": value}
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1: the validation MAE of U0"):
+        trainer.fit()
+
+
+def test_progress_is_a_typed_record_saved_whole(tiny_config, tmp_path):
+    make_trainer(tiny_config(epochs=1), tmp_path).fit()
+    saved = load_checkpoint(tmp_path / "last.pt")["progress"]
+    assert set(saved) == {entry.name for entry in fields(Progress)}
+    progress = Progress.from_dict(saved, tmp_path / "last.pt")
+    assert progress.epoch == 1 and progress.stop_reason == "epochs" and progress.partial == {}
+    assert progress.to_dict() == saved
+    with pytest.raises(ConfigError, match=r"unknown progress entries \['epochs'\]"):
+        Progress.from_dict({**saved, "epochs": 3}, tmp_path / "last.pt")
 
 
 def ctrl_c_at_steps(monkeypatch, steps: set[int], presses: int = 1) -> None:
@@ -149,9 +199,22 @@ def assert_same_training(a, b) -> None:
     assert_same_parameters(a.model, b.model)
 
 
-def test_ctrl_c_inside_a_step_resumes_after_it_exactly(tiny_config, tmp_path, monkeypatch):
+def as_version_1(path: Path) -> None:
+    """Rewrite the checkpoint ``path`` as version 1 saved it: positional step sums."""
+    payload = torch.load(path, weights_only=True)
+    partial = payload["progress"]["partial"]
+    payload["progress"]["partial"] = [partial[key] for key in ("loss", "error", "structures")]
+    payload["version"] = 1
+    del payload["format_version"]
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("saved_by", ["this version", "version 1"])
+def test_ctrl_c_inside_a_step_resumes_after_it_exactly(tiny_config, tmp_path, monkeypatch,
+                                                       saved_by):  # fmt: skip
     """Ctrl-C in the middle of epoch 2 (inside its 2nd optimizer step): the step finishes,
-    the state is saved, and the resumed run equals the uninterrupted one."""
+    the state is saved, and the resumed run equals the uninterrupted one (also from the
+    positional step sums of a version-1 checkpoint)."""
     config = tiny_config(epochs=3, num_molecules=80)  # 4 batches per epoch
     straight = make_trainer(config, tmp_path / "straight").fit()
     with monkeypatch.context() as patch:
@@ -160,6 +223,9 @@ def test_ctrl_c_inside_a_step_resumes_after_it_exactly(tiny_config, tmp_path, mo
             make_trainer(config, tmp_path / "interrupted").fit()
     progress = load_checkpoint(tmp_path / "interrupted" / "last.pt")["progress"]
     assert (progress["epoch"], progress["step"]) == (1, 2)
+    assert progress["partial"]["structures"] == 32.0  # 2 batches of 16
+    if saved_by == "version 1":
+        as_version_1(tmp_path / "interrupted" / "last.pt")
     resumed = make_trainer(config, tmp_path / "interrupted").fit(resume=True)
     assert_same_training(resumed, straight)
 
@@ -177,3 +243,16 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(
     assert (progress["epoch"], progress["step"]) == (1, 0)  # the half-taken step is not saved
     resumed = make_trainer(config, tmp_path / "interrupted").fit(resume=True)
     assert_same_training(resumed, straight)
+
+
+def test_divergence_is_one_line_on_the_command_line(tmp_path, data_root, monkeypatch, capsys):
+    from e3nn_pyg.cli import main
+
+    monkeypatch.setattr(Trainer, "_validate", lambda self, state: {"mae": math.nan})
+    flags = ["--dataset", "fixture", "--num-molecules", "40", "--epochs", "1", "--no-progress",
+             "--model.hidden-Rs", "4x0e+2x1o", "--model.num-layers", "2", "--model.cutoff", "4",
+             "--model.num-basis", "4", "--model.radial-hidden", "8"]  # fmt: skip
+    status = main(["train", *flags, "--data-root", data_root, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("e3nn-pyg: error: EquivariantNet diverged in epoch 1: the validation")

@@ -3,6 +3,8 @@ EMA of the weights, the metrics of the run and of `evaluate`, exact resume mid-e
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,14 +12,17 @@ import torch
 from e3nn_pyg.cli import main
 from e3nn_pyg.datasets.ase_data import ETHANOL_DIR
 from e3nn_pyg.training import (
+    MODEL_KINDS,
     ConfigError,
     TrainConfig,
     Trainer,
     TrainingInterrupted,
     evaluate,
     fit_target_stats,
+    format_table,
     load_checkpoint,
     load_data,
+    model_from_checkpoint,
     train,
 )
 from e3nn_pyg.training.run import model_config
@@ -61,7 +66,7 @@ def config_for(ethanol, tmp_path, **overrides) -> TrainConfig:
 def make_trainer(config, directory, kind="equivariant") -> Trainer:
     data = load_data(config, log=False)
     stats = fit_target_stats(data, config.resolved_readout)
-    lr = config.lr if kind == "equivariant" else config.baseline["lr"]
+    lr = MODEL_KINDS[kind].learning_rate(config)
     arguments = model_config(kind, config, stats, 10.0)
     return Trainer(kind, kind, arguments, data, stats, config, directory, lr, lambda _: None)
 
@@ -232,3 +237,245 @@ def test_ema_decay_must_lie_between_0_and_1():
     for decay in (0.0, 1.0, -0.5):
         with pytest.raises(ValueError, match="EMA decay must lie in"):
             ExponentialMovingAverage(torch.nn.Linear(2, 1), decay)
+
+
+# -- a checkpoint on another machine; elements it was not trained on -------------------------
+def _with_nitrogen(source, path, count=2):
+    """Ethanol structures whose first carbon is a nitrogen, with energies and forces."""
+    from ase import Atoms
+
+    structures = []
+    for atoms in ase_io.read(source, index=f":{count}"):
+        numbers = atoms.numbers.copy()
+        numbers[list(numbers).index(6)] = 7
+        labelled = Atoms(numbers, positions=atoms.positions)
+        labelled.info["energy"] = atoms.get_potential_energy()
+        labelled.arrays["forces"] = atoms.get_forces()
+        structures.append(labelled)
+    ase_io.write(path, structures, format="extxyz")
+
+
+def _write_xyz(atoms, path):
+    lines = [str(len(atoms)), "ethanol"]
+    lines += [f"{s} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in
+              zip(atoms.get_chemical_symbols(), atoms.positions)]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def ethanol_potential(ethanol, tmp_path_factory):
+    """A potential trained on private copies of the ethanol files (H, C and O), its metrics,
+    and structures with nitrogen."""
+    folder = tmp_path_factory.mktemp("potential")
+    (folder / "files").mkdir()
+    copies = (shutil.copy(ethanol[0], folder / "files" / "train.xyz"),
+              shutil.copy(ethanol[1], folder / "files" / "test.xyz"))  # fmt: skip
+    metrics = train(config_for(copies, folder, epochs=1), log=lambda _: None)
+    _with_nitrogen(ethanol[1], folder / "nitrogen.xyz")
+    return folder / "run" / "equivariant_net" / "best.pt", folder / "nitrogen.xyz", metrics
+
+
+def test_a_checkpoint_evaluates_and_predicts_without_the_files_of_its_run(
+    ethanol, ethanol_potential, tmp_path, capsys
+):
+    best, _, metrics = ethanol_potential
+    run = best.parents[2]  # the folder with the run, its data files and their cache
+    checkpoint = shutil.copy(best, tmp_path / "model.pt")  # on another machine
+    other = shutil.copy(ethanol[1], tmp_path / "other.xyz")
+    molecule = ase_io.read(ethanol[1], index=0)
+    _write_xyz(molecule, tmp_path / "molecule.xyz")
+    run.rename(run.with_name(run.name + "_gone"))  # the run's files are gone
+    try:
+        capsys.readouterr()
+        status = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(other),
+                       "--data-root", str(tmp_path / "cache"), "--json"])  # fmt: skip
+        assert status == 0
+        printed = json.loads(capsys.readouterr().out)
+        ours = metrics["results"]["equivariant_net"]
+        for key in ("energy_mae", "forces_mae", "forces_rmse"):
+            assert printed[key] == pytest.approx(ours[key], rel=1e-9)
+        status = main(["predict", "--checkpoint", str(checkpoint),
+                       "--xyz", str(tmp_path / "molecule.xyz")])  # fmt: skip
+    finally:
+        run.with_name(run.name + "_gone").rename(run)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert status == 0 and lines[0] == "index,comment,energy_eV"
+    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    z = torch.as_tensor(molecule.numbers, dtype=torch.long)
+    expected, _ = model(z, torch.as_tensor(molecule.positions, dtype=torch.float32))
+    assert float(lines[1].split(",")[2]) == pytest.approx(float(expected.detach()), abs=1e-5)
+
+
+def _nitrogen_inputs(path):
+    atoms = ase_io.read(path, index=0)
+    z = torch.as_tensor(atoms.numbers, dtype=torch.long)
+    pos = torch.as_tensor(atoms.positions, dtype=torch.float32)
+    return z, pos, torch.zeros(len(z), dtype=torch.long)
+
+
+# (exporting takes seconds; tests/models/test_species.py checks the program's refusal fast)
+@pytest.mark.parametrize(
+    "command", ["predict", "evaluate", pytest.param("export", marks=pytest.mark.slow)]
+)
+@pytest.mark.parametrize("allowed", [False, True])
+def test_elements_unseen_in_training_are_refused_unless_allowed(
+    ethanol_potential, tmp_path, capsys, command, allowed
+):
+    checkpoint, nitrogen, _ = ethanol_potential
+    argv = [command, "--checkpoint", str(checkpoint)]
+    argv += {"predict": ["--xyz", str(nitrogen)],
+             "evaluate": ["--data", str(nitrogen), "--data-root", str(tmp_path)],
+             "export": ["--out", str(tmp_path / "model.pt2")]}[command]  # fmt: skip
+    capsys.readouterr()
+    status = main(argv + (["--allow-unseen-elements"] if allowed else []))
+    err = capsys.readouterr().err
+    if command == "export":  # the program itself refuses, or takes, nitrogen
+        assert status == 0
+        program = torch.export.load(tmp_path / "model.pt2").module()
+        if allowed:
+            assert torch.isfinite(program(*_nitrogen_inputs(nitrogen))).all()
+        else:
+            with pytest.raises(Exception, match="not trained on"):
+                program(*_nitrogen_inputs(nitrogen))
+    elif allowed:
+        assert status == 0, err
+    else:
+        assert status == 2 and len(err.strip().splitlines()) == 1
+        assert err.startswith("e3nn-pyg: error: ") and "Traceback" not in err
+        for piece in ("not trained on: N (Z=7)", "trained on H, C, O", "--allow-unseen-elements"):
+            assert piece in err
+
+
+# -- test and evaluation files where some structures lack a label --------------------------
+ALL = 1  # a label dropped from every structure
+ALL_BUT_ONE = 0  # from every structure but the first
+
+
+def _drop(source, path, every: dict[str, int]):
+    """The ethanol test structures with ``key`` removed from every ``every[key]``-th one
+    (from the 2nd; ``ALL``, ``ALL_BUT_ONE``); returns which structures keep an energy and
+    forces."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    structures = ase_io.read(source, index=":")
+    kept = {"energy": [], "forces": []}
+    for i, atoms in enumerate(structures):
+        results = dict(atoms.calc.results)
+        for key in kept:
+            period = every.get(key)
+            if period in (ALL, ALL_BUT_ONE):
+                drop = period == ALL or i > 0
+            else:
+                drop = period is not None and i % period == 1
+            if drop:
+                results.pop(key)
+            kept[key].append(not drop)
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    ase_io.write(path, structures, format="extxyz")
+    return structures, kept
+
+
+def _maes_by_hand(checkpoint, structures, kept) -> dict[str, float]:
+    """The energy and forces MAEs (meV, meV/Å) of the labelled structures, one at a time."""
+    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    energy_errors, force_errors = [], []
+    for atoms, has_energy, has_forces in zip(structures, kept["energy"], kept["forces"]):
+        z = torch.as_tensor(atoms.numbers, dtype=torch.long)
+        with torch.no_grad():  # (the forces all the same)
+            energy, forces = model(z, torch.as_tensor(atoms.positions, dtype=torch.float32))
+        if has_energy:
+            energy_errors.append(abs(float(energy) - atoms.calc.results["energy"]))
+        if has_forces:
+            reference = torch.as_tensor(atoms.calc.results["forces"], dtype=torch.float64)
+            force_errors.append((forces.double() - reference).abs().flatten())
+    maes = {}
+    if energy_errors:
+        maes["energy_mae"] = 1000.0 * sum(energy_errors) / len(energy_errors)
+    if force_errors:
+        maes["forces_mae"] = 1000.0 * float(torch.cat(force_errors).mean())
+    return maes
+
+
+SCORES = {1.0: ("forces_mae", "meV/Å", "forces"),
+          0.0: ("energy_mae_per_atom", "meV/atom", "energy per atom")}  # fmt: skip
+# (labels dropped from test structures, see _drop; forces_weight of the run). A file where
+# no structure has an energy is refused by its reader (see the test after this one).
+LABELLED_FILES = {
+    "energies and forces": ({}, 1.0),
+    "energies only": ({"forces": ALL}, 1.0),
+    "forces and one energy": ({"energy": ALL_BUT_ONE}, 1.0),
+    "a few without each": ({"energy": 3, "forces": 4}, 1.0),
+    "energies only, trained on energies": ({"forces": ALL}, 0.0),
+    "a few without each, trained on energies": ({"energy": 3, "forces": 4}, 0.0),
+}
+
+
+@pytest.mark.parametrize(("every", "forces_weight"), LABELLED_FILES.values(),
+                         ids=LABELLED_FILES.keys())  # fmt: skip
+def test_the_report_of_a_partly_labelled_test_file(ethanol, tmp_path, every, forces_weight):
+    """Each metric over the structures (atoms) with its label, absent without any; the
+    table's test MAE the task's score in its unit, '-' when no test structure has it."""
+    structures, kept = _drop(ethanol[1], tmp_path / "test.xyz", every)
+    config = config_for((ethanol[0], tmp_path / "test.xyz"), tmp_path, epochs=1,
+                        forces_weight=forces_weight)  # fmt: skip
+    metrics = train(config, log=lambda _: None)
+    score, unit, target = SCORES[forces_weight]
+    ours = metrics["results"]["equivariant_net"]
+    expected = _maes_by_hand(tmp_path / "run" / "equivariant_net" / "best.pt", structures, kept)
+    for name in ("energy_mae", "forces_mae"):
+        assert (name in ours) == (name in expected)
+        if name in expected:
+            assert ours[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-3)
+    assert ours["test_mae"] == ours.get(score)
+    assert (metrics["mae_unit"], metrics["target"]) == (unit, target)
+    linear = metrics["results"]["per_element_linear"]
+    assert ("energy_mae" in linear) == any(kept["energy"])
+    assert all(math.isfinite(v) for r in metrics["results"].values() for v in
+               (r.get("test_mae"), r.get("energy_mae")) if v is not None)  # fmt: skip
+    row = next(line for line in format_table(metrics).splitlines() if "EquivariantNet" in line)
+    assert (" - " in row) == (ours["test_mae"] is None)
+    assert (ours["test_mae"] is None) or f" {unit}" in row
+    plots = {Path(path).name for path in metrics["plots"]}
+    if plots:  # matplotlib installed
+        assert ("parity_energy.png" in plots) == any(kept["energy"])
+        assert ("parity_forces.png" in plots) == any(kept["forces"])
+    rows = (tmp_path / "run" / "test_predictions.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[1] != "" for row in rows] == kept["energy"]
+    evaluated = evaluate(tmp_path / "run" / "equivariant_net" / "best.pt",
+                         data=tmp_path / "test.xyz", log=lambda _: None)  # fmt: skip
+    for name in ("energy_mae", "energy_mae_per_atom", "forces_mae", "forces_rmse"):
+        assert (name in evaluated) == (name in ours)
+        if name in ours:
+            assert evaluated[name] == pytest.approx(ours[name], rel=1e-9)
+
+
+@pytest.mark.parametrize("every", [{"energy": ALL}, {"energy": ALL, "forces": ALL}],
+                         ids=["forces only", "no labels"])  # fmt: skip
+def test_a_test_file_without_energies_is_refused_in_one_line(ethanol, tmp_path, every):
+    _drop(ethanol[1], tmp_path / "test.xyz", every)
+    config = config_for((ethanol[0], tmp_path / "test.xyz"), tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match="structure 0 has no energy 'energy'"):
+        train(config, log=lambda _: None)
+
+
+def test_training_on_a_file_mixing_crystals_and_molecules(copper, ethanol, tmp_path):
+    """Every batch mixes copper crystals (with stresses) and ethanol molecules: the stress
+    of the crystals is trained in every epoch, and reported, finite."""
+    mixed = tmp_path / "mixed.xyz"
+    crystals, molecules = ase_io.read(copper, index=":12"), ase_io.read(ethanol[0], index=":12")
+    ase_io.write(mixed, [s for pair in zip(crystals, molecules) for s in pair])
+    values = {**POTENTIAL, "data": str(mixed), "split": [0.5, 0.25, 0.25], "epochs": 2,
+              "model": {**POTENTIAL["model"], "cutoff": 3.0}, "seed": 1,
+              "data_root": str(tmp_path / "cache"), "out": str(tmp_path / "run")}  # fmt: skip
+    metrics = train(TrainConfig.from_dict(values), log=lambda _: None)
+    ours = metrics["results"]["equivariant_net"]
+    for key in ("stress_mae", "forces_mae", "energy_mae"):
+        assert math.isfinite(ours[key]) and ours[key] > 0
+    history = load_checkpoint(tmp_path / "run" / "equivariant_net" / "last.pt")["progress"]
+    for record in history["history"]:
+        assert math.isfinite(record["train_stress_mae"]) and math.isfinite(record["train_loss"])
+    crystals_only = tmp_path / "crystals.xyz"
+    ase_io.write(crystals_only, crystals)
+    best = tmp_path / "run" / "equivariant_net" / "best.pt"
+    both, alone = (evaluate(best, data=path, log=lambda _: None) for path in (mixed, crystals_only))
+    assert both["stress_mae"] == pytest.approx(alone["stress_mae"], rel=1e-9)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import e3nn_pyg.graph as graph
+import e3nn_pyg.graph.search as search
 from e3nn_pyg.graph import (
     cartesian_shifts,
     periodic_radius_graph,
@@ -141,8 +141,8 @@ def test_small_blocks_and_chunks(monkeypatch):
     """Many target blocks and pair chunks give the same graph as one of each."""
     pos, cell, pbc, batch = random_structures([6, 1, 9], 1.5, 4.0, seed=11)
     expected = periodic_radius_graph(pos, 3.0, cell, pbc, batch)
-    monkeypatch.setattr(graph, "_TARGET_BLOCK", 3)
-    monkeypatch.setattr(graph, "_PAIR_CHUNK", 40)
+    monkeypatch.setattr(search, "_TARGET_BLOCK", 3)
+    monkeypatch.setattr(search, "_PAIR_CHUNK", 40)
     assert_same(periodic_radius_graph(pos, 3.0, cell, pbc, batch), expected)
 
 

@@ -1,5 +1,5 @@
-"""Tests of the equivariance checker e3nn_pyg.testing (it must pass good and fail bad functions);
-the checks of interatomic potentials are tested in tests/test_potential_contract.py."""
+"""Tests of the equivariance checker e3nn_pyg.testing.equivariance (it must pass good and fail bad
+functions); the checks of interatomic potentials are tested beside this file."""
 
 import pytest
 import torch

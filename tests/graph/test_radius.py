@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-import e3nn_pyg.graph as graph
+import e3nn_pyg.graph.search as search
 from e3nn_pyg.graph import NeighborTruncationWarning, radius_graph, validate_batch, validate_pos
 from e3nn_pyg.o3 import rand_rotation
 
@@ -80,17 +80,17 @@ def test_small_chunks(monkeypatch):
     """Many target blocks and pair chunks give the same graph as one of each."""
     pos, batch = random_batch([300, 2, 50, 150], scale=3.0)
     expected = brute_force(pos, 3.0, batch, loop=True)
-    monkeypatch.setattr(graph, "_TARGET_BLOCK", 61)
-    monkeypatch.setattr(graph, "_PAIR_CHUNK", 500)
+    monkeypatch.setattr(search, "_TARGET_BLOCK", 61)
+    monkeypatch.setattr(search, "_PAIR_CHUNK", 500)
     assert torch.equal(radius_graph(pos, 3.0, batch, loop=True, backend="torch"), expected)
 
 
 def test_dense_and_cell_list_agree(monkeypatch):
     """The two searches of the torch backend, on the same batch."""
     pos, batch = random_batch([20, 1, 90, 45], scale=3.0)
-    monkeypatch.setattr(graph, "_DENSE_MAX_ATOMS", 10**9)
+    monkeypatch.setattr(search, "_DENSE_MAX_ATOMS", 10**9)
     dense = radius_graph(pos, 3.0, batch, backend="torch")
-    monkeypatch.setattr(graph, "_DENSE_MAX_ATOMS", 0)
+    monkeypatch.setattr(search, "_DENSE_MAX_ATOMS", 0)
     cells = radius_graph(pos, 3.0, batch, backend="torch")
     assert torch.equal(dense, cells)
     assert torch.equal(dense, brute_force(pos, 3.0, batch))
@@ -98,7 +98,7 @@ def test_dense_and_cell_list_agree(monkeypatch):
 
 def test_far_apart_atoms_and_many_molecules(monkeypatch):
     """Coordinates spanning 1e7 cutoffs, and a batch with gaps in the molecule indices."""
-    monkeypatch.setattr(graph, "_DENSE_MAX_ATOMS", 0)
+    monkeypatch.setattr(search, "_DENSE_MAX_ATOMS", 0)
     pos = torch.tensor(
         [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1e7, 0.0, 0.0], [1e7, 0.5, 0.0], [3.0, 3.0, 3.0]],
         dtype=torch.float64,
@@ -150,7 +150,7 @@ def test_backends_identical(loop, dtype):
 
 
 def test_torch_cluster_missing(monkeypatch):
-    monkeypatch.setattr(graph, "_torch_cluster", lambda: None)
+    monkeypatch.setattr(search, "_torch_cluster", lambda: None)
     pos = box(300, 8.0)
     with pytest.raises(ImportError, match="pip install torch-cluster"):
         radius_graph(pos, 2.0, backend="torch_cluster")
@@ -160,14 +160,14 @@ def test_torch_cluster_missing(monkeypatch):
 def test_auto_rule(monkeypatch):
     pytest.importorskip("torch_cluster")
     calls = []
-    original = graph._radius_torch_cluster
+    original = search._radius_torch_cluster
 
     def spy(*args):
         calls.append(args[0].size(0))
         return original(*args)
 
-    monkeypatch.setattr(graph, "_radius_torch_cluster", spy)
-    small = graph.AUTO_TORCH_MAX_ATOMS
+    monkeypatch.setattr(search, "_radius_torch_cluster", spy)
+    small = search.AUTO_TORCH_MAX_ATOMS
     pos, batch = random_batch([small, small])
     radius_graph(pos, 2.0, batch)
     assert calls == []
@@ -357,10 +357,10 @@ def test_batch_device_mismatch():
         ({"r": math.nan}, ValueError, "positive and finite"),
         ({"r": "1.0"}, TypeError, "real number"),
         ({"r": True}, TypeError, "real number"),
-        ({"r": 1.0, "max_num_neighbors": 0}, ValueError, ">= 1"),
-        ({"r": 1.0, "max_num_neighbors": 2.0}, TypeError, "int or None"),
-        ({"r": 1.0, "backend": "kdtree"}, ValueError, "unknown backend 'kdtree'"),
-        ({"r": 1.0, "flow": "both"}, ValueError, "unknown flow 'both'"),
+        ({"r": 1.0, "max_num_neighbors": 0}, ValueError, "max_num_neighbors must be an int >= 1"),
+        ({"r": 1.0, "max_num_neighbors": 2.0}, TypeError, "max_num_neighbors must be an int"),
+        ({"r": 1.0, "backend": "kdtree"}, ValueError, "backend must be one of .*, got 'kdtree'"),
+        ({"r": 1.0, "flow": "both"}, ValueError, "flow must be one of .*, got 'both'"),
         ({"r": 1.0, "loop": 1}, TypeError, "loop must be a bool"),
     ],
 )
