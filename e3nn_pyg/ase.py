@@ -39,8 +39,9 @@ from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch import Tensor, nn
 
-from .checks import is_real, require_bool
+from .checks import require_bool
 from .models import EnergyForces, EquivariantNet, RadiusInteractionGraph, VerletInteractionGraph
+from .models.interaction_graph import check_skin
 
 __all__ = ["Calculator"]
 
@@ -144,8 +145,7 @@ class Calculator(ASECalculator):
     ) -> None:
         device = _check_device(device)
         dtype = _check_dtype(dtype)
-        if not is_real(skin) or not (math.isfinite(skin) and skin >= 0):
-            raise ValueError(f"skin must be a number >= 0 (Å), got {skin!r}")
+        skin = check_skin(skin)
         require_bool(allow_unseen_elements, "allow_unseen_elements")
         model = _load_model(model_or_checkpoint_path)
         parameter = _first_tensor(model)
@@ -156,7 +156,7 @@ class Calculator(ASECalculator):
                 f"the model is {dtype}: pass dtype=torch.float32 or torch.float64 to convert it"
             )
         self.model = model.to(device=device, dtype=dtype).eval()
-        self.device, self.dtype, self.skin = device, dtype, float(skin)
+        self.device, self.dtype, self.skin = device, dtype, skin
         if isinstance(model, (EquivariantNet, EnergyForces)):
             model.allow_unseen_elements = allow_unseen_elements
         self._neighbors = _verlet_graph(model, self.skin)

@@ -38,6 +38,7 @@ __all__ = [
     "is_int",
     "is_real",
     "require",
+    "require_atomic_numbers",
     "require_bool",
     "require_choice",
     "require_edges",
@@ -247,6 +248,21 @@ def require_positive(value: object, name: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be positive and finite, got {value}")
     return value
+
+
+def require_atomic_numbers(z: object) -> Tensor:
+    """Raise ``TypeError`` unless ``z`` is a 1-D ``torch.long`` tensor (atomic numbers);
+    return it. Their range is the caller's (a model's ``max_z``, its species).
+
+    >>> require_atomic_numbers(torch.tensor([[1, 8]]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: z must be a 1-D torch.long tensor of atomic numbers, got torch.int64 tensor ...
+    """
+    if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
+        what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
+        raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
+    return z
 
 
 def require_bool(value: object, name: str) -> bool:

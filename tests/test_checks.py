@@ -7,6 +7,7 @@ import torch
 
 from e3nn_pyg.checks import (
     require,
+    require_atomic_numbers,
     require_bool,
     require_choice,
     require_edges,
@@ -129,6 +130,27 @@ def test_the_value_checks_return_what_they_accept(check, value, expected):
 def test_the_value_checks_name_the_argument(check, value, error, message):
     with pytest.raises(error, match=message):
         check(value)
+
+
+@pytest.mark.parametrize(
+    "z",
+    [
+        torch.tensor([1.0, 8.0]),
+        torch.tensor([1, 8], dtype=torch.int32),
+        torch.tensor([[1, 8]]),
+        torch.tensor(8),
+        [1, 8],
+        None,
+    ],
+)
+def test_require_atomic_numbers_refuses_all_but_a_1d_long_tensor(z):
+    with pytest.raises(TypeError, match=r"z must be a 1-D torch\.long tensor of atomic numbers"):
+        require_atomic_numbers(z)
+
+
+def test_require_atomic_numbers_returns_a_1d_long_tensor():
+    z = torch.tensor([1, 6, 8])
+    assert require_atomic_numbers(z) is z
 
 
 def test_require_floating_and_require_like():

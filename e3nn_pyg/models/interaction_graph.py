@@ -62,6 +62,7 @@ __all__ = [
     "SchNetInteractionGraph",
     "VerletInteractionGraph",
     "check_interaction_graph",
+    "check_skin",
     "checked_graph_output",
     "periodic_inputs",
 ]
@@ -188,6 +189,14 @@ class RadiusInteractionGraph(_GraphOfValidatedInputs):
         )
 
 
+def check_skin(skin: object) -> float:
+    """The Verlet skin of :class:`VerletInteractionGraph` as a float; ``ValueError`` unless
+    it is a finite number ``>= 0``."""
+    if not is_real(skin) or not (math.isfinite(skin) and skin >= 0):
+        raise ValueError(f"skin must be a number >= 0, got {skin!r}")
+    return float(skin)
+
+
 class VerletInteractionGraph(_GraphOfValidatedInputs):
     r"""The exact radius graph of :class:`RadiusInteractionGraph` (no neighbour cap),
     reused between calls: a Verlet list for molecular dynamics.
@@ -218,9 +227,7 @@ class VerletInteractionGraph(_GraphOfValidatedInputs):
     def __init__(self, cutoff: float, skin: float = 0.5) -> None:
         super().__init__()
         self.cutoff = _validate_options(cutoff, False, None, "auto", FLOW)
-        if not is_real(skin) or not (math.isfinite(skin) and skin >= 0):
-            raise ValueError(f"skin must be a number >= 0, got {skin!r}")
-        self.skin = float(skin)
+        self.skin = check_skin(skin)
         #: how many times the candidates were searched
         self.builds = 0
         self._reference: tuple | None = None  # (pos, batch, cell, pbc) of the last search

@@ -25,7 +25,7 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
-from ..checks import require, require_index_range
+from ..checks import require, require_atomic_numbers, require_index_range
 from ..elements import element_names
 
 __all__ = ["check_atomic_numbers", "species_table", "validate_species"]
@@ -74,9 +74,7 @@ def check_atomic_numbers(z: Tensor, max_z: int, table: Tensor | None) -> None:
         ValueError: for an atomic number outside ``[0, max_z)`` or not in the table, naming
             the elements by symbol and atomic number.
     """
-    if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
-        what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
-        raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
+    require_atomic_numbers(z)
     require_index_range(z, max_z, "z holds atomic number", ValueError)
     if table is None:
         return

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..checks import require_atomic_numbers
 from ..graph import validate_batch, validate_pos
 
 __all__ = ["Potential", "Structures", "evaluate_potential", "model_potential"]
@@ -66,9 +67,7 @@ def _structures(
 ) -> tuple[Structures, int]:
     """Validate a batch of structures; fill in ``batch``; return it with its size ``G``.
     ``periodic`` refuses molecules (a check that needs cells)."""
-    if not isinstance(z, Tensor) or z.dtype != torch.long or z.dim() != 1:
-        what = f"{z.dtype} tensor of shape {list(z.shape)}" if isinstance(z, Tensor) else z
-        raise TypeError(f"z must be a 1-D torch.long tensor of atomic numbers, got {what}")
+    require_atomic_numbers(z)
     validate_pos(pos)
     if pos.shape[0] != z.shape[0]:
         raise ValueError(f"z has {z.shape[0]} atoms but pos has {pos.shape[0]} rows")
