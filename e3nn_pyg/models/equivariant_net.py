@@ -49,9 +49,10 @@ READOUTS = ("add", "mean")
 
 #: Constructor arguments that are not architecture settings (see EquivariantNet.config)
 _NOT_CONFIG = ("mean", "std", "atomref", "interaction_graph")
-#: (name, lowest value) of the integer settings
-_INT_LIMITS = (("num_layers", 1), ("num_basis", 1), ("radial_hidden", 1), ("radial_layers", 0),
-               ("out_channels", 1), ("max_z", 1), ("lmax", 0))  # fmt: skip
+#: The lowest value of every integer setting (``max_num_neighbors`` may also be None); the
+#: training command states them in its help (``e3nn_pyg.training.registry``)
+INT_MINIMUMS = {"num_layers": 1, "num_basis": 1, "radial_hidden": 1, "radial_layers": 0,
+                "out_channels": 1, "max_z": 1, "lmax": 0, "max_num_neighbors": 1}  # fmt: skip
 
 
 def _connects(l_in: int, p_in: int, l_out: int, p_out: int, lmax: int) -> bool:
@@ -188,12 +189,12 @@ def _check_settings(hidden: Rs, **settings: Any) -> None:
             f"hidden_Rs = '{hidden}' needs even scalars (0e) for the atom embedding and "
             "the readout, e.g. '16x0e+8x1o+4x2e'"
         )
-    for name, low in _INT_LIMITS:
-        if not is_int(settings[name]) or settings[name] < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {settings[name]!r}")
-    cap = settings["max_num_neighbors"]
-    if cap is not None and (not is_int(cap) or cap < 1):
-        raise ValueError(f"max_num_neighbors must be None or an int >= 1, got {cap!r}")
+    for name, low in INT_MINIMUMS.items():
+        value = settings[name]
+        if name == "max_num_neighbors" and value is None:  # (no cap)
+            continue
+        if not is_int(value) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     for name in ("cutoff", "avg_num_neighbors"):
         value = settings[name]
         if not is_real(value) or not (math.isfinite(value) and value > 0):

@@ -24,7 +24,7 @@ from torch_geometric.nn.models import SchNet
 
 from ..kernel import MODES as KERNEL_MODES
 from ..models import EnergyForces, EquivariantNet, SchNetInteractionGraph
-from ..models.equivariant_net import READOUTS
+from ..models.equivariant_net import INT_MINIMUMS, READOUTS
 from .settings import ConfigError, Limits, Section, Setting
 
 __all__ = ["BASELINES", "MAX_CUTOFF", "MODEL_KINDS", "ModelKind", "model_kind", "run_kinds"]
@@ -111,13 +111,8 @@ EQUIVARIANT = ModelKind(
         ),
         defaults={"readout": None},  # None: from the target (see TrainConfig.resolved_readout)
         limits={
-            "lmax": Limits(min=0),
-            "num_layers": Limits(min=1),
+            **{name: Limits(min=low) for name, low in INT_MINIMUMS.items()},
             "cutoff": Limits(above=0, max=MAX_CUTOFF),
-            "max_num_neighbors": Limits(min=1),
-            "num_basis": Limits(min=1),
-            "radial_hidden": Limits(min=1),
-            "radial_layers": Limits(min=0),
             "kernel_mode": Limits(choices=KERNEL_MODES),
             "readout": Limits(choices=READOUTS),
         },
