@@ -190,11 +190,10 @@ def _check_settings(hidden: Rs, **settings: Any) -> None:
             "the readout, e.g. '16x0e+8x1o+4x2e'"
         )
     for name, low in INT_MINIMUMS.items():
-        value = settings[name]
-        if name == "max_num_neighbors" and value is None:  # (no cap)
-            continue
-        if not is_int(value) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        value, nullable = settings[name], name == "max_num_neighbors"  # (None: no cap)
+        if not (nullable and value is None) and (not is_int(value) or value < low):
+            allowed = f"{'None or ' if nullable else ''}an int >= {low}"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
     for name in ("cutoff", "avg_num_neighbors"):
         value = settings[name]
         if not is_real(value) or not (math.isfinite(value) and value > 0):
