@@ -75,6 +75,7 @@ __all__ = [
     "load_data",
     "read_structures_file",
     "read_test_structures",
+    "species_of",
     "without_isolated_atoms",
 ]
 
@@ -230,8 +231,8 @@ def labelled(dataset: Dataset, label: str) -> Tensor:
     return structure_values(dataset, f"{label}_weight") != 0
 
 
-def _elements(dataset: Dataset) -> set[int]:
-    """The atomic numbers that occur in a dataset view."""
+def species_of(dataset: Dataset) -> set[int]:
+    """The atomic numbers that occur in a dataset (view)."""
     return set(atom_values(dataset, "z").unique().tolist()) if len(dataset) else set()
 
 
@@ -277,7 +278,7 @@ def _reference_energies(config: TrainConfig, dataset: Dataset, log: bool):
     except ValueError as error:
         raise ConfigError(f"cannot read the isolated-atom energies of {source}: {error}") from None
     isolated = _isolated_mask(atoms, source).nonzero()[:, 0]
-    return references, _elements(atoms[isolated]), source
+    return references, species_of(atoms[isolated]), source
 
 
 def _check_unseen(data: RunData) -> set[int]:
@@ -285,10 +286,10 @@ def _check_unseen(data: RunData) -> set[int]:
     structures hold another (the model would never learn it, and refuses it at
     inference)."""
     views = {name: data.subset(name) for name in ("train", "val", "test")}
-    trained = _elements(views["train"])
-    unseen = set().union(*(_elements(view) for view in views.values())) - trained
+    trained = species_of(views["train"])
+    unseen = set().union(*(species_of(view) for view in views.values())) - trained
     if unseen:
-        where = [name for name, view in views.items() if _elements(view) & unseen]
+        where = [name for name, view in views.items() if species_of(view) & unseen]
         from_split = data.test_dataset is None or "val" in where  # not only a test file's
         raise ConfigError(
             f"{element_names(unseen)} occur in the {' and '.join(where)} structures but in no "
@@ -314,7 +315,7 @@ def _check_references(data: RunData, given: set[int], source: str | None) -> Non
             )
         return
     train = data.subset("train")
-    missing = trained - _elements(train[labelled(train, "energy").nonzero()[:, 0]])
+    missing = trained - species_of(train[labelled(train, "energy").nonzero()[:, 0]])
     if missing:
         raise ConfigError(
             f"{element_names(missing)} occur only in training structures without an energy: "

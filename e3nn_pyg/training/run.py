@@ -38,7 +38,7 @@ from torch_geometric.loader import DataLoader
 
 from ..compilation import export_model
 from ..datasets import atom_values, composition
-from ..elements import CHEMICAL_SYMBOLS, atomic_number
+from ..elements import CHEMICAL_SYMBOLS, atomic_number, element_names
 from .checkpoint import load_checkpoint, model_from_checkpoint, task_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import (
@@ -49,6 +49,7 @@ from .data import (
     fit_target_stats,
     load_data,
     read_test_structures,
+    species_of,
 )
 from .distributed import Runtime, setup_runtime
 from .loop import FitResult, Trainer, check_resumable_run, mean_absolute_error
@@ -148,11 +149,6 @@ def _composition(subset, stats: TargetStats) -> Tensor:
     return stats.composition(atom_values(subset, "z"), batch, len(atoms))
 
 
-def species_of(dataset) -> list[int]:
-    """The sorted atomic numbers present in a dataset (view)."""
-    return torch.nonzero(composition(dataset, MAX_Z).sum(0)).flatten().tolist()
-
-
 def train(
     config: TrainConfig, resume: bool = False, overwrite: bool = False, log: Log = print
 ) -> dict[str, Any]:
@@ -226,7 +222,7 @@ def _prepare_data(config, kinds, out, runtime, log, start) -> tuple[RunData, Tar
 def _fit(kind: ModelKind, config, data, stats, degree, out, runtime, log, resume) -> FitResult:
     """Train one model kind of the run (or resume it)."""
     try:
-        species = species_of(data.subset("train"))
+        species = sorted(species_of(data.subset("train")))
         arguments = model_config(kind.name, config, stats, degree, species)
         trainer = Trainer(kind.label, kind.name, arguments, data, stats, config,
                           out / kind.folder, kind.learning_rate(config), log, runtime)  # fmt: skip
@@ -429,10 +425,6 @@ def _write_predictions(
             writer.writerow(row)
 
 
-def _names(numbers: Iterable[int]) -> str:
-    return ", ".join(f"{CHEMICAL_SYMBOLS[z]} (Z={z})" for z in numbers)
-
-
 def check_species(payload: dict[str, Any], present: Iterable[int], where: str) -> None:
     """Refuse structures with elements the checkpoint's model was not trained on.
 
@@ -446,7 +438,7 @@ def check_species(payload: dict[str, Any], present: Iterable[int], where: str) -
     unseen = sorted(set(present) - set(species))
     if unseen:
         raise ConfigError(
-            f"{where} holds elements the model was not trained on: {_names(unseen)}; it was "
+            f"{where} holds elements the model was not trained on: {element_names(unseen)}; it was "
             f"trained on {', '.join(CHEMICAL_SYMBOLS[z] for z in species)} (pass "
             "--allow-unseen-elements to predict them anyway)"
         )
