@@ -39,7 +39,7 @@ from .interaction_graph import (
     periodic_inputs,
 )
 from .self_interaction import SelfInteraction
-from .species import check_atomic_numbers, species_table, validate_species
+from .species import check_model_atomic_numbers, register_species
 
 __all__ = ["EquivariantNet", "layer_representations"]
 
@@ -378,17 +378,13 @@ class EquivariantNet(_SettingsOptionalOnLoad):
         self.radial_layers = radial_layers
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.readout, self.out_channels, self.max_z = readout, out_channels, max_z
-        self.species = validate_species(species, max_z)
+        register_species(self, species, max_z)  # species, allow_unseen_elements
         self.derivative, self.kernel_mode = derivative, kernel_mode
-        #: predict elements outside ``species`` all the same (not part of the config)
-        self.allow_unseen_elements = False
         if interaction_graph is None:
             interaction_graph = RadiusInteractionGraph(self.cutoff, max_num_neighbors)
         self.interaction_graph = interaction_graph
         self._build_layers()
         self._register_offsets(mean, std, atomref)
-        table = species_table(self.species, max_z)  # [max_z] bool, or None
-        self.register_buffer("species_mask", table, persistent=False)
         self.reset_parameters()
 
     def _build_layers(self) -> None:
@@ -497,8 +493,7 @@ class EquivariantNet(_SettingsOptionalOnLoad):
     ) -> tuple[Tensor | None, Tensor | None]:
         """Validate the inputs of a call, once for the whole network; return the cells and
         periodic axes per structure (``None`` for molecules)."""
-        known = None if self.allow_unseen_elements else self.species_mask
-        check_atomic_numbers(z, self.max_z, known)
+        check_model_atomic_numbers(self, z)
         validate_pos(pos)
         if pos.shape[0] != z.shape[0]:
             raise ValueError(f"z has {z.shape[0]} atoms but pos has {pos.shape[0]} rows")

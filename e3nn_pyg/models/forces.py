@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..elements import MAX_Z
-from .species import check_atomic_numbers, species_table, validate_species
+from .species import check_model_atomic_numbers, register_species
 
 __all__ = ["EnergyForces", "energy_gradients"]
 
@@ -97,11 +97,7 @@ class EnergyForces(_SettingsOptionalOnLoad):
             raise TypeError(f"energy_model must be a torch.nn.Module, got {type(energy_model)}")
         self.energy_model = energy_model
         self.max_z = getattr(energy_model, "max_z", MAX_Z)
-        self.species = validate_species(species, self.max_z)
-        #: predict elements outside ``species`` all the same (not saved)
-        self.allow_unseen_elements = False
-        table = species_table(self.species, self.max_z)  # [max_z] bool, or None
-        self.register_buffer("species_mask", table, persistent=False)
+        register_species(self, species, self.max_z)
 
     def reset_parameters(self) -> None:
         self.energy_model.reset_parameters()
@@ -120,8 +116,7 @@ class EnergyForces(_SettingsOptionalOnLoad):
             )
 
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        known = None if self.allow_unseen_elements else self.species_mask
-        check_atomic_numbers(z, self.max_z, known)
+        check_model_atomic_numbers(self, z)
         grad_enabled = torch.is_grad_enabled()
         with torch.enable_grad():
             if not pos.requires_grad:

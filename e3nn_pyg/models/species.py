@@ -23,12 +23,18 @@ from collections.abc import Iterable
 from numbers import Integral
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..checks import require, require_atomic_numbers, require_index_range
 from ..elements import element_names
 
-__all__ = ["check_atomic_numbers", "species_table", "validate_species"]
+__all__ = [
+    "check_atomic_numbers",
+    "check_model_atomic_numbers",
+    "register_species",
+    "species_table",
+    "validate_species",
+]
 
 
 def validate_species(species: Iterable[int] | None, max_z: int) -> list[int] | None:
@@ -90,3 +96,20 @@ def check_atomic_numbers(z: Tensor, max_z: int, table: Tensor | None) -> None:
         )
 
     require(known.all(), ValueError, "z holds elements the model was not trained on", detail)
+
+
+def register_species(model: nn.Module, species: Iterable[int] | None, max_z: int) -> None:
+    """Give ``model`` its ``species`` (validated, part of its config), the attribute
+    ``allow_unseen_elements = False`` (not part of the config) and the non-persistent buffer
+    ``species_mask`` (:func:`species_table`) that :func:`check_model_atomic_numbers` reads."""
+    model.species = validate_species(species, max_z)
+    model.allow_unseen_elements = False
+    table = species_table(model.species, max_z)  # [max_z] bool, or None
+    model.register_buffer("species_mask", table, persistent=False)
+
+
+def check_model_atomic_numbers(model: nn.Module, z: Tensor) -> None:
+    """:func:`check_atomic_numbers` of ``z`` for a model set up by :func:`register_species`
+    (with its ``max_z``): its species, unless ``model.allow_unseen_elements``."""
+    known = None if model.allow_unseen_elements else model.species_mask
+    check_atomic_numbers(z, model.max_z, known)
