@@ -13,8 +13,12 @@ TORCH := torch==2.13.0
 EXTENSIONS := torch_scatter==2.1.2 torch_cluster==1.6.3
 
 DOCS_STAMP := $(VENV)/.e3nn_pyg-docs-installed
+# mace-torch in an environment of its own (it pins e3nn 0.4.4), for bench-learning's MACE runs
+MACE_VENV := .venv-mace
+MACE_STAMP := $(MACE_VENV)/.mace-installed
+MACE := mace-torch==0.3.16
 
-.PHONY: install demo ethanol test test-slow lint bench docs clean
+.PHONY: install demo ethanol test test-slow lint bench bench-learning mace-env docs clean
 
 install: $(STAMP)
 
@@ -37,6 +41,15 @@ $(DOCS_STAMP): $(STAMP)
 	@echo ">>> installing the documentation tools (Sphinx, MyST, Furo)"
 	$(PIP) install -q $(TORCH) -e ".[docs]"
 	touch $(DOCS_STAMP)
+
+$(MACE_STAMP): Makefile
+	@echo ">>> creating $(MACE_VENV) with $(MACE) and $(TORCH) (CPU build)"
+	test -x $(MACE_VENV)/bin/python || $(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_VENV)/bin/python -m pip install -q --disable-pip-version-check $(TORCH) $(MACE)
+	$(MACE_VENV)/bin/mace_run_train --help > /dev/null
+	touch $(MACE_STAMP)
+
+mace-env: $(MACE_STAMP)
 
 $(QM9_STAMP): $(STAMP)
 	@echo ">>> installing qm9pack (all of QM9 as CSV, about 100 MB)"
@@ -86,5 +99,12 @@ bench: $(QM9_STAMP)
 	$(PY) benchmarks/bench_model.py --threads 1 2
 	$(PY) benchmarks/bench_export.py --threads 1 2
 
+# Force MAE against wall-clock seconds on the ethanol split, one thread each, 20 minutes per
+# model: ours, PyG's SchNet and MACE (its own mace_run_train, from $(MACE_VENV)); a table,
+# runs/bench_learning/learning_curves.png and results.json (see the script's docstring).
+# More options: make bench-learning BENCH_ARGS="--parallel 2 --seeds 0 1 2"
+bench-learning: $(STAMP) $(MACE_STAMP)
+	$(PY) benchmarks/bench_learning.py --budget 1200 --out runs/bench_learning $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info docs/_build docs/_generated docs/api
+	rm -rf $(VENV) $(MACE_VENV) .pytest_cache .ruff_cache *.egg-info docs/_build docs/_generated docs/api

@@ -3,13 +3,18 @@
 - ``radial_bases.png``: the three radial bases and an untrained radial model on each;
 - ``spherical_harmonics.png``: the real spherical harmonics :math:`Y^l_m`, :math:`l \\le 3`;
 - ``kernel.png``: the entries of a kernel matrix :math:`K(r)` over the directions, and along
-  one direction as a function of :math:`|r|`.
+  one direction as a function of :math:`|r|`;
+- ``learning_curves.png``: the validation force MAE against training seconds of
+  ``benchmarks/bench_learning.py``'s contenders, from its results committed as
+  ``docs/_static/bench_learning.json`` (without that file, a note that says how to make it).
 
     python docs/figures.py [OUT_DIR]     # default: docs/_generated
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import sys
 from functools import partial
@@ -39,6 +44,9 @@ SEED = 0
 DPI = 110
 MAX_RADIUS = 3.0
 NUMBER_OF_BASIS = 6
+DOCS = Path(__file__).resolve().parent
+BENCH_RESULTS = DOCS / "_static" / "bench_learning.json"
+BENCH_SCRIPT = DOCS.parent / "benchmarks" / "bench_learning.py"
 
 
 def _sphere(n_polar: int, n_azimuth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,10 +204,31 @@ def kernel_figure(out: Path) -> None:
     plt.close(fig)
 
 
+def learning_curves_figure(out: Path) -> None:
+    """The learning curves of the committed benchmark results, drawn by the benchmark's
+    own plot function; a note when no results are committed."""
+    if BENCH_RESULTS.exists():
+        spec = importlib.util.spec_from_file_location("bench_learning", BENCH_SCRIPT)
+        bench = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = bench  # its dataclasses look their module up there
+        spec.loader.exec_module(bench)
+        results = json.loads(BENCH_RESULTS.read_text())
+        bench.plot_curves(results["runs"], out, results["protocol"]["budget_seconds"])
+        return
+    fig, ax = plt.subplots(figsize=(7.0, 1.4))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "No measured learning curves are committed yet: run `make bench-learning`\n"
+            "and copy runs/bench_learning/results.json to docs/_static/bench_learning.json.",
+            ha="center", va="center")  # fmt: skip
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+
+
 FIGURES = {
     "radial_bases.png": radial_bases,
     "spherical_harmonics.png": spherical_harmonics_figure,
     "kernel.png": kernel_figure,
+    "learning_curves.png": learning_curves_figure,
 }
 
 

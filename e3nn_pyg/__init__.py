@@ -31,6 +31,7 @@ _LAZY = {
     "GatedBlockParity": "e3nn_pyg.non_linearities",
     "NormActivation": "e3nn_pyg.non_linearities",
     "EquivariantNet": "e3nn_pyg.models",
+    "ManyBodyNet": "e3nn_pyg.models",
     "compile_model": "e3nn_pyg.compilation",
     "load": "e3nn_pyg.training.checkpoint",
     "equivariance_error": "e3nn_pyg.testing",

@@ -40,7 +40,12 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch import Tensor, nn
 
 from .checks import require_bool
-from .models import EnergyForces, EquivariantNet, RadiusInteractionGraph, VerletInteractionGraph
+from .models import (
+    AtomisticModel,
+    EnergyForces,
+    RadiusInteractionGraph,
+    VerletInteractionGraph,
+)
 from .models.interaction_graph import check_skin
 
 __all__ = ["Calculator"]
@@ -68,7 +73,8 @@ class Calculator(ASECalculator):
       ``forces: True``). Checkpoints of a QM9 property (a HOMO energy, a dipole moment, even
       :math:`U_0`, which is not a potential energy surface: equilibrium geometries only)
       are refused;
-    - an :class:`~e3nn_pyg.models.EquivariantNet` with ``out_channels=1``, with
+    - an :class:`~e3nn_pyg.models.EquivariantNet` or :class:`~e3nn_pyg.models.ManyBodyNet`
+      (any :class:`~e3nn_pyg.models.AtomisticModel`) with ``out_channels=1``, with
       ``derivative=True`` or not (the calculator then uses a copy with ``derivative=True``:
       the forces are the gradient of the same energy);
     - any other module ``model(z, pos, batch)`` returning the energy ``[1, 1]``, or the
@@ -79,8 +85,8 @@ class Calculator(ASECalculator):
     The calculator works on its own copy of a module (the module passed in stays as it
     is), in evaluation mode, on ``device`` in ``dtype``; numbers come back as float64
     NumPy arrays. Structures with ``atoms.pbc`` all false are molecules (their cell, if
-    any, is ignored); others are periodic along the axes of ``atoms.pbc`` and need an
-    :class:`~e3nn_pyg.models.EquivariantNet`. The stress is computed for every periodic
+    any, is ignored); others are periodic along the axes of ``atoms.pbc`` and need a model
+    of the zoo (:class:`~e3nn_pyg.models.AtomisticModel`). The stress is computed for every periodic
     structure whose cell has a volume (with the forces, in the same backward pass), and
     asking a molecule for it raises ASE's ``PropertyNotImplementedError``.
 
@@ -126,6 +132,7 @@ class Calculator(ASECalculator):
 
     Example:
         >>> from ase.build import molecule
+        >>> from e3nn_pyg.models import EquivariantNet
         >>> model = EquivariantNet("4x0e + 2x1o", num_layers=2, cutoff=4.0, derivative=True)
         >>> atoms = molecule("CH3CH2OH")
         >>> atoms.calc = Calculator(model, dtype=torch.float64)
@@ -157,7 +164,7 @@ class Calculator(ASECalculator):
             )
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype, self.skin = device, dtype, skin
-        if isinstance(model, (EquivariantNet, EnergyForces)):
+        if isinstance(model, (AtomisticModel, EnergyForces)):
             model.allow_unseen_elements = allow_unseen_elements
         self._neighbors = _verlet_graph(model, self.skin)
         self._numbers: np.ndarray | None = None
@@ -191,11 +198,11 @@ class Calculator(ASECalculator):
             raise PropertyNotImplementedError(
                 "the stress is defined for periodic systems only: atoms.pbc is all False"
             )
-        if periodic and not isinstance(self.model, EquivariantNet):
+        if periodic and not isinstance(self.model, AtomisticModel):
             raise ValueError(
-                f"periodic systems (atoms.pbc = {atoms.pbc.tolist()}) need an EquivariantNet; "
-                f"{type(self.model).__name__} takes no cell: set atoms.pbc = False for a "
-                "molecule"
+                f"periodic systems (atoms.pbc = {atoms.pbc.tolist()}) need a model of the "
+                f"zoo (EquivariantNet, ManyBodyNet); {type(self.model).__name__} takes no "
+                "cell: set atoms.pbc = False for a molecule"
             )
         if self._numbers is None or not np.array_equal(self._numbers, atoms.numbers):
             self._numbers = atoms.numbers.copy()
@@ -226,7 +233,7 @@ class Calculator(ASECalculator):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Energy ``[1, 1]``, forces ``[N, 3]`` and stress ``[1, 3, 3]`` (or ``None``)."""
         z, model = self._z, self.model
-        if isinstance(model, EquivariantNet):  # derivative=True (see _load_model)
+        if isinstance(model, AtomisticModel):  # derivative=True (see _load_model)
             with torch.no_grad():  # (the forces are computed all the same)
                 outputs = model(z, pos, None, cell, pbc, stress=stress)
             return outputs[0], outputs[1], outputs[2] if stress else None
@@ -256,7 +263,7 @@ class Calculator(ASECalculator):
 def _verlet_graph(model: nn.Module, skin: float) -> VerletInteractionGraph | None:
     """The Verlet graph of the calculator's copy of the model, set on it where the model
     has the default graph (exact, no neighbour cap); ``None`` for other models."""
-    if not isinstance(model, EquivariantNet):
+    if not isinstance(model, AtomisticModel):
         return None
     graph = model.interaction_graph
     if type(graph) is VerletInteractionGraph:  # one the user set: kept
@@ -310,7 +317,7 @@ def _first_tensor(model: nn.Module) -> Tensor:
 
 
 def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module:
-    """The calculator's own copy of the model; an EquivariantNet with ``derivative=True``."""
+    """The calculator's own copy of the model; a model of the zoo with ``derivative=True``."""
     if isinstance(source, (str, os.PathLike)):
         return _potential_from_checkpoint(source)
     if not isinstance(source, nn.Module):
@@ -318,12 +325,12 @@ def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module:
             "model_or_checkpoint_path must be a torch.nn.Module or the path of a checkpoint, "
             f"got {type(source).__name__}"
         )
-    if not isinstance(source, EquivariantNet):
+    if not isinstance(source, AtomisticModel):
         return copy.deepcopy(source)
     if source.out_channels != 1:
         raise ValueError(
-            f"the EquivariantNet has out_channels={source.out_channels}: a potential predicts "
-            "one energy per structure (out_channels=1)"
+            f"the {type(source).__name__} has out_channels={source.out_channels}: a potential "
+            "predicts one energy per structure (out_channels=1)"
         )
     if source.derivative:
         return copy.deepcopy(source)

@@ -4,6 +4,7 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
 
     $ e3nn-pyg train --dataset qm9 --target U0 --num-molecules 3000 --time-budget 200 \
           --baseline schnet --out runs/demo
+    $ e3nn-pyg train --data train.xyz --model many-body --model.correlation 2 --out runs/mb
     $ e3nn-pyg train --config runs/demo/config.yaml --resume      # continue after Ctrl-C
     $ e3nn-pyg evaluate --checkpoint runs/demo/equivariant_net/best.pt --split test
     $ e3nn-pyg train --data train.xyz --test-data test.xyz --baseline schnet --out runs/eth
@@ -14,10 +15,12 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
 
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
 (``num_molecules`` is ``--num-molecules``, ``model: {num_layers: 2}`` is
-``--model.num-layers 2``, the baseline's ``name`` is ``--baseline``); flags override the
-values of ``--config``. Each flag's help ends with the values it takes, written from the
-setting's limits (``one of {l1, mse}``, ``in (0, 1), or null``); ``null`` (or ``none``) sets a
-setting that may be null, e.g. ``--ema-decay null``.
+``--model.num-layers 2``, the model's ``name`` is ``--model`` and the baseline's
+``--baseline``); flags override the values of ``--config``, and ``--model`` naming another
+kind than the file's starts from that kind's defaults. The help of a ``--model.*`` flag
+says which model kinds take it. Each flag's help ends with the values it takes, written from
+the setting's limits (``one of {l1, mse}``, ``in (0, 1), or null``); ``null`` (or ``none``)
+sets a setting that may be null, e.g. ``--ema-decay null``.
 ``evaluate``, ``predict`` and ``export`` refuse elements the checkpoint's model was not
 trained on, naming them, unless ``--allow-unseen-elements`` is given; they need nothing of
 the run but the checkpoint (``evaluate`` of a split reads the run's data).
@@ -47,6 +50,7 @@ from .training import (
     predict_xyz,
     train,
 )
+from .training.registry import BASELINES, MODEL_KINDS, MODELS, SECTIONS
 from .training.settings import Setting
 
 __all__ = ["build_parser", "main"]
@@ -63,9 +67,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _flag(key: str) -> str:
-    """``model.num_layers`` -> ``--model.num-layers``; ``baseline.name`` -> ``--baseline``."""
-    if key == "baseline.name":
-        return "--baseline"
+    """``model.num_layers`` -> ``--model.num-layers``; ``model.name`` -> ``--model``."""
+    section, _, name = key.rpartition(".")
+    if section in SECTIONS and name == "name":
+        return f"--{section}"
     return "--" + key.replace("_", "-")
 
 
@@ -124,6 +129,15 @@ def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: its predictions for them have no meaning)")  # fmt: skip
 
 
+_TRAIN_DESCRIPTION = (
+    "Train the model --model names ("
+    + ", ".join(f"{name} ({MODEL_KINDS[name].label})" for name in MODELS)
+    + f"; default {SECTIONS['model'].name.default}) and --baseline ({', '.join(BASELINES)}) "
+    "on a seeded split, then print the test MAE table and write checkpoints, metrics.json "
+    "and plots to --out."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``e3nn-pyg``."""
     parser = _Parser(
@@ -135,9 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     train_parser = commands.add_parser(
-        "train", help="train the equivariant model (and baselines) and report test MAEs",
-        description="Train EquivariantNet (and --baseline schnet) on a seeded split, then "
-        "print the test MAE table and write checkpoints, metrics.json and plots to --out.",
+        "train", help="train a model (and a baseline) and report test MAEs",
+        description=_TRAIN_DESCRIPTION,
     )  # fmt: skip
     train_parser.add_argument("--config", metavar="FILE",
                               help="YAML file of settings (keys as the flags, with _)")  # fmt: skip

@@ -10,8 +10,11 @@ import sys
 import pytest
 import torch
 
+import e3nn_pyg
 from e3nn_pyg.cli import _config_flags, build_parser, main
+from e3nn_pyg.models import ManyBodyNet
 from e3nn_pyg.training import TrainConfig, load_checkpoint, model_from_checkpoint
+from e3nn_pyg.training.registry import SECTIONS
 from e3nn_pyg.training.run import check_models
 
 TINY = [
@@ -112,7 +115,7 @@ def test_export_refuses_schnet_and_bad_paths(tmp_path, data_root, capsys):
     status, _, err = run_main(
         ["export", "--checkpoint", schnet, "--out", str(tmp_path / "m")], capsys
     )
-    assert_one_line_error(status, err, "schnet model", "EquivariantNet checkpoints")
+    assert_one_line_error(status, err, "schnet model", "EquivariantNet or ManyBodyNet checkpoints")
     ours = str(run / "equivariant_net" / "best.pt")
     missing = str(tmp_path / "missing" / "m.pt2")
     status, _, err = run_main(["export", "--checkpoint", ours, "--out", missing], capsys)
@@ -149,7 +152,7 @@ def test_resume_without_a_checkpoint_or_of_other_data_is_refused_before_training
     payload = load_checkpoint(trained / "equivariant_net" / "last.pt")
     torch.save({**payload, "kind": "schnet"}, other / "equivariant_net" / "last.pt")
     status, _, err = run_main([*base, "--out", str(other)], capsys)
-    assert_one_line_error(status, err, "model kind='schnet'", "model kind='equivariant'")
+    assert_one_line_error(status, err, "model kind='schnet'", "model kind='equivariant-net'")
 
 
 def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
@@ -159,9 +162,71 @@ def test_checkpoint_from_a_different_model_config(trained, data_root, capsys):
     assert_one_line_error(status, err, "num_layers=2", "num_layers=3", "another --out")
 
 
+#: a many-body model of the same size class as TINY's, for one quick epoch
+TINY_MANY_BODY = [
+    "--dataset", "fixture", "--num-molecules", "40", "--model", "many-body",
+    "--model.num-channels", "4", "--model.lmax", "1", "--model.hidden-lmax", "1",
+    "--model.correlation", "2", "--model.num-layers", "1", "--model.cutoff", "4",
+    "--model.radial-hidden", "8", "--model.num-basis", "4", "--model.readout-hidden", "4",
+    "--epochs", "1", "--batch-size", "16", "--no-progress",
+]  # fmt: skip
+
+
+def test_the_many_body_model_trains_evaluates_predicts_and_exports(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    status, stdout, _ = run_main(["train", *TINY_MANY_BODY, "--data-root", data_root,
+                                  "--out", str(run)], capsys)  # fmt: skip
+    assert status == 0 and "ManyBodyNet" in stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"many_body", "per_element_linear", "mean_predictor"}
+    assert metrics["config"]["model"]["correlation"] == 2
+    checkpoint = run / "many_body" / "best.pt"
+    payload = load_checkpoint(checkpoint)
+    assert payload["kind"] == "many-body" and payload["name"] == "ManyBodyNet"
+    assert payload["model_config"]["correlation"] == 2
+    status, stdout, _ = run_main(["evaluate", "--checkpoint", str(checkpoint)], capsys)
+    assert status == 0 and "test MAE of U0 on 4 molecules" in stdout
+    (tmp_path / "water.xyz").write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    status, stdout, _ = run_main(["predict", "--checkpoint", str(checkpoint),
+                                  "--xyz", str(tmp_path / "water.xyz")], capsys)  # fmt: skip
+    assert status == 0 and stdout.splitlines()[1].startswith("1,water,")
+    status, _, _ = run_main(["export", "--checkpoint", str(checkpoint),
+                             "--out", str(tmp_path / "mb.pt2")], capsys)  # fmt: skip
+    assert status == 0
+    module = torch.export.load(tmp_path / "mb.pt2").module()
+    model = e3nn_pyg.load(checkpoint)
+    assert isinstance(model, ManyBodyNet) and not model.training
+    z, batch = torch.tensor([6, 1, 1, 1, 1, 8, 1, 1]), torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    pos = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(module(z, pos, batch), model(z, pos, batch), atol=1e-5, rtol=1e-5)
+    # --resume of this run with the other model kind is refused, naming both
+    status, _, err = run_main(["train", *TINY, "--data-root", data_root, "--out", str(run),
+                               "--resume"], capsys)  # fmt: skip
+    assert_one_line_error(status, err, f"holds a run of many-body ({checkpoint.parent}",
+                          "this run trains --model equivariant-net",
+                          "resume with --model many-body")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "argv, pieces",
     [
+        (["train", "--model", "dimenet"], ["unknown model.name 'dimenet'", "many-body"]),
+        (
+            ["train", "--model.correlation", "2"],
+            [
+                "'model.correlation' in command line is a setting of model many-body",
+                "and model is equivariant-net",
+                "--model many-body",
+            ],
+        ),
+        (
+            ["train", "--model", "many-body", "--model.hidden-Rs", "4x0e"],
+            ["'model.hidden_Rs'", "setting of model equivariant-net", "model is many-body"],
+        ),
+        (
+            ["train", "--model", "many-body", "--model.lmax", "1", "--model.hidden-lmax", "2"],
+            ["invalid model settings: hidden_lmax = 2 must not exceed lmax = 1"],
+        ),
         (["train", "--target", "U00"], ["unknown target 'U00'", "U0_atom"]),
         (["train", "--dataset", "qm7"], ["unknown dataset 'qm7'", "qm9, fixture"]),
         (["train", "--epochs", "ten"], ["--epochs", "invalid int value"]),
@@ -220,6 +285,8 @@ def _train_actions() -> dict:
 
 #: what a setting needs of the others to be valid (its rules between settings)
 _CONTEXT = {"test_data": ["--data", "a.xyz"], "isolated_atoms": ["--data", "a.xyz"]}
+#: the same for a model kind's setting: (kind, key) -> flags
+_KIND_CONTEXT = {("many-body", "model.lmax"): ["--model.hidden-lmax", "0"]}
 
 
 def _offered(help_text: str, setting) -> list[list[str]]:
@@ -253,17 +320,33 @@ def _offered(help_text: str, setting) -> list[list[str]]:
     return [list(unique) for unique in dict.fromkeys(map(tuple, words))]
 
 
-def _offers():
+def _kind_settings():
+    """Every setting as the command line takes it: ``(key, setting, context)``, a setting of
+    a model kind once per kind that has it, with the flag that chooses the kind."""
     for key, setting in TrainConfig.settings().items():
+        section, _, name = key.rpartition(".")
+        if section not in SECTIONS or name == "name" or name in SECTIONS[section].extra:
+            yield key, setting, _CONTEXT.get(key, [])
+            continue
+        for kind, kind_section in SECTIONS[section].sections.items():
+            if name in kind_section.settings:
+                context = [f"--{section}", kind, *_KIND_CONTEXT.get((kind, key), [])]
+                yield key, kind_section.settings[name], context
+
+
+def _offers():
+    for key, setting, context in _kind_settings():
         action = _train_actions()[key]
-        for words in _offered(action.help, setting):
-            yield pytest.param(key, action, words, id=f"{key}={' '.join(words)}")
+        for words in _offered(setting.offers(), setting):
+            label = " ".join([*context[1:2], f"{key}={' '.join(words)}"])
+            yield pytest.param(key, action, setting, [*context], words, id=label)
 
 
-@pytest.mark.parametrize("key, action, words", list(_offers()))
-def test_every_value_the_help_offers_is_accepted(key, action, words):
+@pytest.mark.parametrize("key, action, setting, context, words", list(_offers()))
+def test_every_value_the_help_offers_is_accepted(key, action, setting, context, words):
+    assert setting.offers() in action.help  # the help says what each kind takes
     flag = action.option_strings[0]
-    args = build_parser().parse_args(["train", *_CONTEXT.get(key, []), flag, *words])
+    args = build_parser().parse_args(["train", *context, flag, *words])
     config = TrainConfig().updated(_config_flags(args))
     section, _, name = key.rpartition(".")
     value = getattr(config, section)[name] if section else getattr(config, key)
@@ -286,16 +369,19 @@ def _outside(setting) -> list[str]:
 
 
 def _refusals():
-    for key, setting in TrainConfig.settings().items():
+    for key, setting, context in _kind_settings():
         for value in _outside(setting):
-            yield pytest.param(key, setting, value, id=f"{key}={value}")
+            label = " ".join([*context[1:2], f"{key}={value}"])
+            yield pytest.param(key, setting, context, value, id=label)
 
 
-@pytest.mark.parametrize("key, setting, value", list(_refusals()))
-def test_every_value_outside_the_limits_is_refused_with_one_line(key, setting, value, capsys):
+@pytest.mark.parametrize("key, setting, context, value", list(_refusals()))
+def test_every_value_outside_the_limits_is_refused_with_one_line(
+    key, setting, context, value, capsys
+):
     flag = _train_actions()[key].option_strings[0]
     words = [value] * 3 if setting.kind == "split" else [value]
-    status, _, err = run_main(["train", *_CONTEXT.get(key, []), flag, *words], capsys)
+    status, _, err = run_main(["train", *context, flag, *words], capsys)
     assert_one_line_error(status, err, key if setting.limits.choices else setting.limits.describe())
 
 

@@ -23,11 +23,16 @@ from e3nn_pyg.compilation import (
 )
 from e3nn_pyg.conv import Convolution
 from e3nn_pyg.kernel import Kernel
-from e3nn_pyg.models import EquivariantNet
+from e3nn_pyg.models import EquivariantNet, ManyBodyNet
 from e3nn_pyg.non_linearities import GatedBlock, NormActivation, rescaled_act
 from e3nn_pyg.radial import CosineBasisModel
 
 SMALL = dict(hidden_Rs="8x0e + 4x1o + 2x2e", num_layers=2, cutoff=3.0, radial_hidden=16)
+#: Every model of the zoo, small
+MODELS = {
+    "equivariant-net": (EquivariantNet, SMALL),
+    "many-body": (ManyBodyNet, dict(num_channels=4, num_layers=2, cutoff=3.0, radial_hidden=8)),
+}
 
 
 def molecules(sizes: tuple[int, ...], seed: int = 0) -> Batch:
@@ -39,9 +44,10 @@ def molecules(sizes: tuple[int, ...], seed: int = 0) -> Batch:
     return Batch.from_data_list(data)
 
 
-def make_model(**kwargs) -> EquivariantNet:
+def make_model(kind: str = "equivariant-net", **kwargs) -> EquivariantNet | ManyBodyNet:
     torch.manual_seed(0)
-    return EquivariantNet(**{**SMALL, **kwargs})
+    model, arguments = MODELS[kind]
+    return model(**{**arguments, **kwargs})
 
 
 def graph_breaks(module, *args) -> list[str]:
@@ -72,10 +78,14 @@ def test_nonlinearities_trace_as_one_graph():
     assert graph_breaks(norm, torch.randn(5, 10)) == []
 
 
-@pytest.mark.parametrize("derivative", [False, True])
-@pytest.mark.parametrize("training", [False, True])
-def test_model_traces_as_one_graph(derivative, training):
-    model = make_model(derivative=derivative).train(training)
+@pytest.mark.parametrize(
+    "kind, derivative, training",
+    [("equivariant-net", derivative, training) for derivative in (False, True)
+     for training in (False, True)]
+    + [("many-body", False, False), ("many-body", True, True)],
+)  # fmt: skip
+def test_model_traces_as_one_graph(kind, derivative, training):
+    model = make_model(kind, derivative=derivative).train(training)
     batch = molecules((5, 7))
     pos = batch.pos.clone().requires_grad_(derivative and training)  # a force training step
     assert graph_breaks(model, batch.z, pos, batch.batch) == []
@@ -117,12 +127,16 @@ def test_compiled_model_shares_the_module_state():
         compile_model(lambda x: x)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
-def test_exported_model_equals_the_model_for_any_size(tmp_path, dtype, tolerance):
+@pytest.mark.parametrize(
+    "kind, dtype, tolerance",
+    [("equivariant-net", torch.float32, 1e-6), ("equivariant-net", torch.float64, 1e-12),
+     ("many-body", torch.float64, 1e-12)],  # (its float32 export: the fresh process)
+)  # fmt: skip
+def test_exported_model_equals_the_model_for_any_size(tmp_path, kind, dtype, tolerance):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        model = make_model()
+        model = make_model(kind)
     finally:
         torch.set_default_dtype(previous)
     path = tmp_path / "model.pt2"
@@ -177,38 +191,50 @@ def copper_crystals(count: int) -> tuple[torch.Tensor, ...]:
 
 @pytest.fixture(scope="module")
 def fresh_process_results(tmp_path_factory):
-    """Force models exported here (molecules in float32 and float64, crystals in float64),
-    loaded and called in one fresh process: ``{case: (expected, got)}`` of
-    ``(energy, forces)``."""
+    """Force models of every kind exported here (molecules in float32 and float64, crystals
+    in float64), loaded and called in one fresh process: ``{(kind, case): (expected, got)}``
+    of ``(energy, forces)``."""
     folder = tmp_path_factory.mktemp("exported")
     batch = molecules((6, 4, 9), seed=2)
     cases = {}
-    for case, dtype in [("float32", torch.float32), ("float64", torch.float64), ("crystal", None)]:
-        model = make_model(derivative=True, cutoff=3.0).to(dtype or torch.float64)
+    for (kind, case), dtype in [
+        ((kind, case), dtype)
+        for kind in MODELS
+        for case, dtype in [
+            ("float32", torch.float32),
+            ("float64", torch.float64),
+            ("crystal", None),
+        ]
+    ]:
+        model = make_model(kind, derivative=True, cutoff=3.0).to(dtype or torch.float64)
         if dtype is None:
             inputs = copper_crystals(3)
         else:
             inputs = (batch.z, batch.pos.to(dtype), batch.batch)
-        path = folder / f"{case}.pt2"
+        path = folder / f"{kind}-{case}.pt2"
         torch.export.save(export_model(model, periodic=dtype is None), path)
         torch.save(inputs, f"{path}.in")
-        cases[case] = (path, model(*inputs))
+        cases[kind, case] = (path, model(*inputs))
     script = [sys.executable, "-c", FRESH_PROCESS, *(str(path) for path, _ in cases.values())]
     result = subprocess.run(script, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return {case: (expected, torch.load(f"{path}.out")) for case, (path, expected) in cases.items()}
 
 
+@pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("case, tolerance", [("float32", 1e-6), ("float64", 1e-12)])
-def test_exported_molecule_model_loads_in_a_fresh_process(fresh_process_results, case, tolerance):
-    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[case]
+def test_exported_molecule_model_loads_in_a_fresh_process(
+    fresh_process_results, kind, case, tolerance
+):
+    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[kind, case]
     assert exported_energy.dtype == energy.dtype == getattr(torch, case)
     torch.testing.assert_close(exported_energy, energy, atol=tolerance, rtol=tolerance)
     torch.testing.assert_close(exported_forces, forces, atol=tolerance, rtol=tolerance)
 
 
-def test_exported_periodic_model_takes_the_cell_in_a_fresh_process(fresh_process_results):
-    (energy, forces), (exported_energy, exported_forces) = fresh_process_results["crystal"]
+@pytest.mark.parametrize("kind", MODELS)
+def test_exported_periodic_model_takes_the_cell_in_a_fresh_process(fresh_process_results, kind):
+    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[kind, "crystal"]
     torch.testing.assert_close(exported_energy, energy, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(exported_forces, forces, atol=1e-12, rtol=1e-12)
 
@@ -226,10 +252,11 @@ def parameter_grads(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("float64")
-def test_compiled_force_training_step_equals_eager():
+@pytest.mark.parametrize("kind", MODELS)
+def test_compiled_force_training_step_equals_eager(kind):
     """Energies, forces and the gradients of a force loss, two batch sizes (the second
     compiles the graph with a dynamic number of atoms)."""
-    model = make_model(derivative=True).train()
+    model = make_model(kind, derivative=True).train()
     compiled = compile_model(model)
     for sizes in [(5, 7), (6, 3, 8), (4, 9)]:
         batch = molecules(sizes, seed=len(sizes))
@@ -264,10 +291,12 @@ def test_compiled_inference_equals_eager_and_checks_inputs():
         compiled(bad, batch.pos, batch.batch)
 
 
-@pytest.mark.parametrize("stress", [False, True])
-def test_periodic_force_model_traces_as_one_graph(stress):
+@pytest.mark.parametrize(
+    "kind, stress", [("equivariant-net", False), ("equivariant-net", True), ("many-body", True)]
+)
+def test_periodic_force_model_traces_as_one_graph(kind, stress):
     """The periodic graph is one custom op; the stress's strain derivative traces too."""
-    model = make_model(derivative=True).eval()
+    model = make_model(kind, derivative=True).eval()
     batch = molecules((3, 2))
     cell = torch.stack([2.5 * torch.eye(3), 3.0 * torch.eye(3) + 0.2])  # smaller than 2 cutoffs
     pbc = torch.tensor([[True, True, True], [True, True, False]])

@@ -2,6 +2,7 @@
 example runs and is equivariant, and (slow) the whole site builds with warnings as errors."""
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -53,6 +54,20 @@ def test_front_page_example_runs_and_is_equivariant():
     assert_equivariant(lambda x, p: gate(conv(x, p)), [x, pos], ["2x0e", "pos"], [gate.Rs_out])
 
 
+def test_learning_curve_figure_draws_committed_results_or_a_note(tmp_path, monkeypatch):
+    figures = load("figures")
+    monkeypatch.setattr(figures, "BENCH_RESULTS", tmp_path / "absent.json")
+    figures.learning_curves_figure(tmp_path / "note.png")
+    runs = [{"label": "A", "seed": 0, "curve": [[1.0, 50.0], [2.0, 40.0]]},
+            {"label": "B", "seed": 0, "curve": []}]  # fmt: skip
+    results = tmp_path / "bench_learning.json"
+    results.write_text(json.dumps({"protocol": {"budget_seconds": 3.0}, "runs": runs}))
+    monkeypatch.setattr(figures, "BENCH_RESULTS", results)
+    figures.learning_curves_figure(tmp_path / "curves.png")
+    note, curves = (tmp_path / "note.png").read_bytes(), (tmp_path / "curves.png").read_bytes()
+    assert note.startswith(b"\x89PNG") and curves.startswith(b"\x89PNG") and note != curves
+
+
 @pytest.mark.slow
 def test_docs_build_without_warnings(tmp_path):
     for tool in ("sphinx", "myst_parser", "furo", "matplotlib"):
@@ -62,7 +77,8 @@ def test_docs_build_without_warnings(tmp_path):
     command += ["-q", "-d", str(tmp_path / "doctrees"), str(DOCS), str(html)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    for page in ("index", "tutorial", "conventions", "api/index", "api/e3nn_pyg.kernel"):
+    for page in ("index", "tutorial", "potentials", "conventions", "api/index",
+                 "api/e3nn_pyg.kernel"):  # fmt: skip
         assert (html / f"{page}.html").stat().st_size > 0
     for figure in ("radial_bases", "spherical_harmonics", "kernel"):
         assert (html / "_images" / f"{figure}.png").stat().st_size > 10_000

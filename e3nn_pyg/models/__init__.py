@@ -2,7 +2,11 @@
 
 - :class:`EquivariantNet`: E(3)-equivariant convolutions, gates and an invariant readout,
   a drop-in for :class:`torch_geometric.nn.models.SchNet`.
-- :class:`SelfInteraction`: the per-irrep linear layer it uses.
+- :class:`ManyBodyNet`: a many-body (MACE-class) potential: atomic bases from a channel-wise
+  convolution contracted with themselves up to a correlation order.
+- :class:`AtomisticModel`: their shared base (inputs, graph, periodic cells, forces, stress,
+  offsets, config).
+- :class:`SelfInteraction`: the per-irrep linear layer they use.
 - :class:`EnergyForces`: the forces of any energy model (e.g. SchNet) by autograd.
 - :class:`RadiusInteractionGraph`, :class:`VerletInteractionGraph`: interaction graphs
   ``(pos, batch, cell, pbc) -> (edge_index, edge_shift)`` of :class:`EquivariantNet` (the
@@ -11,6 +15,7 @@
   ``interaction_graph``.
 """
 
+from .atomistic import AtomisticModel
 from .equivariant_net import EquivariantNet, InteractionBlock, layer_representations
 from .forces import EnergyForces
 from .interaction_graph import (
@@ -19,16 +24,21 @@ from .interaction_graph import (
     SchNetInteractionGraph,
     VerletInteractionGraph,
 )
+from .many_body import ManyBodyBlock, ManyBodyNet, natural_irreps
 from .self_interaction import SelfInteraction
 
 __all__ = [
+    "AtomisticModel",
     "EnergyForces",
     "EquivariantNet",
     "InteractionBlock",
     "InteractionGraph",
+    "ManyBodyBlock",
+    "ManyBodyNet",
     "RadiusInteractionGraph",
     "SchNetInteractionGraph",
     "SelfInteraction",
     "VerletInteractionGraph",
     "layer_representations",
+    "natural_irreps",
 ]

@@ -2,13 +2,16 @@
 
 from .paths import BlockPair, KernelPlan, plan_kernel, selection_rule
 from .reference import apply_kernel, filter_matrices, kernel_matrix
+from .symmetric import SymmetricContraction, symmetric_contraction_reference
 
 __all__ = [
     "BlockPair",
     "KernelPlan",
+    "SymmetricContraction",
     "apply_kernel",
     "filter_matrices",
     "kernel_matrix",
     "plan_kernel",
     "selection_rule",
+    "symmetric_contraction_reference",
 ]

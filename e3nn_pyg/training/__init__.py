@@ -1,12 +1,12 @@
 """Training: configuration, data and target offsets, the loop, checkpoints, plots, runs.
 
 - :class:`TrainConfig`: every setting of a run (command line and YAML share its keys).
-- :func:`train`: a whole run (the equivariant model, optionally SchNet, baselines, files);
+- :func:`train`: a whole run (the model kind ``--model`` names, the baseline, the files);
   :func:`evaluate`, :func:`predict_xyz` and :func:`export_checkpoint` use its checkpoints.
 - :class:`Trainer`: the loop of one model (AdamW, schedule, early stopping, time budget,
   resumable checkpoints).
 - :data:`MODEL_KINDS`: the registry of model kinds (:class:`ModelKind`: section, builder,
-  label, folder); checkpoints carry a format version (:func:`migrate`).
+  default learning rate, label, folder); checkpoints carry a format version (:func:`migrate`).
 """
 
 from .checkpoint import (

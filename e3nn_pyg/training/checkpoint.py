@@ -22,7 +22,9 @@ current one with :func:`migrate`, the one place that knows earlier formats. Vers
 ``format_version`` but ``version: 1``) kept the run's model settings as flat keys
 (``hidden_Rs``, ``schnet_hidden``, ...), its step sums as a list, and had no ``name``, no
 extra states of the model (its recorded config) and no ``species`` in its ``model_config``
-(any element is then accepted).
+(any element is then accepted). Versions 1 and 2 named the EquivariantNet kind
+``equivariant`` (now ``equivariant-net``, as ``--model`` names it) and had no model ``name``
+in the run's ``model`` section (it was always EquivariantNet).
 
 Files are written to a temporary name and renamed, so an interruption never leaves half a
 checkpoint.
@@ -38,7 +40,7 @@ import torch
 from torch import nn
 
 from ..datasets import QM9_TARGET_INFO, target_index
-from .config import DTYPES, SECTIONS, ConfigError, TrainConfig
+from .config import DTYPES, ConfigError, TrainConfig
 from .distributed import default_dtype
 from .registry import MODEL_KINDS, model_kind
 from .tasks import PotentialTask, PropertyTask
@@ -58,12 +60,17 @@ __all__ = [
 #: The ``format`` entry of every checkpoint.
 FORMAT = "e3nn-pyg-checkpoint"
 #: The version this e3nn_pyg writes; :func:`migrate` reads every earlier one.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _REQUIRED = ("kind", "model_config", "model_state", "run_config", "stats", "target", "progress")
+
+#: The kinds that versions 1 and 2 named otherwise: their names now.
+_KIND_NAMES_V2 = {"equivariant": "equivariant-net"}
+#: The model of every run of versions 1 and 2.
+_MODEL_V2 = _KIND_NAMES_V2["equivariant"]
 
 #: Version 1's flat run settings: where their values go now.
 _FLAT_KEYS_V1 = {
-    **{key: [("model", key)] for key in SECTIONS["model"].settings},
+    **{key: [("model", key)] for key in MODEL_KINDS[_MODEL_V2].section.settings},
     "schnet_hidden": [("baseline", "hidden_channels"), ("baseline", "num_filters")],
     "schnet_interactions": [("baseline", "num_interactions")],
     "schnet_gaussians": [("baseline", "num_gaussians")],
@@ -135,13 +142,26 @@ def migrate(payload: dict[str, Any]) -> dict[str, Any]:
     version = payload.get("format_version", payload.get("version"))
     if version == FORMAT_VERSION:
         return payload
-    if version != 1:
+    if version not in (1, 2):
         raise ConfigError(
             f"format version {version!r}, this e3nn_pyg reads versions 1 to {FORMAT_VERSION}: "
             "update e3nn_pyg or retrain"
         )
     out = {key: value for key, value in payload.items() if key != "version"}
     out["format_version"] = FORMAT_VERSION
+    if isinstance(out.get("kind"), str):
+        out["kind"] = _KIND_NAMES_V2.get(out["kind"], out["kind"])
+    if version == 1:
+        _from_v1(out)
+    run_config = out.get("run_config")
+    if isinstance(run_config, dict) and isinstance(run_config.get("model", {}), dict):
+        out["run_config"] = {**run_config, "model": {"name": _MODEL_V2,
+                                                     **run_config.get("model", {})}}  # fmt: skip
+    return out
+
+
+def _from_v1(out: dict[str, Any]) -> None:
+    """Bring the entries of a version-1 payload (its kind already renamed) to version 2's."""
     if isinstance(out.get("run_config"), dict):
         out["run_config"] = _run_config_v1(out["run_config"])
     if isinstance(out.get("progress"), dict):
@@ -151,7 +171,6 @@ def migrate(payload: dict[str, Any]) -> dict[str, Any]:
         out["model_state"] = _model_state_v1(
             out["kind"], out.get("model_config"), out.get("model_state")
         )
-    return out
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:

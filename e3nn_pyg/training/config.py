@@ -2,25 +2,33 @@ r"""The configuration of a training run: one tree of settings shared by the comm
 and YAML files (``--config run.yaml``).
 
 - Run settings are top-level keys (``num_molecules``, flag ``--num-molecules``).
-- ``model:`` holds the arguments of :class:`~e3nn_pyg.models.EquivariantNet` (flag
-  ``--model.num-layers``), ``baseline:`` those of PyG's
-  :class:`~torch_geometric.nn.models.SchNet` with the baseline's ``name`` (flag
-  ``--baseline schnet``) and learning rate (``--baseline.lr``).
+- ``model:`` names the model kind (``name``, flag ``--model many-body``; default
+  ``equivariant-net``) and holds the arguments of its constructor
+  (:class:`~e3nn_pyg.models.EquivariantNet`'s, ...; flag ``--model.num-layers``);
+  ``baseline:`` names the baseline (``--baseline schnet``) and holds the arguments of PyG's
+  :class:`~torch_geometric.nn.models.SchNet` and its learning rate (``--baseline.lr``). A
+  section given as a name (``model: many-body``) chooses the kind with its defaults; naming
+  another kind than a config file's (``--model many-body`` over ``model: {name:
+  equivariant-net, ...}``) starts from the new kind's defaults; a key of another kind than
+  the chosen one is refused, naming its kind.
 
 Each setting is written once: a run setting in :class:`TrainConfig`'s fields (default and
 help and limits: ``min``, ``max``, ``above``, ``below``, ``choices``), a model setting in the
-model's constructor (default) and docstring (help), its section in the registry of model kinds
-(:mod:`~e3nn_pyg.training.registry`). The help of ``e3nn-pyg train --help``, the defaults,
-the checks and the resume checks are all read from there; :meth:`TrainConfig.validate` is a
-loop over the settings plus the few rules between them.
+model's constructor (default) and docstring (help), its section and the kind's default
+learning rate in the registry of model kinds (:mod:`~e3nn_pyg.training.registry`). The help
+of ``e3nn-pyg train --help``, the defaults, the checks and the resume checks are all read
+from there; :meth:`TrainConfig.validate` is a loop over the settings plus the few rules
+between them.
 
 Values are resolved in the order defaults < config file < command-line flags, and every
 value is checked before anything runs: an unknown key, a wrong type or a value outside its
 limits raises :class:`ConfigError` with a message that says what to fix.
 
 >>> config = TrainConfig.from_dict({"target": "U0", "model": {"num_layers": 2}})
->>> config.target, config.model["num_layers"], config.model["cutoff"], config.batch_size
-('U0', 2, 5.0, 32)
+>>> config.model["name"], config.model["num_layers"], config.model["cutoff"]
+('equivariant-net', 2, 5.0)
+>>> config.batch_size, config.resolved_batch_size  # (null: the task's default)
+(None, 32)
 >>> TrainConfig.from_dict({"lr_rate": 0.1})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -39,19 +47,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..datasets import QM9_TARGETS, target_index
-from .registry import BASELINES, MAX_CUTOFF, MODEL_KINDS
-from .settings import ConfigError, Limits, Section, Setting, annotation_kind, check_keys
+from .registry import BASELINES, MAX_CUTOFF, MODELS, SECTIONS, default_rates
+from .settings import ConfigError, Limits, Setting, annotation_kind, check_keys
 
 __all__ = [
-    "BASELINE",
     "BASELINES",
     "DATASETS",
     "DATA_KEYS",
     "EXTENSIVE_TARGETS",
     "MAX_CUTOFF",
-    "MODEL",
+    "MODELS",
+    "SECTIONS",
     "ConfigError",
-    "Section",
     "Setting",
     "TrainConfig",
     "default_readout",
@@ -60,16 +67,17 @@ __all__ = [
 DATASETS = ("qm9", "fixture")
 DTYPES = ("float32", "float64")
 
+#: The default batch sizes. A potential learns from the forces of every atom, so that small
+#: batches (more steps per epoch) learn more per CPU-minute (measured on ethanol: the
+#: "Interatomic potentials" page of the documentation).
+POTENTIAL_BATCH_SIZE = 8
+PROPERTY_BATCH_SIZE = 32
+
 #: Targets that grow with the size of the molecule: summed over atoms (``readout="add"``)
 #: and referenced per element; the others are averaged (``readout="mean"``).
 EXTENSIVE_TARGETS = frozenset(
     ["alpha", "r2", "zpve", "U0", "U", "H", "G", "cv", "U0_atom", "U_atom", "H_atom", "G_atom"]
 )
-
-#: The sections of the configuration, one per model kind (see
-#: :mod:`~e3nn_pyg.training.registry`).
-SECTIONS: dict[str, Section] = {kind.section.name: kind.section for kind in MODEL_KINDS.values()}
-MODEL, BASELINE = SECTIONS["model"], SECTIONS["baseline"]
 
 #: The run settings that choose the data: a checkpoint resumes only under the same values.
 DATA_KEYS = ("dataset", "data", "test_data", "isolated_atoms", "target", "num_molecules", "split",
@@ -161,14 +169,17 @@ class TrainConfig:
     )
     # models
     model: dict[str, Any] = field(
-        default_factory=MODEL.defaults,
+        default_factory=SECTIONS["model"].defaults,
         metadata=_setting(
-            "the arguments of EquivariantNet (readout: add or mean, default from the target)"
+            f"the model kind (name: {', '.join(MODELS)}) and the arguments of its constructor "
+            "(readout: add or mean, default from the target)"
         ),
     )
     baseline: dict[str, Any] = field(
-        default_factory=BASELINE.defaults,
-        metadata=_setting("the baseline (name: schnet) and the arguments of PyG's SchNet"),
+        default_factory=SECTIONS["baseline"].defaults,
+        metadata=_setting(
+            f"the baseline (name: {', '.join(BASELINES)}) and the arguments of its constructor"
+        ),
     )
     # optimization (AdamW, per model)
     epochs: int = field(default=100, metadata=_setting("at most this many epochs per model", min=1))
@@ -178,18 +189,19 @@ class TrainConfig:
             "seconds of training (with validation) per model (default: no limit)", above=0
         ),
     )
-    batch_size: int = field(
-        default=32,
+    batch_size: int | None = field(
+        default=None,
         metadata=_setting(
-            "structures per batch (the global batch when torchrun starts several processes)",
+            "structures per batch (the global batch when torchrun starts several processes; "
+            f"default: {POTENTIAL_BATCH_SIZE} for a potential, {PROPERTY_BATCH_SIZE} for a QM9 "
+            "property)",
             min=1,
         ),
     )
-    lr: float = field(
-        default=1e-2,
+    lr: float | None = field(
+        default=None,
         metadata=_setting(
-            "AdamW learning rate of the equivariant model (its weights are N(0, 1) with the scale "
-            "in the forward, hence a larger rate than SchNet's)",
+            f"AdamW learning rate of the model (default: the kind's own: {default_rates(MODELS)})",
             above=0,
         ),
     )
@@ -267,7 +279,7 @@ class TrainConfig:
         out = {}
         for f in dataclasses.fields(cls):
             if f.name in SECTIONS:
-                for key, setting in SECTIONS[f.name].settings.items():
+                for key, setting in SECTIONS[f.name].flag_settings().items():
                     out[f"{f.name}.{key}"] = setting
                 continue
             kind, optional = annotation_kind(str(f.type))
@@ -280,7 +292,7 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> TrainConfig:
         """A config from a (nested) mapping; unknown keys, wrong types and values outside
         their limits raise :class:`ConfigError`. A section given as a plain value names its
-        model (``baseline: schnet``)."""
+        model kind (``model: many-body``, ``baseline: schnet``)."""
         if not isinstance(values, Mapping):
             raise ConfigError(
                 f"{source} must be a mapping of keys to values, got {type(values).__name__}"
@@ -288,13 +300,12 @@ class TrainConfig:
         values = {key: copy.deepcopy(value) for key, value in values.items()}
         in_sections: dict[str, str] = {}  # where a section's key goes (the first section's)
         for name, section in SECTIONS.items():
-            for key in section.settings:
+            for key in section.flag_settings():
                 in_sections.setdefault(key, f"{name}.{key}")
         check_keys(values, cls.keys(), source, elsewhere=in_sections)
         for name, section in SECTIONS.items():
-            if name in values and "name" in section.settings:
-                if values[name] is None or isinstance(values[name], str):
-                    values[name] = {"name": values[name]}
+            if name in values and (values[name] is None or isinstance(values[name], str)):
+                values[name] = {"name": values[name]}
             if name in values:
                 values[name] = section.checked(values[name], source)
         return cls(**values)
@@ -306,10 +317,16 @@ class TrainConfig:
 
     def updated(self, values: Mapping[str, Any], source: str = "command line") -> TrainConfig:
         """A copy with ``values`` applied over this config (``None`` sets null), a
-        section's values over that section."""
+        section's values over that section; a section that names another model kind starts
+        from that kind's defaults."""
         merged = self.to_dict()
         for key, value in values.items():
-            if key in SECTIONS and isinstance(value, Mapping):
+            choice = SECTIONS.get(key)
+            if (
+                choice is not None
+                and isinstance(value, Mapping)
+                and not ("name" in value and choice.changes_kind(merged[key], value["name"]))
+            ):
                 merged[key].update(value)
             else:
                 merged[key] = value
@@ -329,6 +346,14 @@ class TrainConfig:
         """Whether the run trains an interatomic potential (energies and forces of
         ``data``) rather than a QM9 property."""
         return self.data is not None
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """The batch size: the config's, or the default of the task (see
+        ``POTENTIAL_BATCH_SIZE``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return POTENTIAL_BATCH_SIZE if self.potential else PROPERTY_BATCH_SIZE
 
     @property
     def resolved_readout(self) -> str:

@@ -246,7 +246,8 @@ class _EpochRun:
 
 
 class Trainer:
-    r"""Trains one model of a run (``kind`` ``"equivariant"`` or ``"schnet"``).
+    r"""Trains one model of a run (``kind``: a key of
+    :data:`~e3nn_pyg.training.registry.MODEL_KINDS`).
 
     Args:
         name (str): the model's name in logs and files (its checkpoints go to
@@ -292,7 +293,7 @@ class Trainer:
         self._train_set = data.subset("train")
         val = data.subset("val")
         sizes = {"training": len(self._train_set), "validation": len(val)}
-        self.runtime.require_data(config.batch_size, sizes)
+        self.runtime.require_data(config.resolved_batch_size, sizes)
         self.task.check_labels(self._train_set, "training")
         self.task.check_labels(val, "validation")
         self._val_set = val[self.runtime.share(torch.arange(len(val)))]
@@ -368,7 +369,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         order = torch.randperm(len(self._train_set), generator=generator)
         world = self.runtime.world_size
-        batches = [b for b in order.split(self.config.batch_size) if len(b) >= world]
+        batches = [b for b in order.split(self.config.resolved_batch_size) if len(b) >= world]
         return [self.runtime.share(b).tolist() for b in batches], [len(b) for b in batches]
 
     # -- training ------------------------------------------------------------------------

@@ -2,15 +2,23 @@ r"""The model kinds a run trains: one :class:`ModelKind` entry each.
 
 An entry says everything the training command, the checkpoints and ``evaluate``,
 ``predict`` and ``export`` need of a kind: its name (the checkpoint's ``kind``, and the
-value of ``--baseline`` for a baseline), its section of the configuration, the label of
-tables and plots, the output folder, and how to build the model from the constructor
-arguments a checkpoint keeps (``model_config``). Adding a model kind is adding an entry to
-:data:`MODEL_KINDS`.
+value of ``--model`` or ``--baseline`` that chooses it), its section of the configuration
+(the constructor arguments a run sets), its default learning rate, the label of tables and
+plots, the output folder, and how to build the model from the constructor arguments a
+checkpoint keeps (``model_config``). Adding a model kind is adding an entry to
+:data:`MODEL_KINDS`; :data:`SECTIONS` are the keys of the configuration that choose one
+(a :class:`~e3nn_pyg.training.settings.KindChoice` each).
 
-- ``equivariant``: :class:`~e3nn_pyg.models.EquivariantNet`, section ``model``, label
-  EquivariantNet, folder ``equivariant_net``;
-- ``schnet``: PyG's :class:`~torch_geometric.nn.models.SchNet` (a baseline), section
-  ``baseline``, label SchNet, folder ``schnet``.
+- ``equivariant-net``: :class:`~e3nn_pyg.models.EquivariantNet`, chosen by ``--model``
+  (the default), label EquivariantNet, folder ``equivariant_net``;
+- ``many-body``: :class:`~e3nn_pyg.models.ManyBodyNet`, chosen by ``--model many-body``,
+  label ManyBodyNet, folder ``many_body``;
+- ``schnet``: PyG's :class:`~torch_geometric.nn.models.SchNet` (a baseline), chosen by
+  ``--baseline``, label SchNet, folder ``schnet``.
+
+A run trains the kind its ``model`` names and the one its ``baseline`` names, if any
+(:func:`run_kinds`); each kind's learning rate is the run's setting (``lr``,
+``baseline.lr``) or, when that is null, the kind's ``default_lr``.
 """
 
 from __future__ import annotations
@@ -23,13 +31,21 @@ from torch import nn
 from torch_geometric.nn.models import SchNet
 
 from ..kernel import MODES as KERNEL_MODES
-from ..models import EnergyForces, EquivariantNet, SchNetInteractionGraph
+from ..models import EnergyForces, EquivariantNet, ManyBodyNet, SchNetInteractionGraph
 from ..models.equivariant_net import INT_MINIMUMS, READOUTS
-from .settings import ConfigError, Limits, Section, Setting
+from ..models.many_body import INT_MINIMUMS as MANY_BODY_INT_MINIMUMS
+from .settings import ConfigError, KindChoice, Limits, Section, Setting
 
-__all__ = ["BASELINES", "MAX_CUTOFF", "MODEL_KINDS", "ModelKind", "model_kind", "run_kinds"]
+__all__ = ["BASELINES", "MAX_CUTOFF", "MODELS", "MODEL_KINDS", "SECTIONS", "ModelKind",
+           "default_rates", "model_kind", "run_kinds"]  # fmt: skip
 
 MAX_CUTOFF = 1000.0  # Å: far beyond any interatomic cutoff; larger values are typos
+
+#: Where a run sets the learning rate of the kinds of each section (null: the kind's own)
+_CONFIGURED_LR: dict[str, Callable[[Any], float | None]] = {
+    "model": lambda config: config.lr,
+    "baseline": lambda config: config.baseline["lr"],
+}
 
 
 @dataclass(frozen=True)
@@ -37,15 +53,16 @@ class ModelKind:
     """One kind of model a run can train (see the module docstring).
 
     Args:
-        name (str): the checkpoint's ``kind``; a baseline's value of ``--baseline``.
+        name (str): the checkpoint's ``kind`` and the value of ``--model`` (``--baseline``)
+            that chooses it.
         label (str): the model's name in tables, plots and logs.
         folder (str): the subfolder of ``--out`` with its checkpoints and history.
-        section (Section): its settings in the configuration.
+        section (Section): its settings in the configuration, under the key that chooses
+            it (``model`` or ``baseline``).
         build (callable): the untrained model from its constructor arguments.
         run_arguments (callable): the arguments the run adds to the section's, from the
             config (e.g. a cutoff that follows the model's).
-        learning_rate (callable): its learning rate, from the config.
-        baseline (bool): trained only when ``--baseline`` names it.
+        default_lr (float): its AdamW learning rate where the run sets none.
         periodic (bool): whether it takes periodic structures.
         degree_argument (str, optional): the argument that takes the mean number of
             neighbours of the training structures. (default: :obj:`None`)
@@ -59,24 +76,69 @@ class ModelKind:
     section: Section
     build: Callable[[dict[str, Any]], nn.Module]
     run_arguments: Callable[[Any], dict[str, Any]]
-    learning_rate: Callable[[Any], float]
-    baseline: bool
+    default_lr: float
     periodic: bool
     degree_argument: str | None = None
     export_refusal: str | None = None
 
+    @property
+    def baseline(self) -> bool:
+        """Whether it is a baseline (chosen by ``--baseline``, next to the model)."""
+        return self.section.name == "baseline"
+
     def settings(self, config) -> dict[str, Any]:
-        """The values of its section in a :class:`~e3nn_pyg.training.TrainConfig`."""
-        return getattr(config, self.section.name)
+        """The values of its section in a :class:`~e3nn_pyg.training.TrainConfig`.
+
+        Raises:
+            ConfigError: when the section holds another kind's settings.
+        """
+        values = getattr(config, self.section.name)
+        if SECTIONS[self.section.name].section(values["name"]) is not self.section:
+            raise ConfigError(
+                f"the config's {self.section.name} is {values['name']}: it holds no settings "
+                f"of {self.name}"
+            )
+        return values
 
     def arguments(self, config) -> dict[str, Any]:
         """Its constructor arguments set by the config (before anything is fitted)."""
         arguments = self.section.arguments(self.settings(config))
         return {**arguments, **self.run_arguments(config), "readout": config.resolved_readout}
 
+    def learning_rate(self, config) -> float:
+        """Its learning rate in a run: the config's, or its own default."""
+        configured = _CONFIGURED_LR[self.section.name](config)
+        return self.default_lr if configured is None else configured
+
+
+def _model_section(cls: type, keys: tuple[str, ...], int_minimums: Mapping[str, int],
+                   choices: Mapping[str, tuple[str, ...]]) -> Section:  # fmt: skip
+    """The section of a kind chosen by ``--model``: integers from their minimums, a cutoff
+    up to :data:`MAX_CUTOFF`, the values of ``choices``, and a readout that follows the
+    target unless set (see TrainConfig.resolved_readout)."""
+    limits = {name: Limits(min=low) for name, low in int_minimums.items()}
+    limits.update({name: Limits(choices=values) for name, values in choices.items()})
+    limits["cutoff"] = Limits(above=0, max=MAX_CUTOFF)
+    limits["readout"] = Limits(choices=READOUTS)
+    return Section("model", cls, keys, defaults={"readout": None}, limits=limits)
+
+
+#: The architecture arguments of each model (the others are fitted on the data or set by the
+#: run: offsets, neighbour count, species, forces)
+_EQUIVARIANT_NET_KEYS = ("hidden_Rs", "lmax", "num_layers", "cutoff", "max_num_neighbors",
+                         "num_basis", "radial_hidden", "radial_layers", "kernel_mode",
+                         "readout")  # fmt: skip
+_MANY_BODY_KEYS = ("num_channels", "lmax", "hidden_lmax", "correlation", "num_layers", "cutoff",
+                   "max_num_neighbors", "num_basis", "radial_hidden", "radial_layers",
+                   "readout_hidden", "readout")  # fmt: skip
+
 
 def _build_equivariant(model_config: Mapping[str, Any]) -> nn.Module:
     return EquivariantNet(**model_config)
+
+
+def _build_many_body(model_config: Mapping[str, Any]) -> nn.Module:
+    return ManyBodyNet(**model_config)
 
 
 def _build_schnet(model_config: Mapping[str, Any]) -> nn.Module:
@@ -90,37 +152,29 @@ def _build_schnet(model_config: Mapping[str, Any]) -> nn.Module:
     return EnergyForces(schnet, species=species) if forces else schnet
 
 
-EQUIVARIANT = ModelKind(
-    name="equivariant",
+EQUIVARIANT_NET = ModelKind(
+    name="equivariant-net",
     label="EquivariantNet",
     folder="equivariant_net",
-    section=Section(
-        "model",
-        EquivariantNet,
-        (
-            "hidden_Rs",
-            "lmax",
-            "num_layers",
-            "cutoff",
-            "max_num_neighbors",
-            "num_basis",
-            "radial_hidden",
-            "radial_layers",
-            "kernel_mode",
-            "readout",
-        ),
-        defaults={"readout": None},  # None: from the target (see TrainConfig.resolved_readout)
-        limits={
-            **{name: Limits(min=low) for name, low in INT_MINIMUMS.items()},
-            "cutoff": Limits(above=0, max=MAX_CUTOFF),
-            "kernel_mode": Limits(choices=KERNEL_MODES),
-            "readout": Limits(choices=READOUTS),
-        },
+    section=_model_section(
+        EquivariantNet, _EQUIVARIANT_NET_KEYS, INT_MINIMUMS, {"kernel_mode": KERNEL_MODES}
     ),
     build=_build_equivariant,
     run_arguments=lambda config: {},
-    learning_rate=lambda config: config.lr,
-    baseline=False,
+    # its weights are N(0, 1) with the scale in the forward, hence a larger rate than SchNet's
+    default_lr=1e-2,
+    periodic=True,
+    degree_argument="avg_num_neighbors",
+)
+
+MANY_BODY = ModelKind(
+    name="many-body",
+    label="ManyBodyNet",
+    folder="many_body",
+    section=_model_section(ManyBodyNet, _MANY_BODY_KEYS, MANY_BODY_INT_MINIMUMS, {}),
+    build=_build_many_body,
+    run_arguments=lambda config: {},
+    default_lr=1e-2,
     periodic=True,
     degree_argument="avg_num_neighbors",
 )
@@ -152,29 +206,52 @@ SCHNET = ModelKind(
     ),
     build=_build_schnet,
     run_arguments=lambda config: {"cutoff": config.baseline_cutoff},
-    learning_rate=lambda config: config.baseline["lr"],
-    baseline=True,
+    default_lr=5e-3,
     periodic=False,
     export_refusal="PyG's SchNet reads batch.max() in its readout, which torch.export cannot trace",
 )
+SCHNET.section.settings["cutoff"] = Setting(
+    "cutoff", "float", True, None, "the cutoff in Å (default: the model's cutoff)",
+    Limits(above=0, max=MAX_CUTOFF),
+)  # fmt: skip
 
 #: Every model kind by name.
-MODEL_KINDS = {kind.name: kind for kind in (EQUIVARIANT, SCHNET)}
+MODEL_KINDS = {kind.name: kind for kind in (EQUIVARIANT_NET, MANY_BODY, SCHNET)}
+#: The values of ``--model``.
+MODELS = tuple(name for name, kind in MODEL_KINDS.items() if not kind.baseline)
 #: The values of ``--baseline``.
 BASELINES = tuple(name for name, kind in MODEL_KINDS.items() if kind.baseline)
 
-# The baseline section also holds which baseline to train and its learning rate.
-SCHNET.section.settings["cutoff"] = Setting(
-    "cutoff", "float", True, None, "SchNet's cutoff in Å (default: the model's cutoff)",
-    Limits(above=0, max=MAX_CUTOFF),
-)  # fmt: skip
-SCHNET.section.settings["name"] = Setting(
-    "name", "str", True, None, "the baseline to train on the same split with the same budget",
-    Limits(choices=BASELINES),
-)  # fmt: skip
-SCHNET.section.settings["lr"] = Setting(
-    "lr", "float", False, 5e-3, "AdamW learning rate of the baseline", Limits(above=0)
-)
+
+def default_rates(names: tuple[str, ...]) -> str:
+    """The default learning rates of the kinds ``names``, as text: ``"0.01 for a, ..."``."""
+    return ", ".join(f"{MODEL_KINDS[name].default_lr:g} for {name}" for name in names)
+
+
+def _sections(key: str) -> dict[str, Section]:
+    return {kind.name: kind.section for kind in MODEL_KINDS.values() if kind.section.name == key}
+
+
+#: The keys of the configuration that choose a model kind, with the kinds' settings.
+SECTIONS = {
+    "model": KindChoice(
+        "model",
+        _sections("model"),
+        Setting("name", "str", False, EQUIVARIANT_NET.name, "the model kind to train: " +
+                ", ".join(f"{name} ({MODEL_KINDS[name].label})" for name in MODELS),
+                Limits(choices=MODELS)),
+    ),
+    "baseline": KindChoice(
+        "baseline",
+        _sections("baseline"),
+        Setting("name", "str", True, None,
+                "the baseline to train on the same split with the same budget",
+                Limits(choices=BASELINES)),
+        extra={"lr": Setting("lr", "float", True, None, "AdamW learning rate of the baseline "
+                             f"(default: the kind's own: {default_rates(BASELINES)})",
+                             Limits(above=0))},
+    ),
+}  # fmt: skip
 
 
 def model_kind(name: Any) -> ModelKind:
@@ -189,10 +266,7 @@ def model_kind(name: Any) -> ModelKind:
 
 
 def run_kinds(config) -> list[ModelKind]:
-    """The kinds a run trains: every kind that is not a baseline, and the baseline the
-    config names."""
-    return [
-        kind
-        for kind in MODEL_KINDS.values()
-        if not kind.baseline or config.baseline["name"] == kind.name
-    ]
+    """The kinds a run trains: the model its ``model`` section names, and the baseline its
+    ``baseline`` section names (if any)."""
+    names = [getattr(config, key)["name"] for key in SECTIONS]
+    return [MODEL_KINDS[name] for name in names if name is not None]

@@ -1,10 +1,13 @@
-r"""A whole run: data, the equivariant model and its baselines, the final table, files.
+r"""A whole run: data, the chosen model and baseline, the final table, files.
 
-:func:`train` writes to ``config.out``:
+:func:`train` trains the model kind the config's ``model`` names and the baseline its
+``baseline`` names (:func:`~e3nn_pyg.training.registry.run_kinds`) and writes to
+``config.out``:
 
 - ``config.yaml``: the resolved configuration (rerun with ``--config``);
-- ``equivariant_net/{best,last}.pt`` and ``schnet/{best,last}.pt``: checkpoints, with
-  ``history.csv`` (and ``tensorboard/`` when installed) next to them;
+- ``<folder>/{best,last}.pt`` of each kind trained (``equivariant_net``, ``schnet``, ...: the
+  registry's folders): checkpoints, with ``history.csv`` (and ``tensorboard/`` when
+  installed) next to them;
 - ``metrics.json``: test and validation MAEs of every model and baseline, sizes, times;
 - ``test_predictions.csv``: the test molecules with their DFT value and every prediction;
 - ``learning_curves.png`` and ``parity.png`` (a potential: ``parity_energy.png`` and
@@ -152,8 +155,8 @@ def _composition(subset, stats: TargetStats) -> Tensor:
 def train(
     config: TrainConfig, resume: bool = False, overwrite: bool = False, log: Log = print
 ) -> dict[str, Any]:
-    """Train the equivariant model (and the baseline), evaluate on the test set, write the
-    files listed in the module docstring and return the metrics.
+    """Train the chosen model (and baseline), evaluate on the test set, write the files
+    listed in the module docstring and return the metrics.
 
     Raises:
         ConfigError: for settings that cannot work (the message says what to fix).
@@ -164,13 +167,14 @@ def train(
     start = time.perf_counter()
     check_models(config)
     runtime = setup_runtime(config.device, config.dtype)
-    runtime.require_data(config.batch_size)  # the splits are checked once loaded (Trainer)
+    runtime.require_data(config.resolved_batch_size)  # the splits are checked once loaded (Trainer)
     log = runtime.logger(log)
     out = _prepare_output(config, resume, overwrite, runtime)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     kinds = run_kinds(config)
     if resume:
+        _refuse_other_kinds(out, kinds)
         check_resumable_run(out, config, {kind.folder: kind.name for kind in kinds})
     data, stats, degree = _prepare_data(config, kinds, out, runtime, log, start)
     fits = {
@@ -189,6 +193,21 @@ def train(
         log(f"plots: {', '.join(metrics['plots'])}")
     log(f"metrics: {out / 'metrics.json'}; checkpoints: {out}/<model>/best.pt")
     return metrics
+
+
+def _refuse_other_kinds(out: Path, kinds: list[ModelKind]) -> None:
+    """``--resume`` continues the kinds the run chose: a checkpoint of another kind of the
+    same section (another model) in ``out`` is refused, naming both kinds."""
+    for kind in kinds:
+        for other in MODEL_KINDS.values():
+            path = out / other.folder / "last.pt"
+            if other is not kind and other.section.name == kind.section.name and path.exists():
+                flag = f"--{kind.section.name}"
+                raise ConfigError(
+                    f"--resume: {out} holds a run of {other.name} ({path}) but this run trains "
+                    f"{flag} {kind.name}: resume with {flag} {other.name}, or train "
+                    f"{kind.name} in another --out (or --overwrite)"
+                )
 
 
 def _prepare_data(config, kinds, out, runtime, log, start) -> tuple[RunData, TargetStats, float]:
@@ -253,7 +272,7 @@ def _run_record(config: TrainConfig, data: RunData, runtime: Runtime) -> dict[st
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "seed": config.seed,
         "world_size": runtime.world_size,
-        "global_batch_size": config.batch_size,
+        "global_batch_size": config.resolved_batch_size,
         "device": str(runtime.device),
         "dtype": config.dtype,
     }

@@ -7,8 +7,12 @@ help text and the checks need: its type (``"str"``, ``"path"``, ``"int"``, ``"fl
 help of ``e3nn-pyg train --help`` ends with :meth:`Setting.offers`, the values it accepts,
 written from the same limits.
 
-A :class:`Section` is a group of settings under one key (``model:``, ``baseline:``) read from
-a class's constructor: its defaults, annotations and the ``Args:`` of its docstring.
+A :class:`Section` is the group of settings of one model kind, read from its class's
+constructor: its defaults, annotations and the ``Args:`` of its docstring. A
+:class:`KindChoice` is a key of the configuration (``model:``, ``baseline:``) whose ``name``
+chooses the model kind: its other keys are the chosen kind's section (and the choice's own
+settings, e.g. the baseline's learning rate). Its help names the kinds each key belongs to,
+and a key of another kind than the chosen one is refused, naming the kind it belongs to.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from ..checks import is_int, is_real
 
-__all__ = ["ConfigError", "Limits", "Section", "Setting", "check_keys"]
+__all__ = ["ConfigError", "KindChoice", "Limits", "Section", "Setting", "check_keys"]
 
 
 class ConfigError(ValueError):
@@ -100,7 +104,8 @@ _TYPES: dict[str, tuple[str, Any]] = {
 
 @dataclass(frozen=True)
 class Setting:
-    """One key of the configuration (see the module docstring)."""
+    """One key of the configuration (see the module docstring); ``offered`` replaces the
+    values it accepts (:meth:`offers`) where they are several kinds' different ones."""
 
     key: str
     kind: str
@@ -108,6 +113,7 @@ class Setting:
     default: Any
     help: str
     limits: Limits = field(default_factory=Limits)
+    offered: str | None = None
 
     def checked(self, name: str, value: Any) -> Any:
         """``value`` checked against the type and the limits, normalized (floats where
@@ -141,6 +147,8 @@ class Setting:
     def offers(self) -> str:
         """The values the setting accepts, as its help text ends: ``"one of {a, b}, or
         null; default: a"`` (without the default where the help says it)."""
+        if self.offered is not None:
+            return self.offered
         accepted = self.limits.describe() or _TYPES[self.kind][0]
         if self.kind == "split" and self.limits.describe():
             accepted = f"each fraction {accepted}"
@@ -191,20 +199,18 @@ def _argument_help(cls: type) -> dict[str, str]:
 
 
 class Section:
-    """A group of settings under one key of the configuration (``model:``, ``baseline:``),
-    read from a class's constructor: its defaults and annotations, and the help of its
-    docstring.
+    """The settings of one model kind under a key of the configuration (``model:``,
+    ``baseline:``), read from a class's constructor: its defaults and annotations, and the
+    help of its docstring (:class:`KindChoice` adds whose argument each is).
 
     Args:
-        name (str): the key of the section.
+        name (str): the key of the configuration the kind is chosen under.
         cls (type): the class whose constructor arguments the section holds.
         keys (tuple of str): the arguments a run may set.
         defaults (dict, optional): the run's own defaults where they differ from the
             constructor's. (default: :obj:`None`)
         limits (dict, optional): :class:`Limits` by key, checked before the class is built
             (the constructor checks the rest). (default: :obj:`None`)
-        extra (dict, optional): settings of the run that are not constructor arguments.
-            (default: :obj:`None`)
     """
 
     def __init__(
@@ -214,10 +220,10 @@ class Section:
         keys: tuple[str, ...],
         defaults: Mapping[str, Any] | None = None,
         limits: Mapping[str, Limits] | None = None,
-        extra: Mapping[str, Setting] | None = None,
     ) -> None:
         self.name = name
         self.cls = cls
+        self.label = cls.__name__
         self.argument_keys = keys
         parameters = inspect.signature(cls).parameters
         docs = _argument_help(cls)
@@ -225,30 +231,112 @@ class Section:
         for key in keys:
             kind, optional = annotation_kind(parameters[key].annotation)
             default = (defaults or {}).get(key, parameters[key].default)
-            help_text = docs[key] + f" ({cls.__name__}'s {key})"
             self.settings[key] = Setting(key, kind, optional or default is None, default,
-                                         help_text, (limits or {}).get(key, Limits()))  # fmt: skip
-        self.settings.update(extra or {})
+                                         docs[key], (limits or {}).get(key, Limits()))  # fmt: skip
 
     def arguments(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The constructor arguments among a section's values."""
         return {key: values[key] for key in self.argument_keys}
 
+
+class KindChoice:
+    """A key of the configuration whose ``name`` chooses a model kind (``model:``,
+    ``baseline:``): its other keys are the chosen kind's :class:`Section` and the choice's own
+    settings (``extra``). With no kind chosen (``baseline: null``) it keeps the settings of its
+    first kind, so that a config file stays valid when the baseline is switched off and on.
+
+    Args:
+        key (str): the key of the configuration.
+        sections (dict): the :class:`Section` of each kind, by the kind's name.
+        name (Setting): the setting ``name`` that chooses the kind (choices: the kinds).
+        extra (dict, optional): settings of the choice whatever the kind.
+            (default: :obj:`None`)
+    """
+
+    def __init__(
+        self,
+        key: str,
+        sections: Mapping[str, Section],
+        name: Setting,
+        extra: Mapping[str, Setting] | None = None,
+    ) -> None:
+        self.key = key
+        self.sections = dict(sections)
+        self.name = name
+        self.extra = dict(extra or {})
+
+    def section(self, name: str | None) -> Section | None:
+        """The section of the kind ``name`` (:obj:`None`: the first kind's; an unknown
+        name: :obj:`None`)."""
+        return next(iter(self.sections.values())) if name is None else self.sections.get(name)
+
+    def settings(self, name: str | None) -> dict[str, Setting]:
+        """The settings of the choice when it names the kind ``name``."""
+        return {"name": self.name, **self.section(name).settings, **self.extra}
+
     def defaults(self) -> dict[str, Any]:
-        return {key: copy.deepcopy(setting.default) for key, setting in self.settings.items()}
+        """The values of the default kind."""
+        settings = self.settings(self.name.default)
+        return {key: copy.deepcopy(setting.default) for key, setting in settings.items()}
+
+    def changes_kind(self, values: Mapping[str, Any], name: Any) -> bool:
+        """Whether naming ``name`` in the choice's ``values`` takes another kind's settings
+        (so that the new kind's defaults apply)."""
+        return self.section(values.get("name", self.name.default)) is not self.section(name)
 
     def checked(self, values: Any, source: str) -> dict[str, Any]:
-        """The section's values over its defaults, converted and checked."""
+        """The values of the kind the choice names, over that kind's defaults, converted and
+        checked; a key of another kind is refused, naming the kind."""
         if not isinstance(values, Mapping):
             raise ConfigError(
-                f"'{self.name}' in {source} must be a mapping of keys to values, got "
+                f"'{self.key}' in {source} must be a mapping of keys to values, got "
                 f"{type(values).__name__}"
             )
-        check_keys(values, list(self.settings), source, prefix=f"{self.name}.")
-        out = self.defaults()
+        name = self.name.checked(f"{self.key}.name", values.get("name", self.name.default))
+        settings = self.settings(name)
+        for key in values:
+            owners = [kind for kind, section in self.sections.items() if key in section.settings]
+            if key not in settings and owners:
+                raise ConfigError(
+                    f"config key '{self.key}.{key}' in {source} is a setting of {self.key} "
+                    f"{' and '.join(owners)}, and {self.key} is {name or 'null'}: choose "
+                    f"{owners[0]} (--{self.key} {owners[0]}, or {self.key}: {{name: "
+                    f"{owners[0]}}} in a config file) or leave {key} out"
+                )
+        check_keys(values, list(settings), source, prefix=f"{self.key}.")
+        out = {key: copy.deepcopy(setting.default) for key, setting in settings.items()}
         for key, value in values.items():
-            out[key] = self.settings[key].checked(f"{self.name}.{key}", value)
+            out[key] = settings[key].checked(f"{self.key}.{key}", value)
+        out["name"] = name
         return out
+
+    def flag_settings(self) -> dict[str, Setting]:
+        """One setting per key of every kind, for the command line and the help: its help
+        says whose argument it is and, where the kinds differ, each kind's values."""
+        keys = dict.fromkeys(key for section in self.sections.values() for key in section.settings)
+        return {"name": self.name, **{key: self._merged(key) for key in keys}, **self.extra}
+
+    def _merged(self, key: str) -> Setting:
+        owners = {kind: section for kind, section in self.sections.items()
+                  if key in section.settings}  # fmt: skip
+        settings = [section.settings[key] for section in owners.values()]
+        first = settings[0]
+        if any(setting.kind != first.kind for setting in settings):
+            raise TypeError(f"{self.key}.{key} has different types in {', '.join(owners)}")
+        whose = " and ".join(f"{section.label}'s" for section in owners.values()) + f" {key}"
+        if len(self.sections) > 1:
+            whose = f"{self.key} {', '.join(owners)}: {whose}"
+        offers = {kind: section.settings[key].offers() for kind, section in owners.items()}
+        offered = None
+        if len(set(offers.values())) > 1:
+            offered = " | ".join(f"{kind}: {text}" for kind, text in offers.items())
+        helps = {section.label: section.settings[key].help for section in owners.values()}
+        text = first.help
+        if len(set(helps.values())) > 1:
+            text = " | ".join(f"{label}: {help_text}" for label, help_text in helps.items())
+        optional = any(setting.optional for setting in settings)
+        return Setting(key, first.kind, optional, first.default, f"{text} ({whose})",
+                       first.limits, offered)  # fmt: skip
 
 
 def check_keys(

@@ -303,8 +303,8 @@ def test_inputs_are_validated_once_at_the_entry(batch, monkeypatch):
         check = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, **k: calls.append(name) or check(*a, **k))
 
-    counted(e3nn_pyg.models.equivariant_net, "validate_pos")
-    counted(e3nn_pyg.models.equivariant_net, "validate_batch")
+    counted(e3nn_pyg.models.atomistic, "validate_pos")
+    counted(e3nn_pyg.models.atomistic, "validate_batch")
     for name in ("validate_pos", "validate_batch"):
         counted(e3nn_pyg.graph.radius, name)
     for name in ("validate_pos", "require_edges", "_check_edge_shift"):

@@ -1,6 +1,7 @@
 """The contract of interatomic potentials (e3nn_pyg.testing.contract): the analytic pair
 potential passes it, every check of it fails the potential broken on purpose for it, and the
-zoo models (EquivariantNet with its own forces, PyG's SchNet with forces by autograd) pass it."""
+zoo models (EquivariantNet and ManyBodyNet with their own forces, in float64 and float32, PyG's
+SchNet with forces by autograd) pass it."""
 
 import pytest
 import torch
@@ -19,8 +20,8 @@ from pair_potential import (
 )
 from torch_geometric.nn.models import SchNet
 
-from e3nn_pyg.models import EquivariantNet, SchNetInteractionGraph
-from e3nn_pyg.testing import PotentialContract, model_potential
+from e3nn_pyg.models import EquivariantNet, ManyBodyNet, SchNetInteractionGraph
+from e3nn_pyg.testing import PotentialContract, evaluate_potential, model_potential
 
 
 class TestPairPotential(PairContract):
@@ -87,3 +88,49 @@ class TestSchNet(PotentialContract):
 
     def potential(self):
         return model_potential(make_schnet())
+
+
+def make_many_body(dtype):
+    torch.manual_seed(0)
+    model = ManyBodyNet(num_channels=4, num_layers=2, cutoff=3.0, radial_hidden=8,
+                        readout_hidden=4, derivative=True)  # fmt: skip
+    return model_potential(model.to(dtype), stress=True)
+
+
+class TestManyBodyNet(PotentialContract):
+    cutoff = 3.0
+    periodic = True
+
+    def potential(self):
+        return make_many_body(torch.float64)
+
+
+class TestManyBodyNetFloat32(PotentialContract):
+    """float32: the exact properties to float32 rounding; the derivatives (finite
+    differences need float64) as those of the same weights in float64."""
+
+    cutoff = 3.0
+    periodic = True
+    dtype = torch.float32
+    atol = 2e-5
+    jump_atol = 1e-5
+
+    def potential(self):
+        return make_many_body(torch.float32)
+
+    def _assert_derivatives_match_float64(self, structures, stress):
+        widened = structures._replace(
+            pos=structures.pos.double(),
+            cell=None if structures.cell is None else structures.cell.double(),
+        )
+        exact = evaluate_potential(make_many_body(torch.float64), *widened, stress=stress)
+        rounded = evaluate_potential(self.potential(), *structures, stress=stress)
+        for key, value in rounded.items():
+            torch.testing.assert_close(value.double(), exact[key], atol=1e-5, rtol=1e-5)
+
+    def test_forces_are_finite_differences(self):
+        for _, structures in self._samples():
+            self._assert_derivatives_match_float64(structures, stress=False)
+
+    def test_stress_is_finite_differences(self):
+        self._assert_derivatives_match_float64(self.crystals(), stress=True)

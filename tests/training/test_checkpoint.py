@@ -30,7 +30,7 @@ def payload(kind: str, config: dict) -> dict:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("kind, config", [("equivariant", EQUIVARIANT), ("schnet", SCHNET)])
+@pytest.mark.parametrize("kind, config", [("equivariant-net", EQUIVARIANT), ("schnet", SCHNET)])
 def test_round_trip(tmp_path, kind, config):
     saved = payload(kind, config)
     save_checkpoint(tmp_path / "model.pt", saved)
@@ -64,7 +64,7 @@ def test_torch_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_truncated_checkpoint(tmp_path):
-    save_checkpoint(tmp_path / "model.pt", payload("equivariant", EQUIVARIANT))
+    save_checkpoint(tmp_path / "model.pt", payload("equivariant-net", EQUIVARIANT))
     data = (tmp_path / "model.pt").read_bytes()
     (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ConfigError, match="cannot read checkpoint"):
@@ -72,7 +72,7 @@ def test_truncated_checkpoint(tmp_path):
 
 
 def test_state_that_does_not_fit_the_model(tmp_path):
-    saved = payload("equivariant", EQUIVARIANT)
+    saved = payload("equivariant-net", EQUIVARIANT)
     saved["model_config"] = {**EQUIVARIANT, "num_layers": 3}
     save_checkpoint(tmp_path / "model.pt", saved)
     with pytest.raises(ConfigError, match="does not match its model"):
@@ -91,17 +91,21 @@ def test_state_that_does_not_fit_the_model(tmp_path):
     ],
 )
 def test_tampered_entries_are_reported_as_damage(tmp_path, entry, value, named):
-    saved = payload("equivariant", EQUIVARIANT)
+    saved = payload("equivariant-net", EQUIVARIANT)
     saved[entry] = value
     save_checkpoint(tmp_path / "model.pt", saved)
     with pytest.raises(ConfigError, match=rf"is damaged \({named} not as written"):
         load_checkpoint(tmp_path / "model.pt")
 
 
+#: The names of the kinds in versions 1 and 2
+OLD_KIND_NAMES = {"equivariant-net": "equivariant", "schnet": "schnet"}
+
+
 def version_1(kind: str, config: dict) -> dict:
     """A checkpoint as version 1 wrote it: ``version`` instead of ``format_version``, the
     run's settings as flat keys, no ``name``, no extra states of the model."""
-    saved = payload(kind, config)
+    saved = {**payload(kind, config), "kind": OLD_KIND_NAMES[kind]}
     saved["model_state"] = {key: value for key, value in saved["model_state"].items()
                             if not key.endswith("_extra_state")}  # fmt: skip
     saved["run_config"] = {"target": "U0", "dataset": "fixture", "hidden_Rs": "4x0e + 2x1o",
@@ -111,7 +115,7 @@ def version_1(kind: str, config: dict) -> dict:
     return {"format": FORMAT, "version": 1, **saved}
 
 
-@pytest.mark.parametrize("kind, config", [("equivariant", EQUIVARIANT), ("schnet", SCHNET)])
+@pytest.mark.parametrize("kind, config", [("equivariant-net", EQUIVARIANT), ("schnet", SCHNET)])
 def test_a_version_1_checkpoint_is_migrated_on_load(tmp_path, kind, config):
     old = version_1(kind, config)
     torch.save(old, tmp_path / "old.pt")
@@ -130,16 +134,31 @@ def test_a_version_1_checkpoint_is_migrated_on_load(tmp_path, kind, config):
     assert old["version"] == 1 and "name" not in old  # migrate makes a new dictionary
 
 
-@pytest.mark.parametrize("version", [0, 3, "2", None])
+@pytest.mark.parametrize("kind, config", [("equivariant-net", EQUIVARIANT), ("schnet", SCHNET)])
+def test_a_version_2_checkpoint_takes_the_new_kind_names(tmp_path, kind, config):
+    saved = {**payload(kind, config), "kind": OLD_KIND_NAMES[kind], "name": "old label",
+             "run_config": {"dataset": "fixture", "model": {"num_layers": 2}}}  # fmt: skip
+    torch.save({"format": FORMAT, "format_version": 2, **saved}, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded["format_version"] == FORMAT_VERSION and loaded["kind"] == kind
+    assert loaded["name"] == "old label"  # what version 2 recorded stays
+    run = TrainConfig.from_dict(loaded["run_config"])  # every version-2 run trained it
+    assert run.model["name"] == "equivariant-net" and run.model["num_layers"] == 2
+    model = model_from_checkpoint(loaded, tmp_path / "old.pt")
+    assert model(torch.tensor([6, 1, 1]), torch.randn(3, 3)).shape == (1, 1)
+    assert saved["kind"] == OLD_KIND_NAMES[kind]  # migrate makes a new dictionary
+
+
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, "2", None])
 def test_unknown_format_versions_are_refused(tmp_path, version):
-    saved = {**payload("equivariant", EQUIVARIANT), "format": FORMAT, "format_version": version}
+    saved = {**payload("equivariant-net", EQUIVARIANT), "format": FORMAT, "format_version": version}
     torch.save(saved, tmp_path / "model.pt")
     with pytest.raises(ConfigError, match=rf"has format version {version!r}, this e3nn_pyg"):
         load_checkpoint(tmp_path / "model.pt")
 
 
 def test_an_unknown_model_kind_is_damage(tmp_path):
-    save_checkpoint(tmp_path / "model.pt", {**payload("equivariant", EQUIVARIANT),
+    save_checkpoint(tmp_path / "model.pt", {**payload("equivariant-net", EQUIVARIANT),
                                             "kind": "dimenet"})  # fmt: skip
     with pytest.raises(ConfigError, match=r"is damaged \(kind not as written"):
         load_checkpoint(tmp_path / "model.pt")

@@ -208,10 +208,10 @@ def test_the_trainer_refuses_splits_too_small_for_the_world(tiny_config, tmp_pat
     config = tiny_config(batch_size=batch_size)
     data = load_data(config, log=False)
     stats = fit_target_stats(data, config.resolved_readout)
-    arguments = model_config("equivariant", config, stats, 10.0)
+    arguments = model_config("equivariant-net", config, stats, 10.0)
     runtime = Runtime(torch.device("cpu"), torch.float32, 0, world)
     with pytest.raises(ConfigError, match=refusal):
-        Trainer("m", "equivariant", arguments, data, stats, config, tmp_path, 1e-3,
+        Trainer("m", "equivariant-net", arguments, data, stats, config, tmp_path, 1e-3,
                 runtime=runtime)  # fmt: skip
     assert not (tmp_path / "last.pt").exists()
 

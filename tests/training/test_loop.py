@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from e3nn_pyg.training import (
+    MODEL_KINDS,
     ConfigError,
     Trainer,
     TrainingInterrupted,
@@ -21,13 +22,13 @@ from e3nn_pyg.training.loop import Progress, TrainingDiverged
 from e3nn_pyg.training.run import model_config
 
 
-def make_trainer(config, directory: Path, kind: str = "equivariant", log=None) -> Trainer:
+def make_trainer(config, directory: Path, kind: str = "equivariant-net", log=None) -> Trainer:
     data = load_data(config, log=False)
     stats = fit_target_stats(data, config.resolved_readout)
     lines = []
     trainer = Trainer(
         kind, kind, model_config(kind, config, stats, 10.0), data, stats, config, directory,
-        config.lr if kind == "equivariant" else config.baseline["lr"], log or lines.append,
+        MODEL_KINDS[kind].learning_rate(config), log or lines.append,
     )  # fmt: skip
     trainer.lines = lines
     return trainer
@@ -40,7 +41,7 @@ def assert_same_parameters(a, b) -> None:
         assert torch.equal(value, b[key]) if torch.is_tensor(value) else value == b[key]
 
 
-@pytest.mark.parametrize("kind", ["equivariant", "schnet"])
+@pytest.mark.parametrize("kind", ["equivariant-net", "schnet"])
 def test_fit_learns_and_writes_checkpoints(tiny_config, tmp_path, kind):
     config = tiny_config(epochs=3, num_molecules=80)
     trainer = make_trainer(config, tmp_path / kind, kind)

@@ -63,7 +63,7 @@ def config_for(ethanol, tmp_path, **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def make_trainer(config, directory, kind="equivariant") -> Trainer:
+def make_trainer(config, directory, kind="equivariant-net") -> Trainer:
     data = load_data(config, log=False)
     stats = fit_target_stats(data, config.resolved_readout)
     lr = MODEL_KINDS[kind].learning_rate(config)
@@ -85,7 +85,7 @@ def test_the_split_takes_validation_from_the_training_file(ethanol, tmp_path):
     assert float((fitted - energies).mean()) == pytest.approx(0.0, abs=1e-3)  # eV
 
 
-@pytest.mark.parametrize("kind", ["equivariant", "schnet"])
+@pytest.mark.parametrize("kind", ["equivariant-net", "schnet"])
 def test_training_on_forces_learns(ethanol, tmp_path, kind):
     config = config_for(ethanol, tmp_path, epochs=4)
     result = make_trainer(config, tmp_path / kind, kind).fit()

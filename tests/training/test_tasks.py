@@ -323,8 +323,8 @@ def test_training_on_a_file_with_missing_labels(tmp_path, every):
     })  # fmt: skip
     data = load_data(config, log=False)
     stats = fit_target_stats(data, config.resolved_readout)
-    arguments = model_config("equivariant", config, stats, 10.0)
-    trainer = Trainer("m", "equivariant", arguments, data, stats, config, tmp_path / "m", 1e-3,
+    arguments = model_config("equivariant-net", config, stats, 10.0)
+    trainer = Trainer("m", "equivariant-net", arguments, data, stats, config, tmp_path / "m", 1e-3,
                       lambda line: None)  # fmt: skip
     record = trainer.fit().history[0]
     assert all(math.isfinite(value) for value in record.values())
