@@ -63,12 +63,14 @@ demo: $(QM9_STAMP)
 	$(VENV)/bin/e3nn-pyg train --dataset qm9 --target U0 --num-molecules 3000 \
 		--time-budget 240 --baseline schnet --out runs/demo --overwrite
 
-# An interatomic potential on the revised-MD17 ethanol set shipped with the package: our model
-# and PyG's SchNet (forces by autograd), 20 minutes each, tested on the 1,000 MD structures.
+# An interatomic potential on the revised-MD17 ethanol set shipped with the package: our
+# many-body model and PyG's SchNet (forces by autograd), 20 minutes each, tested on the 1,000
+# MD structures.
 ETHANOL := e3nn_pyg/datasets/ethanol
 ethanol: $(STAMP)
 	$(VENV)/bin/e3nn-pyg train --data $(ETHANOL)/train.xyz --test-data $(ETHANOL)/test_MD.xyz \
-		--isolated-atoms $(ETHANOL)/isolated_atoms.xyz --baseline schnet --time-budget 1200 \
+		--isolated-atoms $(ETHANOL)/isolated_atoms.xyz --model many-body --baseline schnet \
+		--time-budget 1200 \
 		--epochs 100000 --patience 100000 --out runs/ethanol --overwrite
 
 # Lint, the fast suite, and the documentation build (which fails on any warning).
@@ -90,7 +92,7 @@ docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -b html -E -W --keep-going -n -q -d docs/_build/doctrees docs docs/_build/html
 	@echo ">>> documentation: docs/_build/html/index.html"
 
-bench: $(QM9_STAMP)
+bench: $(QM9_STAMP) $(MACE_STAMP)
 	$(PIP) install -q $(TORCH) e3nn==0.6.0
 	$(PY) benchmarks/bench_sh.py
 	$(PY) benchmarks/bench_graph.py
@@ -98,6 +100,7 @@ bench: $(QM9_STAMP)
 	$(PY) benchmarks/bench_chunk.py
 	$(PY) benchmarks/bench_model.py --threads 1 2
 	$(PY) benchmarks/bench_export.py --threads 1 2
+	$(PY) benchmarks/bench_contraction.py --peer-python $(MACE_VENV)/bin/python
 
 # Force MAE against wall-clock seconds on the ethanol split, one thread each, 20 minutes per
 # model: ours, PyG's SchNet and MACE (its own mace_run_train, from $(MACE_VENV)); a table,

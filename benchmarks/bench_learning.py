@@ -148,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"a baseline ({', '.join(baselines)}) trains after one of our models "
                      "(e3nn-pyg train --baseline): add one of ours per baseline")  # fmt: skip
     args.ema_decay = defaults.ema_decay
+    args.out = args.out.resolve()  # (MACE runs in its own folder: paths must not be relative)
     return args
 
 

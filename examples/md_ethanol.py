@@ -6,8 +6,9 @@ the package (revised MD17, PBE/def2-SVP; 1,000 training configurations):
 .. code-block:: console
 
     $ e3nn-pyg train --data e3nn_pyg/datasets/ethanol/train.xyz \
-          --test-data e3nn_pyg/datasets/ethanol/test_MD.xyz --time-budget 1200 --out runs/ethanol
-    $ python examples/md_ethanol.py --checkpoint runs/ethanol/equivariant_net/best.pt
+          --test-data e3nn_pyg/datasets/ethanol/test_MD.xyz --model many-body --time-budget 1200 \
+          --out runs/ethanol
+    $ python examples/md_ethanol.py --checkpoint runs/ethanol/many_body/best.pt
 
 The molecule starts from the first training configuration with Maxwell-Boltzmann velocities
 at ``--temperature``, is thermalised by ``--steps`` steps of Langevin dynamics, then runs
@@ -50,7 +51,7 @@ except ImportError:  # ASE < 3.29 names it after the distribution
 BOND_FACTOR = 1.2  # atoms closer than this times the sum of covalent radii are bonded
 BROKEN_FACTOR = 1.5  # a bond longer than this times the sum of covalent radii is broken
 MAX_DISTANCE = 5.0  # Å: ethanol spans about 3.6 Å; farther atoms have left the molecule
-EXAMPLE = "runs/ethanol/equivariant_net/best.pt"
+EXAMPLE = "runs/ethanol/many_body/best.pt"
 TRAINING_COMMAND = (
     "e3nn-pyg train --data e3nn_pyg/datasets/ethanol/train.xyz "
     "--test-data e3nn_pyg/datasets/ethanol/test_MD.xyz --out runs/ethanol"

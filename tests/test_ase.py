@@ -24,6 +24,7 @@ from e3nn_pyg.graph import periodic_radius_graph  # noqa: E402
 from e3nn_pyg.models import (  # noqa: E402
     EnergyForces,
     EquivariantNet,
+    ManyBodyNet,
     SchNetInteractionGraph,
     VerletInteractionGraph,
 )
@@ -136,6 +137,32 @@ def test_stress_is_the_strain_derivative_of_the_energy(pbc):
     assert atoms.get_potential_energy() == pytest.approx(energy.item(), abs=1e-12)
     np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), atol=1e-12)
     np.testing.assert_allclose(atoms.get_stress(voigt=False), expected[0].numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("derivative", [True, False])
+def test_a_many_body_model_gives_its_energy_forces_and_stress(derivative):
+    """ManyBodyNet through the calculator: its numbers, the stress against ASE's finite
+    differences, and the Verlet list's dynamics bit for bit those of a new search."""
+    torch.manual_seed(0)
+    model = ManyBodyNet(num_channels=4, cutoff=4.0, radial_hidden=8, mean=-30.0,
+                        derivative=derivative).to(F64).eval()  # fmt: skip
+    atoms = crystal()
+    atoms.calc = Calculator(model)
+    z, pos = as_tensors(atoms)
+    cell, pbc = torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc)
+    energy = model.energy(z, pos, cell=cell, pbc=pbc)
+    assert atoms.get_potential_energy() == pytest.approx(energy.item(), abs=1e-12)
+    numerical = calculate_numerical_stress(atoms, eps=1e-5)
+    np.testing.assert_allclose(atoms.get_stress(), numerical, rtol=0, atol=1e-8)
+    energies = []
+    for skin in (0.3, 0.0):
+        moving = crystal()
+        moving.set_momenta(np.random.default_rng(0).normal(0, 0.5, (len(moving), 3)))
+        moving.calc = Calculator(model, skin=skin)
+        dynamics = VelocityVerlet(moving, timestep=1.0 * units.fs)
+        dynamics.attach(lambda m=moving: energies.append(m.get_potential_energy()))
+        dynamics.run(6)
+    assert energies[:7] == energies[7:]  # (the first call and 6 steps, each run)
 
 
 def test_stress_of_a_model_without_its_own_forces():
@@ -405,7 +432,7 @@ def test_the_example_refuses_to_run_without_a_checkpoint(capsys):
     with pytest.raises(SystemExit) as exit_info:
         example().main([])
     assert exit_info.value.code == 2
-    assert "--checkpoint runs/ethanol/equivariant_net/best.pt" in capsys.readouterr().err
+    assert "--checkpoint runs/ethanol/many_body/best.pt" in capsys.readouterr().err
 
 
 def test_the_example_runs_on_a_checkpoint(potential, capsys):

@@ -23,7 +23,9 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def run_cli(processes: int, out, data_root, *extra: str) -> subprocess.CompletedProcess:
+def run_cli(
+    processes: int, out, data_root, *extra: str, flags: list[str] = FLAGS
+) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "e3nn_pyg.cli"]
     if processes > 1:
         launcher = [
@@ -31,7 +33,7 @@ def run_cli(processes: int, out, data_root, *extra: str) -> subprocess.Completed
             f"--nproc_per_node={processes}", "-m", "e3nn_pyg.cli",
         ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    command = [*launcher, "train", *FLAGS, "--data-root", data_root, "--out", str(out), *extra]
+    command = [*launcher, "train", *flags, "--data-root", data_root, "--out", str(out), *extra]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -75,6 +77,25 @@ def test_two_processes_take_the_steps_of_one(one_and_two):
         assert history[0]["results"]["schnet"][key] == pytest.approx(
             history[1]["results"]["schnet"][key], rel=1e-9
         )
+
+
+MANY_BODY = [
+    "--dataset", "fixture", "--num-molecules", "30", "--model", "many-body",
+    "--model.num-channels", "4", "--model.cutoff", "4", "--model.radial-hidden", "8",
+    "--batch-size", "7", "--no-progress", "--dtype", "float64", "--device", "cpu",
+    "--num-threads", "1", "--epochs", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_many_body_model_as_one(tmp_path, data_root):
+    """ManyBodyNet (its element-dependent weights: rows of species absent from a process's
+    share get zero gradients there) takes the steps of one process in two."""
+    runs = []
+    for processes in (1, 2):
+        run_cli(processes, tmp_path / str(processes), data_root, flags=MANY_BODY)
+        runs.append(final_parameters(tmp_path / str(processes), "many_body"))
+    assert_same_parameters(*runs)
 
 
 def test_rank_zero_alone_logs_and_metrics_record_the_world(one_and_two):
