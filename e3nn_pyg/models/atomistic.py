@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,7 +31,10 @@ from torch_geometric.utils import scatter
 
 from ..checks import is_int, is_real, require, require_bool
 from ..graph import Graph, cartesian_shifts, prepare_graph, validate_batch, validate_pos
+from ..kernel import Kernel
 from ..o3 import Rs
+from ..radial import BesselRadialModel
+from ..tensor_product.paths import selection_rule
 from .forces import _SettingsOptionalOnLoad, energy_gradients
 from .interaction_graph import (
     TRUSTED_GRAPHS,
@@ -128,6 +132,20 @@ class AtomisticModel(_SettingsOptionalOnLoad):
         self._build_layers()
         self._register_offsets(mean, std, atomref)
         self.reset_parameters()
+
+    def _kernel(self, mode: str) -> partial:
+        """``kernel(Rs_in, Rs_out)`` of the model's convolutions: a Bessel radial model of
+        its ``cutoff``, ``num_basis``, ``radial_hidden`` and ``radial_layers``, filters up to
+        its ``lmax``, in kernel ``mode``."""
+        radial = partial(
+            BesselRadialModel,
+            max_radius=self.cutoff,
+            number_of_basis=self.num_basis,
+            h=self.radial_hidden,
+            L=self.radial_layers,
+        )
+        selection = partial(selection_rule, lmax=self.lmax)
+        return partial(Kernel, RadialModel=radial, selection_rule=selection, mode=mode)
 
     def _build_layers(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define _build_layers()")

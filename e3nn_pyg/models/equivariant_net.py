@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
@@ -17,7 +16,6 @@ from ..kernel import MODES as KERNEL_MODES
 from ..kernel import Kernel
 from ..non_linearities import GatedBlockParity, rescaled_act
 from ..o3 import Rs, RsLike
-from ..radial import BesselRadialModel
 from ..tensor_product.paths import selection_rule
 from .atomistic import COMMON_INT_MINIMUMS, READOUTS, AtomisticModel, check_settings
 from .interaction_graph import InteractionGraph
@@ -334,19 +332,7 @@ class EquivariantNet(AtomisticModel):
 
     def _build_layers(self) -> None:
         """The embedding, the interaction blocks and the readout perceptron."""
-        radial = partial(
-            BesselRadialModel,
-            max_radius=self.cutoff,
-            number_of_basis=self.num_basis,
-            h=self.radial_hidden,
-            L=self.radial_layers,
-        )
-        kernel = partial(
-            Kernel,
-            RadialModel=radial,
-            selection_rule=partial(selection_rule, lmax=self.lmax),
-            mode=self.kernel_mode,
-        )
+        kernel = self._kernel(self.kernel_mode)
         num_scalars = hidden_scalars(self.hidden_Rs)
         self.embedding = nn.Embedding(self.max_z, num_scalars)
         blocks, Rs_in = [], Rs([(num_scalars, 0, 1)])

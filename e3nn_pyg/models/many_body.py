@@ -21,11 +21,8 @@ from torch import Tensor, nn
 from ..conv import Convolution
 from ..elements import MAX_Z
 from ..graph import Graph
-from ..kernel import Kernel
 from ..non_linearities import rescaled_act
 from ..o3 import Rs
-from ..radial import BesselRadialModel
-from ..tensor_product.paths import selection_rule
 from ..tensor_product.symmetric import SymmetricContraction
 from .atomistic import COMMON_INT_MINIMUMS, AtomisticModel, check_settings
 from .interaction_graph import InteractionGraph
@@ -253,19 +250,7 @@ class ManyBodyNet(AtomisticModel):
     def _build_layers(self) -> None:
         """The embedding, the blocks and their readouts."""
         num_slots = self._register_slots()
-        radial = partial(
-            BesselRadialModel,
-            max_radius=self.cutoff,
-            number_of_basis=self.num_basis,
-            h=self.radial_hidden,
-            L=self.radial_layers,
-        )
-        kernel = partial(
-            Kernel,
-            RadialModel=radial,
-            selection_rule=partial(selection_rule, lmax=self.lmax),
-            mode="channelwise",
-        )
+        kernel = self._kernel("channelwise")
         channels = self.num_channels
         self.embedding = nn.Embedding(num_slots, channels)
         basis = natural_irreps(channels, self.lmax)
