@@ -12,7 +12,12 @@ smaller), one AdamW step each:
   same Bessel basis), summed at the targets, then ``o3.Linear`` (convolution and
   self-interaction) into a ``Gate``;
 - **SchNet**: ``torch_geometric.nn.SchNet`` of the demo's size (64 channels, 3
-  interactions, 25 Gaussians, cutoff 5 Å).
+  interactions, 25 Gaussians, cutoff 5 Å);
+- **EquivariantNet, compiled**: the same parameters through
+  :func:`e3nn_pyg.compile_model` (one graph, the native convolution operators inside);
+  for the energy + forces step a ``derivative=True`` twin that computes the forces in its
+  forward (the compiler cannot differentiate a compiled backward again). Compilation
+  happens in the warm-up, outside the measurement.
 
 Steps: **energy** (MSE of the energy, backward, optimizer step) and **energy + forces**
 (forces = -dE/dpos with ``create_graph=True``, MSE of both, backward: the double backward
@@ -38,6 +43,7 @@ from torch import nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import SchNet
 
+from e3nn_pyg.compilation import compile_model
 from e3nn_pyg.datasets import QM9Pack
 from e3nn_pyg.models import EquivariantNet, RadiusInteractionGraph, SchNetInteractionGraph
 from e3nn_pyg.models.equivariant_net import layer_representations
@@ -143,20 +149,52 @@ def models() -> dict[str, nn.Module]:
         cutoff=DEFAULTS.baseline_cutoff,
         interaction_graph=SchNetInteractionGraph(DEFAULTS.baseline_cutoff),
     )  # fmt: skip
-    return {"EquivariantNet": ours, "e3nn 0.6 network": e3nn_net, "SchNet": schnet}
+    return {"EquivariantNet": ours, "e3nn 0.6 network": e3nn_net, "SchNet": schnet,
+            "EquivariantNet, compiled": Compiled(ours)}  # fmt: skip
+
+
+def force_twin(model: EquivariantNet) -> EquivariantNet:
+    """``model`` (of :func:`models`) with ``derivative=True``, sharing its parameters."""
+    config = DEFAULTS.model
+    twin = EquivariantNet(
+        config["hidden_Rs"], num_layers=config["num_layers"], cutoff=config["cutoff"],
+        num_basis=config["num_basis"], radial_hidden=config["radial_hidden"],
+        radial_layers=config["radial_layers"], kernel_mode=config["kernel_mode"],
+        avg_num_neighbors=AVG_NUM_NEIGHBORS, derivative=True,
+    )  # fmt: skip
+    twin.load_state_dict(model.state_dict())
+    for mine, theirs in zip(twin.parameters(), model.parameters()):
+        mine.data = theirs.data  # one set of parameters
+    return twin.train(model.training)
+
+
+class Compiled(nn.Module):
+    """The compiled forms of a model: as it is for the energy step, and its
+    :func:`force_twin` whose forward gives the forces too."""
+
+    def __init__(self, model: EquivariantNet) -> None:
+        super().__init__()
+        self.energy_model = compile_model(model)
+        self.force_model = compile_model(force_twin(model))
 
 
 def training_step(model: nn.Module, data: list, forces: bool):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)  # (of both twins: shared)
 
     def run() -> None:
         for batch in data:
             optimizer.zero_grad()
             pos = batch.pos.detach().requires_grad_(forces)
-            energy = model(batch.z, pos, batch.batch)  # [G, 1]
+            if isinstance(model, Compiled):
+                run_model = model.force_model if forces else model.energy_model
+                outputs = run_model(batch.z, pos, batch.batch)
+                energy, gradient = outputs if forces else (outputs, None)
+            else:
+                energy = model(batch.z, pos, batch.batch)  # [G, 1]
+                if forces:
+                    (gradient,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
             loss = energy.pow(2).mean()
             if forces:
-                (gradient,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
                 loss = loss + gradient.pow(2).mean()
             loss.backward()
             optimizer.step()

@@ -31,8 +31,9 @@ SECTIONS: dict[str, list[str]] = {
     ],
     "Non-linearities": ["activations", "non_linearities"],
     "Models, data and training": ["models", "datasets", "training", "cli", "ase"],
-    "Compilation, checks and testing": [
+    "Compilation, export, checks and testing": [
         "compilation",
+        "export",
         "testing",
         "checks",
         "constants",

@@ -5,8 +5,9 @@ The main names are available at the top level (``e3nn_pyg.Convolution``,
 ``import e3nn_pyg.o3`` stays free of torch_geometric.
 
 ``import e3nn_pyg`` registers the package's PyTorch operators (``torch.library``: the
-radius searches, ``torch.ops.e3nn_pyg.*``), so that a :func:`torch.export.load` of an
-exported model needs nothing else; their modules need torch alone.
+radius searches and the native convolution, ``torch.ops.e3nn_pyg.*``), so that a
+:func:`torch.export.load` of an exported model needs nothing else; their modules need
+torch alone.
 """
 
 from importlib import import_module
@@ -50,6 +51,10 @@ def __getattr__(name: str):
 
 
 #: The modules that define the package's operators, imported with the package.
-OPERATOR_MODULES = ("e3nn_pyg.graph.search", "e3nn_pyg.graph.periodic")
+OPERATOR_MODULES = (
+    "e3nn_pyg.graph.search",
+    "e3nn_pyg.graph.periodic",
+    "e3nn_pyg.tensor_product.native.ops",
+)
 for _module in OPERATOR_MODULES:
     import_module(_module)

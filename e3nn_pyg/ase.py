@@ -16,6 +16,12 @@ on it:
     atoms.calc = Calculator("runs/ethanol/equivariant_net/best.pt", dtype="float64")
     VelocityVerlet(atoms, timestep=0.5 * units.fs).run(1000)
 
+A program written by ``e3nn-pyg export`` (:func:`e3nn_pyg.export.save_model`, a ``.pt2``
+file with its metadata) runs the same way, without the package's model code in the loop:
+``Calculator("model.pt2")``; so does a graph program
+(:func:`~e3nn_pyg.models.graph_input.save_graph_potential`), on the calculator's Verlet
+list.
+
 Units are ASE's: positions in Å, energies in eV, forces in eV/Å, stress in eV/Å³, which
 are the units of the data a potential is trained on by ``e3nn-pyg train --data``.
 
@@ -40,13 +46,16 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch import Tensor, nn
 
 from .checks import require_bool
+from .graph import cartesian_shifts
 from .models import (
     AtomisticModel,
     EnergyForces,
     RadiusInteractionGraph,
     VerletInteractionGraph,
 )
+from .models.graph_input import edge_vectors
 from .models.interaction_graph import check_skin
+from .models.species import check_atomic_numbers, species_table
 
 __all__ = ["Calculator"]
 
@@ -77,6 +86,15 @@ class Calculator(ASECalculator):
       (any :class:`~e3nn_pyg.models.AtomisticModel`) with ``out_channels=1``, with
       ``derivative=True`` or not (the calculator then uses a copy with ``derivative=True``:
       the forces are the gradient of the same energy);
+    - a program exported from such a potential by ``e3nn-pyg export`` or
+      :func:`e3nn_pyg.export.save_model` (the path of its ``.pt2`` file, not an
+      AOTInductor package): the program computes the energy, forces and, when exported
+      with ``periodic=True``, the stress itself; it runs in the dtype and on the device it
+      was exported in. A periodic program computes periodic structures only (its stress
+      needs a periodic axis and a cell of non-zero volume), and a molecular program
+      molecules only. A graph program
+      (:func:`~e3nn_pyg.models.graph_input.save_graph_potential`) computes both, on the
+      calculator's Verlet list, and its stress is that of its pair forces;
     - any other module ``model(z, pos, batch)`` returning the energy ``[1, 1]``, or the
       tuple ``(energy [1, 1], forces [N, 3])``, e.g.
       :class:`~e3nn_pyg.models.EnergyForces` around PyG's ``SchNet``. Such models take no
@@ -107,8 +125,9 @@ class Calculator(ASECalculator):
     them, unless ``allow_unseen_elements=True``.
 
     Args:
-        model_or_checkpoint_path (torch.nn.Module or str or os.PathLike): the model, or
-            the path of a checkpoint written by ``e3nn-pyg train``.
+        model_or_checkpoint_path (torch.nn.Module or str or os.PathLike): the model, the
+            path of a checkpoint written by ``e3nn-pyg train``, or the path of a ``.pt2``
+            program written by ``e3nn-pyg export``.
         device (torch.device or str, optional): where the model runs (``"cpu"``,
             ``"cuda"``, ``"cuda:1"``). (default: :obj:`None`: the device of the module's
             parameters; the CPU for a checkpoint)
@@ -119,16 +138,20 @@ class Calculator(ASECalculator):
             (default: :obj:`None`: the dtype of the module, or the one the checkpoint was
             trained in)
         skin (float, optional): the Verlet skin in Å; ``0`` searches the graph at every
-            step. (default: :obj:`0.5`)
+            step (a program of the model's call searches its own graph at every step; a
+            graph program runs on the Verlet list). (default: :obj:`0.5`)
         allow_unseen_elements (bool, optional): predict elements outside the model's
-            ``species`` all the same. (default: :obj:`False`)
+            ``species`` all the same (not with a program of the model's call: its check
+            is inside it). (default: :obj:`False`)
 
     Raises:
         TypeError: when ``model_or_checkpoint_path`` is neither a module nor a path.
         ValueError: for an unknown ``device`` or ``dtype``, a negative ``skin``, an
             :class:`~e3nn_pyg.models.EquivariantNet` with several outputs, or a
             checkpoint that is missing, unreadable or not a potential
-            (:class:`~e3nn_pyg.training.ConfigError`, a ``ValueError``).
+            (:class:`~e3nn_pyg.training.ConfigError`, a ``ValueError``), or a program that
+            is not a potential's or asked for in another dtype or on another device.
+        FileNotFoundError: for a ``.pt2`` path that names no file.
 
     Example:
         >>> from ase.build import molecule
@@ -155,14 +178,18 @@ class Calculator(ASECalculator):
         skin = check_skin(skin)
         require_bool(allow_unseen_elements, "allow_unseen_elements")
         model = _load_model(model_or_checkpoint_path)
-        parameter = _first_tensor(model)
-        device = parameter.device if device is None else device
-        dtype = parameter.dtype if dtype is None else dtype
-        if dtype not in DTYPES.values():
-            raise ValueError(
-                f"the model is {dtype}: pass dtype=torch.float32 or torch.float64 to convert it"
-            )
-        self.model = model.to(device=device, dtype=dtype).eval()
+        if isinstance(model, _ExportedPotential):
+            device, dtype = model.load(device, dtype, allow_unseen_elements, skin)
+        else:
+            parameter = _first_tensor(model)
+            device = parameter.device if device is None else device
+            dtype = parameter.dtype if dtype is None else dtype
+            if dtype not in DTYPES.values():
+                raise ValueError(
+                    f"the model is {dtype}: pass dtype=torch.float32 or torch.float64 to convert it"
+                )
+            model = model.to(device=device, dtype=dtype).eval()
+        self.model = model
         self.device, self.dtype, self.skin = device, dtype, skin
         if isinstance(model, (AtomisticModel, EnergyForces)):
             model.allow_unseen_elements = allow_unseen_elements
@@ -198,7 +225,9 @@ class Calculator(ASECalculator):
             raise PropertyNotImplementedError(
                 "the stress is defined for periodic systems only: atoms.pbc is all False"
             )
-        if periodic and not isinstance(self.model, AtomisticModel):
+        if isinstance(self.model, _ExportedPotential):
+            self.model.check_structure(atoms)
+        elif periodic and not isinstance(self.model, AtomisticModel):
             raise ValueError(
                 f"periodic systems (atoms.pbc = {atoms.pbc.tolist()}) need a model of the "
                 f"zoo (EquivariantNet, ManyBodyNet); {type(self.model).__name__} takes no "
@@ -233,6 +262,8 @@ class Calculator(ASECalculator):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Energy ``[1, 1]``, forces ``[N, 3]`` and stress ``[1, 3, 3]`` (or ``None``)."""
         z, model = self._z, self.model
+        if isinstance(model, _ExportedPotential):
+            return model(z, pos, cell, pbc, stress)
         if isinstance(model, AtomisticModel):  # derivative=True (see _load_model)
             with torch.no_grad():  # (the forces are computed all the same)
                 outputs = model(z, pos, None, cell, pbc, stress=stress)
@@ -254,15 +285,22 @@ class Calculator(ASECalculator):
         return energy, forces, None
 
     def __repr__(self) -> str:
+        model = self.model
+        what = f"'{model.path}'" if isinstance(model, _ExportedPotential) else type(model).__name__
         return (
-            f"{type(self).__name__}({type(self.model).__name__}, device={self.device}, "
+            f"{type(self).__name__}({what}, device={self.device}, "
             f"dtype={self.dtype}, skin={self.skin})"
         )
 
 
-def _verlet_graph(model: nn.Module, skin: float) -> VerletInteractionGraph | None:
+def _verlet_graph(
+    model: nn.Module | _ExportedPotential, skin: float
+) -> VerletInteractionGraph | None:
     """The Verlet graph of the calculator's copy of the model, set on it where the model
-    has the default graph (exact, no neighbour cap); ``None`` for other models."""
+    has the default graph (exact, no neighbour cap), or the Verlet list of a graph program;
+    ``None`` for other models."""
+    if isinstance(model, _ExportedPotential):
+        return model.neighbors
     if not isinstance(model, AtomisticModel):
         return None
     graph = model.interaction_graph
@@ -316,14 +354,17 @@ def _first_tensor(model: nn.Module) -> Tensor:
     raise ValueError(f"{type(model).__name__} has no floating-point parameter: not an energy model")
 
 
-def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module:
-    """The calculator's own copy of the model; a model of the zoo with ``derivative=True``."""
+def _load_model(source: nn.Module | str | os.PathLike) -> nn.Module | _ExportedPotential:
+    """The calculator's own copy of the model (a model of the zoo with
+    ``derivative=True``), or the program of a ``.pt2`` file."""
     if isinstance(source, (str, os.PathLike)):
+        if os.fspath(source).endswith(".pt2"):
+            return _ExportedPotential(source)
         return _potential_from_checkpoint(source)
     if not isinstance(source, nn.Module):
         raise TypeError(
-            "model_or_checkpoint_path must be a torch.nn.Module or the path of a checkpoint, "
-            f"got {type(source).__name__}"
+            "model_or_checkpoint_path must be a torch.nn.Module or the path of a checkpoint "
+            f"or of a .pt2 program, got {type(source).__name__}"
         )
     if not isinstance(source, AtomisticModel):
         return copy.deepcopy(source)
@@ -358,3 +399,138 @@ def _potential_from_checkpoint(path: str | os.PathLike) -> nn.Module:
             "(`e3nn-pyg train --data train.xyz`)"
         )
     return model_from_checkpoint(payload, path)
+
+
+class _ExportedPotential:
+    """A potential's program in a ``.pt2`` file with its metadata, called as the calculator
+    calls a model of the zoo: ``(z, pos, cell, pbc, stress) -> (energy [1, 1], forces
+    [N, 3], stress [1, 3, 3] or None)``. Either the model's call, written by
+    :func:`e3nn_pyg.export.save_model` (its graph, forces and stress inside), or a graph
+    program written by :func:`~e3nn_pyg.models.graph_input.save_graph_potential`, run on
+    the calculator's Verlet list (the stress from its pair forces).
+
+    Not a module: an exported program runs where and in the dtype it was exported, and
+    has no training mode.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .export import read_metadata  # (torch.export is needed for programs only)
+
+        metadata = read_metadata(path)  # FileNotFoundError, ValueError
+        name = os.fspath(path)
+        if metadata.get("format") != "torch.export":
+            raise ValueError(
+                f"{name} is an AOTInductor package: the calculator runs torch.export programs "
+                "(e3nn-pyg export without --aoti)"
+            )
+        self.graph_input = metadata.get("interface") == "graph"
+        if not self.graph_input and metadata["outputs"][:2] != ["energy", "forces"]:
+            raise ValueError(
+                f"{name} is the program of a model of {metadata['outputs']}, not a potential: "
+                "the calculator needs a force model's program (derivative=True)"
+            )
+        self.path, self.metadata = name, metadata
+        self.periodic, self.dtype = metadata["periodic"], DTYPES[metadata["dtype"]]
+        self.max_z, self.species = metadata["config"]["max_z"], metadata["species"]
+        self.known_species = species_table(self.species, self.max_z)  # (None: any)
+        # whether the program refuses unseen elements itself (then they cannot be allowed)
+        self.checks_species = not (
+            self.graph_input or self.species is None or metadata.get("allow_unseen_elements")
+        )
+        self.program: torch.fx.GraphModule | None = None  # (see load)
+        self.neighbors: VerletInteractionGraph | None = None  # (a graph program's)
+
+    def load(
+        self,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+        allow_unseen_elements: bool,
+        skin: float,
+    ) -> tuple[torch.device, torch.dtype]:
+        """Load the program, after refusing another dtype and unseen elements (read from
+        the metadata: loading takes seconds), then another device; return its device and
+        dtype. A graph program gets a Verlet list of ``skin``."""
+        if dtype not in (None, self.dtype):
+            raise ValueError(
+                f"the program {self.path} was exported in {self.dtype}, not {dtype}: export the "
+                "model in the dtype to run (or leave dtype unset)"
+            )
+        if allow_unseen_elements and self.checks_species:
+            raise ValueError(
+                f"allow_unseen_elements=True cannot apply to the program {self.path}: it "
+                f"checks its species {self.species} inside; use the model or its checkpoint, "
+                "or export it with allow_unseen_elements"
+            )
+        if allow_unseen_elements:
+            self.known_species = None
+        if self.graph_input:
+            self.neighbors = VerletInteractionGraph(self.metadata["cutoff"], skin)
+        exported = torch.export.load(self.path)
+        self.program, self.device = exported.module(), _input_device(exported)
+        if device not in (None, self.device):
+            raise ValueError(
+                f"the program {self.path} was exported on {self.device}, not {device}: export "
+                "the model on the device to run (or leave device unset)"
+            )
+        return self.device, self.dtype
+
+    def check_structure(self, atoms: Atoms) -> None:
+        """Refuse structures the program cannot compute, with a clear message."""
+        if self.graph_input:  # (any structure)
+            return
+        if self.periodic and not atoms.pbc.any():
+            raise ValueError(
+                f"the program {self.path} was exported for periodic structures (it computes "
+                "the stress): atoms.pbc is all False; run molecules with a program exported "
+                "without periodic"
+            )
+        if not self.periodic and atoms.pbc.any():
+            raise ValueError(
+                f"the program {self.path} was exported for molecules (it takes no cell): "
+                f"atoms.pbc = {atoms.pbc.tolist()}; export the model with periodic=True"
+            )
+        if self.periodic and not abs(atoms.cell.volume) > 0:
+            raise ValueError(
+                f"the periodic program {self.path} computes the stress, which needs a cell of "
+                "non-zero volume (for a slab, give the cell its vacuum vector)"
+            )
+
+    def __call__(
+        self, z: Tensor, pos: Tensor, cell: Tensor | None, pbc: Tensor | None, stress: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        check_atomic_numbers(z, self.max_z, self.known_species)
+        if self.graph_input:
+            return self._on_neighbor_list(z, pos, cell, pbc, stress)
+        batch = torch.zeros_like(z)  # [N]
+        if not self.periodic:
+            energy, forces = self.program(z, pos, batch)
+            return energy, forces, None
+        return tuple(self.program(z, pos, batch, cell[None], pbc[None]))  # (always the stress)
+
+    def _on_neighbor_list(
+        self, z: Tensor, pos: Tensor, cell: Tensor | None, pbc: Tensor | None, stress: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A graph program on the Verlet list; the stress from the pair forces, the virial
+        :math:`\\sum_e \\mathbf{r}_e^\\top \\mathbf{g}_e` over the volume."""
+        edge_index, shifts = self.neighbors(pos, None, cell, pbc)  # [2, E], [E, 3] or None
+        edge_shift = None if cell is None else cartesian_shifts(shifts, cell, edge_index)
+        edge_vec = edge_vectors(pos, edge_index, edge_shift)  # [E, 3]
+        _, energy, forces, pair_forces = self.program(z, edge_vec, edge_index)
+        if not stress:
+            return energy.reshape(1, 1), forces, None
+        volume = torch.linalg.det(cell).abs()
+        if not volume > 0:
+            raise ValueError(
+                "the stress needs a cell of non-zero volume (for a slab, give the cell its "
+                "vacuum vector along the non-periodic axis)"
+            )
+        return energy.reshape(1, 1), forces, (edge_vec.T @ pair_forces / volume)[None]
+
+
+def _input_device(program: torch.export.ExportedProgram) -> torch.device:
+    """The device of a program's first tensor input: where it was exported to run."""
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if node.op == "placeholder" and isinstance(value, Tensor):
+            return value.device
+    raise ValueError("the program takes no tensor input: not a potential's program")

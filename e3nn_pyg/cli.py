@@ -11,6 +11,7 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
     $ e3nn-pyg evaluate --checkpoint runs/eth/equivariant_net/best.pt --data test.xyz --json
     $ e3nn-pyg predict --checkpoint runs/demo/equivariant_net/best.pt --xyz molecules.xyz
     $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2
+    $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2 --aoti
     $ torchrun --nproc_per_node=2 -m e3nn_pyg.cli train ...   # data-parallel processes
 
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
@@ -138,6 +139,25 @@ _TRAIN_DESCRIPTION = (
 )
 
 
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``export`` command."""
+    export_parser = commands.add_parser(
+        "export", help="export a checkpoint's model with torch.export (a .pt2 file)",
+        description="Write the inference model of a checkpoint, with its metadata, as a "
+        "torch.export program, loaded with import torch, e3nn_pyg: "
+        "torch.export.load(path).module()(z, pos, batch), or (z, pos, batch, cell, pbc) for a "
+        "model trained on periodic structures; with --aoti as an AOTInductor package, "
+        "torch._inductor.aoti_load_package(path)(z, pos, batch). A potential's program "
+        "returns (energy, forces), and the stress when periodic.",
+    )  # fmt: skip
+    _add_checkpoint_arguments(export_parser)
+    export_parser.add_argument("--out", required=True, metavar="FILE",
+                               help="the .pt2 file to write")  # fmt: skip
+    export_parser.add_argument("--aoti", action="store_true",
+                               help="write an AOTInductor package (compiled C++: needs a C++ "
+                               "compiler and takes minutes)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``e3nn-pyg``."""
     parser = _Parser(
@@ -184,14 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="molecules as XYZ blocks (symbol x y z in Å)")  # fmt: skip
     predict_parser.add_argument("--output", metavar="CSV", help="write a CSV file")
 
-    export_parser = commands.add_parser(
-        "export", help="export a checkpoint's model with torch.export (a .pt2 file)",
-        description="Write the inference model of a checkpoint as a torch.export program, "
-        "loaded with import torch, e3nn_pyg: torch.export.load(path).module()(z, pos, batch), "
-        "or (z, pos, batch, cell, pbc) for a model trained on periodic structures.",
-    )  # fmt: skip
-    _add_checkpoint_arguments(export_parser)
-    export_parser.add_argument("--out", required=True, metavar="FILE", help="the .pt2 file")
+    _add_export_parser(commands)
     return parser
 
 
@@ -224,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             predict_xyz(args.checkpoint, args.xyz, output=args.output,
                         allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
         else:
-            export_checkpoint(args.checkpoint, args.out,
+            export_checkpoint(args.checkpoint, args.out, aoti=args.aoti,
                               allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
     except (ConfigError, TrainingDiverged) as error:  # what to change, in one line
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -5,23 +5,31 @@ compiler settings, which :func:`compile_settings` applies and :func:`compile_mod
 on every call:
 
 - ``torch._dynamo.config.capture_dynamic_output_shape_ops``: the radius graph has a
-  data-dependent number of edges (one opaque custom op, ``e3nn_pyg::radius_search``);
+  data-dependent number of edges (one opaque custom op, ``e3nn_pyg::radius_search``), and
+  so do the rows of the native engine (edges paired with their reverse);
 - ``torch._dynamo.config.trace_autograd_ops``: force models call
   :func:`torch.autograd.grad` inside their forward;
 - ``torch._inductor.config.cpp.enable_loop_tail_vec`` off: with it, the C++ code that
   Inductor (torch 2.13) generates for the backward of an embedding whose output feeds both
   a gather and a dense layer adds wrong values in the vectorized loop tails (the training
   gradients of :class:`~e3nn_pyg.models.EquivariantNet`'s embedding came out as large as
-  the gradients themselves; ``tests/test_compilation.py`` compares them with eager ones).
+  the gradients themselves when its convolutions ran their per-edge path;
+  ``tests/test_compilation.py`` compares them with eager ones).
 
 A plain :func:`torch.compile` of a module that builds a radius graph, without these
 settings, stops with an error that says so (the radius search checks them while the
-compiler traces it), rather than failing later or giving wrong gradients.
+compiler traces it), rather than failing later or giving wrong gradients: in torch 2.13,
+without ``trace_autograd_ops`` the forward of a force model breaks the graph at
+:func:`torch.autograd.grad` and the compiled backward then fails (an in-place write to a
+leaf that requires grad), and without ``capture_dynamic_output_shape_ops`` every
+data-dependent size breaks the graph (26 pieces for a two-layer model).
 
 Inside a compiled graph the checks of tensor values become graph assertions
-(:mod:`~e3nn_pyg.checks`), the convolutions run their per-edge path (:meth:`Convolution.message
-<e3nn_pyg.conv.Convolution.message>`, fused by the compiler), and a force model in training
-mode needs ``pos.requires_grad_()`` from the caller.
+(:mod:`~e3nn_pyg.checks`), the convolutions of the native engine are the operators of
+:mod:`~e3nn_pyg.tensor_product.native.ops` (opaque to the compiler, which fuses the radial
+networks, gates and readouts around them; other engines run their per-edge path, fused by
+the compiler), and a force model in training mode needs ``pos.requires_grad_()`` from the
+caller.
 
 Example:
     >>> from e3nn_pyg.models import EquivariantNet
@@ -39,13 +47,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import require_bool
-
 __all__ = [
     "CompiledModel",
     "compile_model",
     "compile_settings",
-    "export_model",
     "require_graph_settings",
     "settings_applied",
 ]
@@ -134,78 +139,3 @@ def compile_model(
     if not isinstance(module, nn.Module):
         raise TypeError(f"compile_model takes an nn.Module, got {type(module).__name__}")
     return CompiledModel(module, fullgraph=fullgraph, **compile_kwargs)
-
-
-class _Energy(nn.Module):
-    """The ``energy`` method of a force model as a module (what :func:`export_model`
-    exports of it)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        pos: torch.Tensor,
-        batch: torch.Tensor,
-        cell: torch.Tensor | None = None,
-        pbc: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.model.energy(z, pos, batch, cell, pbc)
-
-
-def export_model(model: nn.Module, periodic: bool = False) -> torch.export.ExportedProgram:
-    """:func:`torch.export.export` of a zoo model's inference, ``module(z, pos, batch)``,
-    or ``module(z, pos, batch, cell, pbc)`` with ``periodic``, for any number of atoms and
-    structures (the model is put in eval mode).
-
-    Load the saved program with ``import torch, e3nn_pyg`` (which registers the package's
-    operators): ``torch.export.load(path).module()`` gives a module called as the model is
-    (``batch`` required; a periodic program takes ``cell`` ``[num_graphs, 3, 3]`` and a
-    bool ``pbc`` ``[num_graphs, 3]``; values in the model's dtype). Of a force model
-    (``derivative=True``) the energy is exported, and the forces are its gradient, taken on
-    the loaded program (torch 2.13 cannot export a :func:`torch.autograd.grad` inside it)::
-
-        energy = module(z, pos.requires_grad_(), batch)  # [num_graphs, 1]
-        forces = -torch.autograd.grad(energy.sum(), pos)[0]  # [N, 3]
-
-    Args:
-        model (nn.Module): the model.
-        periodic (bool, optional): export the call with cells and periodic axes, which a
-            potential of crystals needs (without, the program computes molecules; with, a
-            molecule goes in with ``pbc`` all false). (default: :obj:`False`)
-
-    Example:
-        >>> from e3nn_pyg.models import EquivariantNet
-        >>> program = export_model(EquivariantNet("8x0e + 4x1o", num_layers=2))
-        >>> z, pos = torch.tensor([6, 1, 1]), torch.randn(3, 3)
-        >>> tuple(program.module()(z, pos, torch.zeros(3, dtype=torch.long)).shape)
-        (1, 1)
-    """
-    require_bool(periodic, "periodic")
-    model.eval()
-    exported = _Energy(model) if getattr(model, "derivative", False) else model
-    inputs, dynamic_shapes = _example_inputs(model, periodic)
-    return torch.export.export(exported, inputs, dynamic_shapes=dynamic_shapes)
-
-
-def _example_inputs(model: nn.Module, periodic: bool) -> tuple[tuple, tuple]:
-    """Inputs to trace ``model`` on (two structures of 3 and 2 atoms of its species, in
-    cubic cells when ``periodic``) and their dynamic shapes."""
-    parameter = next(model.parameters())
-    device, dtype = parameter.device, parameter.dtype
-    species = getattr(model, "species", None) or [6, 1, 1, 8, 1]
-    z = torch.tensor([species[i % len(species)] for i in range(5)], device=device)  # [5]
-    pos = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    batch = torch.tensor([0, 0, 0, 1, 1], device=device)  # [5]
-    num_atoms = torch.export.Dim("num_atoms", min=2)
-    inputs = (z, pos.to(device), batch)
-    dynamic_shapes = ({0: num_atoms},) * 3
-    if periodic:
-        cell = 4.0 * torch.eye(3, dtype=dtype, device=device).expand(2, 3, 3)  # [2, 3, 3]
-        pbc = torch.ones(2, 3, dtype=torch.bool, device=device)  # [2, 3]
-        num_graphs = torch.export.Dim("num_graphs", min=1)
-        inputs += (cell.contiguous(), pbc)
-        dynamic_shapes += ({0: num_graphs},) * 2
-    return inputs, dynamic_shapes

@@ -3,6 +3,7 @@ of the energy, reuse between steps (the Verlet list gives the graph of a new sea
 checkpoints, errors, energy conservation, and the molecular-dynamics example."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ase.md.verlet import VelocityVerlet  # noqa: E402
 
 from e3nn_pyg.ase import Calculator  # noqa: E402
 from e3nn_pyg.datasets.ase_data import ethanol_paths  # noqa: E402
+from e3nn_pyg.export import METADATA_FILE, save_model  # noqa: E402
 from e3nn_pyg.graph import periodic_radius_graph  # noqa: E402
 from e3nn_pyg.models import (  # noqa: E402
     EnergyForces,
@@ -28,6 +30,7 @@ from e3nn_pyg.models import (  # noqa: E402
     SchNetInteractionGraph,
     VerletInteractionGraph,
 )
+from e3nn_pyg.models.graph_input import save_graph_potential  # noqa: E402
 from e3nn_pyg.training import (  # noqa: E402
     ConfigError,
     TrainConfig,
@@ -418,6 +421,126 @@ def test_a_checkpoint_of_a_qm9_property_is_refused(potential, tmp_path):
     save_checkpoint(tmp_path / "homo.pt", payload)
     with pytest.raises(ConfigError, match="predicts homo of QM9 molecules, not a potential"):
         Calculator(tmp_path / "homo.pt")
+
+
+# -- exported programs --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    """A small potential and its periodic program (``save_model``: exported once, seconds)."""
+    model = small_net(species=[1, 6, 8, 29, 79]).eval()
+    path = save_model(model, tmp_path_factory.mktemp("export") / "crystal.pt2", periodic=True)
+    return model, path
+
+
+def test_a_program_gives_the_numbers_of_its_model(program):
+    """Energy, forces and stress of a crystal (all axes periodic, and a slab), and a few
+    steps of dynamics, equal to those of the calculator on the model."""
+    model, path = program
+    exported = Calculator(path)  # (loading a program takes seconds)
+    for pbc in (True, [True, False, True]):
+        atoms = crystal(pbc)
+        atoms.calc = Calculator(model)
+        expected = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = exported
+        assert atoms.get_potential_energy() == pytest.approx(expected[0], abs=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), expected[1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(atoms.get_stress(), expected[2], rtol=0, atol=1e-12)
+        assert np.abs(expected[2]).max() > 1e-3
+    expected_positions = verlet_positions(Calculator(model, skin=0.0))
+    np.testing.assert_allclose(verlet_positions(exported), expected_positions, rtol=0, atol=1e-10)
+    assert repr(exported) == f"Calculator('{path}', device=cpu, dtype=torch.float64, skin=0.5)"
+    assert exported.neighbor_list_builds == 0  # the program searches its own graph
+
+
+def verlet_positions(calculator) -> np.ndarray:
+    """The crystal's positions after three velocity-Verlet steps from fixed momenta."""
+    moving = crystal()
+    moving.set_momenta(np.random.default_rng(0).normal(0, 0.5, (len(moving), 3)))
+    moving.calc = calculator
+    VelocityVerlet(moving, timestep=1.0 * units.fs).run(3)
+    return moving.positions
+
+
+@pytest.fixture(scope="module")
+def graph_program(tmp_path_factory):
+    """A small potential and its graph program (``save_graph_potential``)."""
+    model = small_net(species=[1, 6, 8, 29, 79]).eval()
+    path = save_graph_potential(model, tmp_path_factory.mktemp("export") / "graph.pt2")
+    return model, path
+
+
+def test_a_graph_program_runs_on_the_verlet_list(graph_program):
+    """The graph program computes molecules and crystals (energy, forces, stress from the
+    pair forces) as the model does, on the calculator's Verlet list."""
+    model, path = graph_program
+    exported = Calculator(path, skin=0.3)
+    for atoms in (crystal(), crystal([True, False, True]), ethanol()):
+        atoms.calc = Calculator(model)
+        expected = atoms.get_potential_energy(), atoms.get_forces()
+        stress = atoms.get_stress() if atoms.pbc.any() else None
+        atoms.calc = exported
+        assert atoms.get_potential_energy() == pytest.approx(expected[0], abs=1e-11)
+        np.testing.assert_allclose(atoms.get_forces(), expected[1], rtol=0, atol=1e-12)
+        if stress is not None:
+            np.testing.assert_allclose(atoms.get_stress(), stress, rtol=0, atol=1e-12)
+    assert exported.neighbor_list_builds == 3  # (a new structure each)
+    expected_positions = verlet_positions(Calculator(model, skin=0.0))
+    np.testing.assert_allclose(verlet_positions(exported), expected_positions, rtol=0, atol=1e-10)
+    assert 3 < exported.neighbor_list_builds < 3 + 4  # (searched once, kept for a step)
+
+
+def test_a_graph_program_checks_the_elements_itself(graph_program):
+    model, path = graph_program
+    atoms = crystal()
+    atoms.numbers[0] = 26  # iron
+    atoms.calc = Calculator(path)
+    with pytest.raises(ValueError, match=r"not trained on: Fe \(Z=26\)"):
+        atoms.get_potential_energy()
+    atoms.calc = Calculator(path, allow_unseen_elements=True)  # (the program does not check)
+    energy = atoms.get_potential_energy()
+    atoms.calc = Calculator(model, allow_unseen_elements=True)
+    assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-11)
+
+
+def fake_program(path, **metadata):
+    """A ``.pt2`` file of a trivial program with the given metadata (the calculator reads
+    it before it runs the program)."""
+    metadata = {"format": "torch.export", "outputs": ["energy", "forces"], "periodic": False,
+                "dtype": "float64", "species": None, "config": {"max_z": 100},
+                **metadata}  # fmt: skip
+    program = torch.export.export(torch.nn.Identity(), (torch.zeros(2),))
+    torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(metadata)})
+    return path
+
+
+def test_programs_and_structures_the_calculator_refuses(program, tmp_path):
+    path = program[1]
+    with pytest.raises(ValueError, match=r"exported in torch\.float64, not torch\.float32"):
+        Calculator(path, dtype="float32")
+    with pytest.raises(ValueError, match=r"allow_unseen_elements=True cannot apply"):
+        Calculator(path, allow_unseen_elements=True)
+    atoms = ethanol()
+    atoms.calc = calculator = Calculator(path)
+    with pytest.raises(ValueError, match="exported for periodic structures"):
+        atoms.get_potential_energy()
+    atoms = crystal()
+    atoms.numbers[0] = 26  # iron
+    atoms.calc = calculator
+    with pytest.raises(ValueError, match=r"not trained on: Fe \(Z=26\)"):
+        atoms.get_potential_energy()
+    molecular = fake_program(tmp_path / "molecule.pt2")
+    atoms = crystal()
+    atoms.calc = Calculator(molecular)
+    with pytest.raises(ValueError, match=r"exported for molecules \(it takes no cell\)"):
+        atoms.get_potential_energy()
+    unchecked = fake_program(tmp_path / "any.pt2", species=[1, 8], allow_unseen_elements=True)
+    assert Calculator(unchecked, allow_unseen_elements=True).model.known_species is None
+    with pytest.raises(ValueError, match="not a potential"):
+        Calculator(fake_program(tmp_path / "u0.pt2", outputs=["U0"]))
+    with pytest.raises(ValueError, match="is an AOTInductor package"):
+        Calculator(fake_program(tmp_path / "aoti.pt2", format="aoti"))
+    with pytest.raises(FileNotFoundError, match="no file"):
+        Calculator(tmp_path / "missing.pt2")
 
 
 # -- the example ---------------------------------------------------------------------------------

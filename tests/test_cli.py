@@ -12,6 +12,7 @@ import torch
 
 import e3nn_pyg
 from e3nn_pyg.cli import _config_flags, build_parser, main
+from e3nn_pyg.export import read_metadata
 from e3nn_pyg.models import ManyBodyNet
 from e3nn_pyg.training import TrainConfig, load_checkpoint, model_from_checkpoint
 from e3nn_pyg.training.registry import SECTIONS
@@ -97,13 +98,33 @@ def test_export_equals_the_checkpoint_model(trained, tmp_path, capsys):
         ["export", "--checkpoint", str(trained / "equivariant_net" / "best.pt"), "--out", str(out)],
         capsys,
     )
-    assert status == 0 and "torch.export.load" in stdout
-    module = torch.export.load(out).module()  # (a fresh process: test_compilation.py)
+    assert status == 0 and "torch.export.load" in stdout and "read_metadata" in stdout
+    module = torch.export.load(out).module()  # (a fresh process: test_export.py)
     model = model_from_checkpoint(load_checkpoint(trained / "equivariant_net" / "best.pt"), "")
     z = torch.tensor([6, 1, 1, 1, 1, 8, 1, 1])
     pos = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
     batch = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
     torch.testing.assert_close(module(z, pos, batch), model(z, pos, batch), atol=1e-6, rtol=1e-6)
+    metadata = read_metadata(out)
+    assert metadata["target"] == {"name": "U0", "unit": "eV"} and metadata["outputs"] == ["U0"]
+    assert metadata["format"] == "torch.export" and metadata["species"] == model.species
+
+
+@pytest.mark.slow  # (compiles C++: a minute or more)
+def test_export_aoti_equals_the_checkpoint_model(trained, tmp_path, capsys):
+    out = tmp_path / "model.pt2"
+    checkpoint = trained / "equivariant_net" / "best.pt"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--aoti"]
+    status, stdout, _ = run_main(argv, capsys)
+    assert status == 0 and "torch._inductor.aoti_load_package" in stdout
+    package = torch._inductor.aoti_load_package(str(out))
+    model = model_from_checkpoint(load_checkpoint(checkpoint), "")
+    z = torch.tensor([6, 1, 1, 1, 1, 8, 1, 1])
+    pos = torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    batch = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    prediction = package(z, pos, batch)
+    torch.testing.assert_close(prediction, model(z, pos, batch), atol=1e-6, rtol=1e-6)
+    assert read_metadata(out)["format"] == "aoti"
 
 
 def test_export_refuses_schnet_and_bad_paths(tmp_path, data_root, capsys):
@@ -120,6 +141,9 @@ def test_export_refuses_schnet_and_bad_paths(tmp_path, data_root, capsys):
     missing = str(tmp_path / "missing" / "m.pt2")
     status, _, err = run_main(["export", "--checkpoint", ours, "--out", missing], capsys)
     assert_one_line_error(status, err, "existing folder")
+    text = str(tmp_path / "model.txt")
+    status, _, err = run_main(["export", "--checkpoint", ours, "--out", text], capsys)
+    assert_one_line_error(status, err, "--out: path", "must end in .pt2")
 
 
 def test_resume_and_overwrite(trained, data_root, capsys):
@@ -460,16 +484,12 @@ def test_an_unforeseen_error_is_still_one_line(trained, tmp_path, capsys, monkey
 
 # -- export of a periodic potential, loaded in a fresh process ------------------------------
 # What a fresh process that imports torch and e3nn_pyg alone gets of an exported program
-# (argv: the .pt2 file, its inputs, where to write the energies and forces by autograd).
+# (argv: the .pt2 file, its inputs, where to write its outputs).
 FRESH_PROCESS = """
 import sys
 import torch, e3nn_pyg
 program, inputs, out = sys.argv[1:]
-inputs = torch.load(inputs)
-pos = inputs[1].requires_grad_()
-energy = torch.export.load(program).module()(*inputs)
-forces = -torch.autograd.grad(energy.sum(), pos)[0]
-torch.save((energy.detach(), forces), out)
+torch.save(torch.export.load(program).module()(*torch.load(inputs)), out)
 """
 
 
@@ -494,7 +514,7 @@ def copper(tmp_path_factory):
     return structures, path
 
 
-# (trains and exports: seconds; tests/test_compilation.py loads a periodic program fast)
+# (trains and exports: seconds; tests/test_export.py loads a periodic program fast)
 @pytest.mark.slow
 def test_export_of_a_periodic_potential_takes_the_cell(copper, tmp_path, capsys):
     structures, data = copper
@@ -518,10 +538,9 @@ def test_export_of_a_periodic_potential_takes_the_cell(copper, tmp_path, capsys)
               str(tmp_path / "out.pt")]  # fmt: skip
     result = subprocess.run(script, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    energy, forces = torch.load(tmp_path / "out.pt")
-    expected_energy, expected_forces = model_from_checkpoint(load_checkpoint(checkpoint), "")(
-        *inputs
-    )
-    assert energy.dtype == torch.float64
-    torch.testing.assert_close(energy, expected_energy, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(forces, expected_forces, atol=1e-12, rtol=1e-12)
+    outputs = torch.load(tmp_path / "out.pt")  # energy, forces, stress
+    expected = model_from_checkpoint(load_checkpoint(checkpoint), "")(*inputs, stress=True)
+    assert len(outputs) == 3 and outputs[0].dtype == torch.float64
+    for output, value in zip(outputs, expected):
+        torch.testing.assert_close(output, value, atol=1e-12, rtol=1e-12)
+    assert read_metadata(program)["periodic"] is True

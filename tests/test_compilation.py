@@ -1,11 +1,10 @@
-"""torch.compile (one graph, no break) and torch.export of the layers and models.
+"""torch.compile (one graph, no break) of the layers and models (torch.export:
+tests/test_export.py).
 
 The graph-break checks trace with Dynamo only (seconds); the checks that run Inductor's
 code against eager values take about a minute each on 2 cores and are marked slow.
 """
 
-import subprocess
-import sys
 from functools import partial
 
 import pytest
@@ -18,7 +17,6 @@ from e3nn_pyg.compilation import (
     CompiledModel,
     compile_model,
     compile_settings,
-    export_model,
     settings_applied,
 )
 from e3nn_pyg.conv import Convolution
@@ -26,6 +24,7 @@ from e3nn_pyg.kernel import Kernel
 from e3nn_pyg.models import EquivariantNet, ManyBodyNet
 from e3nn_pyg.non_linearities import GatedBlock, NormActivation, rescaled_act
 from e3nn_pyg.radial import CosineBasisModel
+from e3nn_pyg.tensor_product import native
 
 SMALL = dict(hidden_Rs="8x0e + 4x1o + 2x2e", num_layers=2, cutoff=3.0, radial_hidden=16)
 #: Every model of the zoo, small
@@ -69,6 +68,27 @@ def test_convolution_traces_as_one_graph(mode):
     batch = torch.tensor([0] * 5 + [1] * 7)
     assert graph_breaks(conv, x, pos, None, batch) == []  # builds its radius graph
     assert graph_breaks(conv, x, pos, torch.tensor([[0, 1, 2], [1, 2, 0]])) == []
+
+
+def native_calls(module, *args) -> int:
+    """How many native convolution operators the compiler's graph of ``module`` calls."""
+    with compile_settings():
+        explanation = torch._dynamo.explain(module)(*args)
+    targets = [str(node.target) for g in explanation.graphs for node in g.graph.nodes]
+    return sum(target.startswith("e3nn_pyg.native_conv") for target in targets)
+
+
+@pytest.mark.skipif(not native.available(), reason="no C compiler")
+@pytest.mark.parametrize("kind", MODELS)
+def test_the_compiled_graph_keeps_the_native_operators(kind):
+    """Every convolution of a compiled model is the native operator (not a per-edge path
+    the compiler would fuse): one per layer's convolution, also with forces."""
+    model = make_model(kind, derivative=True).train()
+    batch = molecules((5, 7))
+    convolutions = sum(isinstance(m, Convolution) for m in model.modules())
+    pos = batch.pos.clone().requires_grad_()
+    assert native_calls(model, batch.z, pos, batch.batch) == convolutions > 0
+    assert native_calls(conv_layer("full"), torch.randn(12, 2), torch.randn(12, 3)) == 1
 
 
 def test_nonlinearities_trace_as_one_graph():
@@ -125,123 +145,6 @@ def test_compiled_model_shares_the_module_state():
     assert compiled.state_dict().keys() == {f"module.{k}" for k in model.state_dict()}
     with pytest.raises(TypeError, match=r"nn\.Module"):
         compile_model(lambda x: x)
-
-
-@pytest.mark.parametrize(
-    "kind, dtype, tolerance",
-    [("equivariant-net", torch.float32, 1e-6), ("equivariant-net", torch.float64, 1e-12),
-     ("many-body", torch.float64, 1e-12)],  # (its float32 export: the fresh process)
-)  # fmt: skip
-def test_exported_model_equals_the_model_for_any_size(tmp_path, kind, dtype, tolerance):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = make_model(kind)
-    finally:
-        torch.set_default_dtype(previous)
-    path = tmp_path / "model.pt2"
-    torch.export.save(export_model(model), path)
-    loaded = torch.export.load(path).module()
-    for sizes in [(5, 7), (3, 9, 4), (21,)]:
-        batch = molecules(sizes, seed=1)
-        pos = batch.pos.to(dtype)
-        expected = model(batch.z, pos, batch.batch)
-        out = loaded(batch.z, pos, batch.batch)
-        torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
-    bad = pos.clone()
-    bad[3, 0] = float("nan")  # the checks travel with the program, as graph assertions
-    with pytest.raises(RuntimeError, match="NaN or infinite"):
-        loaded(batch.z, bad, batch.batch)
-
-
-# What a fresh process that imports torch and e3nn_pyg alone gets of each exported program
-# (argv: the .pt2 files, each with its inputs in <file>.in): energies, and forces by autograd.
-FRESH_PROCESS = """
-import sys
-import torch, e3nn_pyg
-for path in sys.argv[1:]:
-    inputs = torch.load(path + ".in")
-    pos = inputs[1].requires_grad_()
-    energy = torch.export.load(path).module()(*inputs)
-    forces = -torch.autograd.grad(energy.sum(), pos)[0]
-    torch.save((energy.detach(), forces), path + ".out")
-assert "e3nn_pyg.models" not in sys.modules  # the program needs no model code
-"""
-
-
-def copper_crystals(count: int) -> tuple[torch.Tensor, ...]:
-    """``(z, pos, batch, cell, pbc)`` of rattled, strained fcc copper cells (4 atoms each,
-    float64), the structures of an EMT data set."""
-    from ase.build import bulk
-
-    structures = []
-    for i in range(count):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.set_cell(atoms.cell.array * (1 + 0.02 * i), scale_atoms=True)
-        atoms.rattle(0.05, seed=i)
-        structures.append(atoms)
-    z = torch.cat([torch.as_tensor(atoms.numbers) for atoms in structures])  # [N]
-    pos = torch.cat([torch.as_tensor(atoms.positions) for atoms in structures])  # [N, 3]
-    batch = torch.arange(count).repeat_interleave(4)  # [N]
-    cell = torch.stack([torch.as_tensor(atoms.cell.array) for atoms in structures])  # [G, 3, 3]
-    pbc = torch.ones(count, 3, dtype=torch.bool)  # [G, 3]
-    pbc[-1, 2] = False  # a slab too
-    return z, pos, batch, cell, pbc
-
-
-@pytest.fixture(scope="module")
-def fresh_process_results(tmp_path_factory):
-    """Force models of every kind exported here (molecules in float32 and float64, crystals
-    in float64), loaded and called in one fresh process: ``{(kind, case): (expected, got)}``
-    of ``(energy, forces)``."""
-    folder = tmp_path_factory.mktemp("exported")
-    batch = molecules((6, 4, 9), seed=2)
-    cases = {}
-    for (kind, case), dtype in [
-        ((kind, case), dtype)
-        for kind in MODELS
-        for case, dtype in [
-            ("float32", torch.float32),
-            ("float64", torch.float64),
-            ("crystal", None),
-        ]
-    ]:
-        model = make_model(kind, derivative=True, cutoff=3.0).to(dtype or torch.float64)
-        if dtype is None:
-            inputs = copper_crystals(3)
-        else:
-            inputs = (batch.z, batch.pos.to(dtype), batch.batch)
-        path = folder / f"{kind}-{case}.pt2"
-        torch.export.save(export_model(model, periodic=dtype is None), path)
-        torch.save(inputs, f"{path}.in")
-        cases[kind, case] = (path, model(*inputs))
-    script = [sys.executable, "-c", FRESH_PROCESS, *(str(path) for path, _ in cases.values())]
-    result = subprocess.run(script, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return {case: (expected, torch.load(f"{path}.out")) for case, (path, expected) in cases.items()}
-
-
-@pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("case, tolerance", [("float32", 1e-6), ("float64", 1e-12)])
-def test_exported_molecule_model_loads_in_a_fresh_process(
-    fresh_process_results, kind, case, tolerance
-):
-    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[kind, case]
-    assert exported_energy.dtype == energy.dtype == getattr(torch, case)
-    torch.testing.assert_close(exported_energy, energy, atol=tolerance, rtol=tolerance)
-    torch.testing.assert_close(exported_forces, forces, atol=tolerance, rtol=tolerance)
-
-
-@pytest.mark.parametrize("kind", MODELS)
-def test_exported_periodic_model_takes_the_cell_in_a_fresh_process(fresh_process_results, kind):
-    (energy, forces), (exported_energy, exported_forces) = fresh_process_results[kind, "crystal"]
-    torch.testing.assert_close(exported_energy, energy, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(exported_forces, forces, atol=1e-12, rtol=1e-12)
-
-
-def test_export_model_refuses_a_periodic_flag_that_is_not_a_bool():
-    with pytest.raises(TypeError, match="periodic must be a bool"):
-        export_model(make_model(), periodic="yes")
 
 
 def parameter_grads(model) -> dict[str, torch.Tensor]:

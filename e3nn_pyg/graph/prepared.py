@@ -14,10 +14,12 @@ A :class:`Graph` belongs to the positions it was prepared on: a convolution refu
 other position tensors, or with the same ones modified in place since. Prepare one per
 forward pass: its geometry, once built, carries the autograd graph of that pass.
 
-Under :func:`torch.compile` (which cannot trace ``EdgeIndex``) the edges stay a plain
-tensor in the caller's order and the convolutions take their per-edge path; so does the
-graph a convolution builds for itself in explain mode (whose edge masks follow the
-caller's edge order).
+Under :func:`torch.compile` and :func:`torch.export` the edges are sorted as in eager
+mode, and the rows of the engines come from
+:func:`~e3nn_pyg.tensor_product.fused.pair_edges_traced` (no data-dependent branch; on
+CPU, where the native operators read them). The graph a convolution builds for itself in
+explain mode keeps the caller's edge order (its edge masks follow it) and takes the
+per-edge path.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch_geometric.utils import is_sparse, to_edge_index
 
 from ..checks import is_int, require, require_edges, require_like
 from ..tensor_product.engines import RowGeometry
-from ..tensor_product.fused import pair_edges
+from ..tensor_product.fused import EdgePairing, pair_edges, pair_edges_traced
 from .validation import validate_pos
 
 __all__ = ["Adj", "Graph", "PairTensor", "prepare_graph"]
@@ -100,10 +102,17 @@ class Graph:
             torch.is_grad_enabled(), self.pos[0].requires_grad, self.pos[1].requires_grad,
             shift is not None and shift.requires_grad,
         )  # fmt: skip
-        if self._rows.get("key") != key or torch.compiler.is_compiling():
+        if self._rows.get("key") != key:
             plain = self.plain
             edge_vec = _edge_vectors(self.pos, plain, shift)  # [E, 3]
-            pairing = pair_edges(plain, edge_vec, symmetric=self.symmetric)
+            if not torch.compiler.is_compiling():
+                pairing = pair_edges(plain, edge_vec, symmetric=self.symmetric)
+            elif self.symmetric and edge_vec.device.type == "cpu":  # (the native engine's)
+                # pair_edges has data-dependent branches
+                pairing = pair_edges_traced(plain, edge_vec, self.size[0])
+            else:
+                rows = torch.arange(plain.shape[1], device=plain.device)  # [E]
+                pairing = EdgePairing(rows, plain[0], plain[1], 0)
             self._rows.update(key=key, value=(edge_vec, RowGeometry(edge_vec, pairing)))
         return self._rows["value"]
 
@@ -187,7 +196,7 @@ def build_graph(
         require_edges(_as_plain(plain), *size, pos[0].device)
         if edge_shift is not None:
             _check_edge_shift(edge_shift, plain.shape[1], pos[0])
-    if sort and not torch.compiler.is_compiling():
+    if sort:
         plain, perm = _sort_by_target(plain, size)
         if edge_shift is not None and perm is not None:
             edge_shift = edge_shift.index_select(0, perm)  # [E, 3]

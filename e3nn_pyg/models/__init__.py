@@ -8,6 +8,8 @@
   offsets, config).
 - :class:`SelfInteraction`: the per-irrep linear layer they use.
 - :class:`EnergyForces`: the forces of any energy model (e.g. SchNet) by autograd.
+- :class:`GraphPotential`: a potential on the neighbour list of an MD engine (per-atom
+  energies, forces, per-pair forces).
 - :class:`RadiusInteractionGraph`, :class:`VerletInteractionGraph`: interaction graphs
   ``(pos, batch, cell, pbc) -> (edge_index, edge_shift)`` of :class:`EquivariantNet` (the
   exact radius graph, and the same reused between the steps of a simulation).
@@ -18,6 +20,7 @@
 from .atomistic import AtomisticModel
 from .equivariant_net import EquivariantNet, InteractionBlock, layer_representations
 from .forces import EnergyForces
+from .graph_input import GraphPotential
 from .interaction_graph import (
     InteractionGraph,
     RadiusInteractionGraph,
@@ -31,6 +34,7 @@ __all__ = [
     "AtomisticModel",
     "EnergyForces",
     "EquivariantNet",
+    "GraphPotential",
     "InteractionBlock",
     "InteractionGraph",
     "ManyBodyBlock",

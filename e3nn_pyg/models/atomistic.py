@@ -154,6 +154,12 @@ class AtomisticModel(_SettingsOptionalOnLoad):
         """The per-atom outputs ``[N, out_channels]`` before the offsets."""
         raise NotImplementedError(f"{type(self).__name__} must define _atom_outputs()")
 
+    def _atom_predictions(self, z: Tensor, pos: Tensor, graph: Graph) -> Tensor:
+        """The per-atom predictions ``[N, out_channels]`` that the readout reduces: the atom
+        outputs with the offsets (e.g. the atom energies of a potential)."""
+        h = self._atom_outputs(z, pos, graph)  # [N, out_channels]
+        return h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
+
     def _register_offsets(
         self, mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
         atomref: Tensor | None,
@@ -291,8 +297,7 @@ class AtomisticModel(_SettingsOptionalOnLoad):
         # one graph for the layers: sorted once, its geometry (pairing of the edges, their
         # lengths and harmonics) shared; the inputs were validated at the entry
         graph = prepare_graph(pos, edge_index, edge_shift, validate=False)
-        h = self._atom_outputs(z, pos, graph)  # [N, out_channels]
-        h = h * self.std + self.mean + self.atomref[z]  # [N, out_channels]
+        h = self._atom_predictions(z, pos, graph)  # [N, out_channels]
         structure = batch if batch is not None else z.new_zeros(z.shape)  # [N]
         return scatter(h, structure, 0, dim_size=num_graphs, reduce=self.readout)  # [G, out]
 
@@ -305,8 +310,7 @@ class AtomisticModel(_SettingsOptionalOnLoad):
         pbc: Tensor | Sequence[bool] | bool | None = None,
     ) -> Tensor:
         """The prediction ``[num_graphs, out_channels]`` alone, also with ``derivative=True``
-        (e.g. to export it: the forces are then its gradient, see
-        :func:`~e3nn_pyg.compilation.export_model`); arguments as in :meth:`forward`."""
+        (the forces are its negative gradient); arguments as in :meth:`forward`."""
         cell, pbc = self._check_inputs(z, pos, batch, cell, pbc)
         return self._energy(z, pos, batch, cell, pbc)
 

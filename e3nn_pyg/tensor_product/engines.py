@@ -19,7 +19,8 @@ order, up to rounding:
 ``"native"``              on CPU: gather, sparse Clebsch-Gordan coupling, radial weights
                           and sum in one C loop per table of paths (:mod:`.native`)
 ``"auto"``                ``"native"`` where it applies (CPU, float32 or float64, a C
-                          compiler), ``"fused"`` otherwise, decided per call
+                          compiler), ``"fused"`` otherwise, decided per call (the C
+                          kernels are built on the first call that uses them)
 ========================  ================================================================
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..checks import require_choice
@@ -137,6 +139,8 @@ class FusedEngine(Engine):
         num_nodes: int,
         geometry: RowGeometry,
     ) -> Tensor:
+        if torch.compiler.is_compiling():  # chunks of unknown sizes: the compiler fuses
+            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, geometry)
         fused, chunk_size = kernel.fused, kernel.chunk_size
         pairing = geometry.pairing
         lengths, y = geometry.lengths, geometry.sh(kernel)  # [rows], [rows, n_Y]
@@ -204,7 +208,7 @@ def make_engine(name: str, kernel: Any) -> Engine:
         if not native.available():
             raise RuntimeError(f'engine="native" is not available: {native.build_error()}')
         return NativeEngine(kernel)
-    if name == "auto":
-        return NativeEngine(kernel) if native.available() else FusedEngine()
+    if name == "auto":  # the native kernels are built on the first call that can use them
+        return NativeEngine(kernel)
     engines = {"reference": ReferenceEngine, "fused": FusedEngine, "compiled": CompiledEngine}
     return engines[name]()

@@ -71,7 +71,7 @@ from ..o3 import wigner_3j
 from .paths import KernelPlan
 from .trilinear import trilinear
 
-__all__ = ["EdgePairing", "FusedTensorProduct", "pair_edges"]
+__all__ = ["EdgePairing", "FusedTensorProduct", "pair_edges", "pair_edges_traced", "row_groups"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class EdgePairing:
     edge: Tensor  # [rows] the edge whose vector the row uses
     src: Tensor  # [rows]
     dst: Tensor  # [rows]
-    num_paired: int
+    num_paired: int | Tensor  # a 0-dim tensor from pair_edges_traced
 
     @property
     def num_rows(self) -> int:
@@ -96,14 +96,18 @@ class EdgePairing:
         """``(directions, first row, sources [R, D], targets [R, D])`` of the paired rows
         (``D = 2``: the edge, then its reverse) and of the single ones (``D = 1``), the
         non-empty ones only, indices contiguous."""
-        paired = self.num_paired
-        src, dst = self.src, self.dst
-        groups = [
-            (2, 0, torch.stack([src[:paired], dst[:paired]], dim=1),
-             torch.stack([dst[:paired], src[:paired]], dim=1)),
-            (1, paired, src[paired:, None].contiguous(), dst[paired:, None].contiguous()),
-        ]  # fmt: skip
-        return [group for group in groups if group[2].numel()]
+        return row_groups(self.src, self.dst, int(self.num_paired))
+
+
+def row_groups(src: Tensor, dst: Tensor, num_paired: int) -> list[tuple[int, int, Tensor, Tensor]]:
+    """:meth:`EdgePairing.groups` of the rows ``src``, ``dst`` ``[R]`` whose first
+    ``num_paired`` are pairs."""
+    groups = [
+        (2, 0, torch.stack([src[:num_paired], dst[:num_paired]], dim=1),
+         torch.stack([dst[:num_paired], src[:num_paired]], dim=1)),
+        (1, num_paired, src[num_paired:, None].contiguous(), dst[num_paired:, None].contiguous()),
+    ]  # fmt: skip
+    return [group for group in groups if group[2].numel()]
 
 
 def pair_edges(
@@ -160,6 +164,41 @@ def pair_edges(
     single = order[~paired[order]]  # [S]
     rows = torch.cat([first, single])  # [P + S]
     return EdgePairing(rows, src[rows], dst[rows], first.shape[0])
+
+
+def pair_edges_traced(edge_index: Tensor, edge_vec: Tensor, num_nodes: int) -> EdgePairing:
+    r""":func:`pair_edges` of a graph on ``num_nodes`` nodes without data-dependent branches,
+    for :func:`torch.compile` and :func:`torch.export` (the number of pairs is a size the
+    compiler does not know).
+
+    An edge is paired with its reverse when that edge exists, their vectors are exactly
+    opposite and each is the other's first reverse (of duplicate edges, one pairs and the
+    others get rows of their own). Rows: the pairs' edges of smaller target, then the
+    single edges, each group sorted by target.
+
+    Example:
+        >>> pairing = pair_edges_traced(torch.tensor([[0, 1, 2], [1, 0, 0]]), torch.tensor(
+        ...     [[1.0, 0, 0], [-1.0, 0, 0], [2.0, 0, 0]]), num_nodes=3)
+        >>> int(pairing.num_paired), pairing.edge.tolist()
+        (1, [1, 2])
+    """
+    src, dst = edge_index[0].long(), edge_index[1].long()  # [E]
+    key = dst * num_nodes + src  # [E] (target, source)
+    sorted_key, order = torch.sort(key)  # [E]
+    reverse_key = src * num_nodes + dst  # [E]
+    position = torch.searchsorted(sorted_key, reverse_key).clamp(max=src.shape[0] - 1)  # [E]
+    reverse = order[position]  # [E] the first edge of the reverse key (if it exists)
+    edges = torch.arange(src.shape[0], device=src.device)  # [E]
+    vectors = edge_vec.detach()
+    opposite = (vectors[reverse] == -vectors).all(dim=1)  # [E]
+    paired = (sorted_key[position] == reverse_key) & (src != dst) & (reverse[reverse] == edges)
+    paired &= opposite & opposite[reverse]
+    # 0: a pair's row (its edge of smaller target), 1: a single edge, 2: no row of its own;
+    # one selection, so that the compiler has a single unknown size (the rows)
+    group = torch.where(paired, torch.where(dst < src, 0, 2), 1)  # [E]
+    by_group = torch.sort(group * num_nodes + dst, stable=True)[1]  # [E]
+    rows = by_group[group[by_group] < 2]  # [P + S]
+    return EdgePairing(rows, src[rows], dst[rows], (group == 0).sum())
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,13 @@ class TrainConfig:
         default=None, metadata=_setting("torch threads (default: torch's choice)", min=1)
     )
     progress: bool = field(default=True, metadata=_setting("show progress bars"))
+    compile: bool = field(
+        default=False,
+        metadata=_setting(
+            "torch.compile the training steps (e3nn_pyg.compile_model: one graph around the "
+            "native operators; the first steps compile)"
+        ),
+    )
     # hardware
     device: str = field(
         default="auto",

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
+from ..compilation import compile_model
 from ..progress import tqdm_if_installed
 from .checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import DATA_KEYS, ConfigError, TrainConfig
@@ -217,7 +218,7 @@ class _TrainingState:
     """What one model's training carries from step to step."""
 
     model: nn.Module
-    replica: nn.Module  # the model, or its DistributedDataParallel wrapper
+    replica: nn.Module  # the model (compiled with `compile`), or its DDP wrapper
     optimizer: torch.optim.Optimizer
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     ema: ExponentialMovingAverage | None
@@ -465,7 +466,8 @@ class Trainer:
                 f"{where} ({progress.elapsed:.0f} s)"
             )
         # the replicas start equal (same seed, or the same checkpoint); DDP averages gradients
-        replica = _replicate(model, self.runtime)
+        stepped = compile_model(model) if self.config.compile else model  # same parameters
+        replica = _replicate(stepped, self.runtime)
         return _TrainingState(model, replica, optimizer, plateau, ema, progress)
 
     def _ema(self, model: nn.Module, payload: dict[str, Any] | None):

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
-from ..compilation import export_model
 from ..datasets import atom_values, composition
 from ..elements import CHEMICAL_SYMBOLS, atomic_number, element_names
+from ..export import require_pt2_path, save_model
 from .checkpoint import load_checkpoint, model_from_checkpoint, task_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import (
@@ -678,15 +678,17 @@ def export_checkpoint(
     out: str | os.PathLike,
     log: Log = print,
     allow_unseen_elements: bool = False,
+    aoti: bool = False,
 ) -> Path:
-    """Export a checkpoint's model with :func:`~e3nn_pyg.compilation.export_model` to
-    ``out`` (a ``.pt2`` file), checked against the model on the checkpoint's test split.
-    The program refuses elements the model was not trained on, unless
-    ``allow_unseen_elements``.
+    """Write a checkpoint's model with :func:`~e3nn_pyg.export.save_model` to ``out`` (a
+    ``.pt2`` file, with the model's metadata), checked against the model on the
+    checkpoint's test split. The program refuses elements the model was not trained on,
+    unless ``allow_unseen_elements``.
 
-    Load it with ``import torch, e3nn_pyg``: ``torch.export.load(out).module()`` is called
+    Load it with ``import torch, e3nn_pyg``: ``torch.export.load(out).module()``, or with
+    ``aoti`` (an AOTInductor package) ``torch._inductor.aoti_load_package(out)``, called
     ``(z, pos, batch)``, or ``(z, pos, batch, cell, pbc)`` for a model trained on periodic
-    structures.
+    structures (see :mod:`e3nn_pyg.export`).
     """
     payload, model = _load(checkpoint, allow_unseen_elements)
     refusal = MODEL_KINDS[payload["kind"]].export_refusal
@@ -696,34 +698,55 @@ def export_checkpoint(
             f"checkpoint {checkpoint} holds a {payload['kind']} model, which export does not "
             f"take ({refusal}): export {' or '.join(exportable)} checkpoints"
         )
-    out = Path(out)
-    if out.is_dir() or not out.parent.is_dir():
-        raise ConfigError(f"--out {out} must be a file path in an existing folder")
+    try:
+        out = require_pt2_path(out)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--out: {error}") from None
     run_config = TrainConfig.from_dict(payload["run_config"], source=f"checkpoint {checkpoint}")
     data = load_data(run_config, log=False)
-    torch.export.save(export_model(model, periodic=data.periodic), out)
-    error = _export_error(torch.export.load(out).module(), model, data, data.periodic)
+    target = {key: payload["target"][key] for key in ("name", "unit")}
+    save_model(model, out, periodic=data.periodic, aoti=aoti, target=target)
+    if aoti:
+        program = torch._inductor.aoti_load_package(os.fspath(out))
+    else:
+        program = torch.export.load(out).module()
+    error = _export_error(program, model, data)
     dtype = next(model.parameters()).dtype
     call = "(z, pos, batch, cell, pbc)" if data.periodic else "(z, pos, batch)"
+    loader = "torch._inductor.aoti_load_package" if aoti else "torch.export.load"
     log(
         f"exported {payload['name']} ({checkpoint}, {str(dtype)[6:]}) to {out}; on the "
         f"{len(data.test)} test structures it differs from the checkpoint's model by at most "
-        f"{error:.1e}. Load it after import e3nn_pyg with torch.export.load('{out}').module()"
-        f", called {call}"
+        f"{error:.1e}. Load it after import e3nn_pyg with {loader}('{out}')"
+        f"{'' if aoti else '.module()'}, called {call}; its metadata: "
+        f"e3nn_pyg.export.read_metadata('{out}')"
     )
     return out
 
 
-def _export_error(exported: nn.Module, model: nn.Module, data: RunData, periodic: bool) -> float:
-    """The largest difference between the energies of an exported program and of its
-    model on the test split (with cells and periodic axes when ``periodic``)."""
+def _export_error(program: Callable, model: nn.Module, data: RunData) -> float:
+    """The largest difference between the outputs (energies, forces, stresses) of an
+    exported program and of its model on the test split (with cells and periodic axes when
+    the data are periodic)."""
     error = 0.0
     dtype = next(model.parameters()).dtype
-    with torch.no_grad():
-        for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
-            inputs = (batch.z, batch.pos.to(dtype), batch.batch)
-            if periodic:
-                inputs += (batch.cell.to(dtype), batch.pbc)
-            difference = exported(*inputs) - model.energy(*inputs)
-            error = max(error, float(difference.abs().max()))
+    stress = data.periodic and model.derivative  # what a periodic force program returns
+    for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
+        inputs = (batch.z, batch.pos.to(dtype), batch.batch)
+        if data.periodic:
+            inputs += (batch.cell.to(dtype), batch.pbc)
+            if stress and not batch.pbc.any():
+                continue  # no stress to compute: the program refuses such a batch
+        with torch.no_grad():
+            expected = model(*inputs, stress=True) if stress else model(*inputs)
+            outputs = program(*inputs)
+        for got, want in zip(_tensors(outputs), _tensors(expected), strict=True):
+            difference = (got - want).abs()  # NaN in both: the stress of a molecule
+            difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
+            error = max(error, float(difference.max()))
     return error
+
+
+def _tensors(outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """A model's or program's outputs as a tuple (one tensor, or a tuple or list of them)."""
+    return (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)

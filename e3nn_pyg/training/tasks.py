@@ -507,6 +507,8 @@ def potential_outputs(model: nn.Module, batch, stress: bool = False) -> tuple:
     With ``stress`` the stress rows of the structures without periodic axis are NaN (all
     of them in a batch of molecules, which the model is not asked for a stress)."""
     periodic = _batch_periodic(batch)  # [G]
+    if torch.is_grad_enabled() and not batch.pos.requires_grad:  # (a compiled model needs it)
+        batch.pos = batch.pos.detach().requires_grad_()
     if not bool(periodic.any()):
         energy, forces = model(batch.z, batch.pos, batch.batch)
         undefined = None

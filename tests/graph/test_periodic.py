@@ -324,3 +324,18 @@ def test_a_cell_far_smaller_than_the_cutoff_is_refused_before_the_search():
     """A cell given in nm where Å were meant: 2**26 images would not fit in memory."""
     with pytest.raises(ValueError, match=r"periodic images .* faces of a cell are 0.001 apart"):
         periodic_radius_graph(POS, 5.0, 1e-3 * torch.eye(3), ALL)
+
+
+def test_opcheck_of_the_periodic_search_operator():
+    """Schema, fake kernel (a data-dependent number of edges) and dispatch of the operator
+    that torch.compile and torch.export keep in their graphs."""
+    from e3nn_pyg.compilation import compile_settings
+
+    pos = 3 * torch.rand(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    cell = 3.0 * torch.eye(3, dtype=torch.float64).expand(2, 3, 3).contiguous()
+    pbc = torch.tensor([[True, True, True], [True, False, True]])
+    with compile_settings():  # (its fake kernel refuses a compilation without them)
+        torch.library.opcheck(
+            torch.ops.e3nn_pyg.periodic_radius_search.default, (pos, batch, cell, pbc, 2.0, False)
+        )

@@ -372,3 +372,17 @@ def test_bad_options(kwargs, error, match):
 def test_radius_as_tensor():
     pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     assert radius_graph(pos, torch.tensor(1.5)).tolist() == [[1, 0], [0, 1]]
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_opcheck_of_the_radius_search_operator(backend):
+    """Schema, fake kernel (a data-dependent number of edges) and dispatch of the operator
+    that torch.compile and torch.export keep in their graphs."""
+    from e3nn_pyg.compilation import compile_settings
+
+    pos = 3 * torch.rand(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    with compile_settings():  # (its fake kernel refuses a compilation without them)
+        torch.library.opcheck(
+            torch.ops.e3nn_pyg.radius_search.default, (pos, batch, 2.0, False, None, backend)
+        )

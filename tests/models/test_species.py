@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch_geometric.nn.models import SchNet
 
-from e3nn_pyg.compilation import compile_settings, export_model
+from e3nn_pyg.compilation import compile_settings
 from e3nn_pyg.elements import MAX_Z
+from e3nn_pyg.export import export_model
 from e3nn_pyg.models import EnergyForces, EquivariantNet, SchNetInteractionGraph
 from e3nn_pyg.models.species import validate_species
 

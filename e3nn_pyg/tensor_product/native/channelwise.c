@@ -1,4 +1,4 @@
-/* The channel-wise tensor-product convolution as one fused loop per edge (see native.py).
+/* The channel-wise tensor-product convolution as one fused loop per edge (see the native package).
  *
  * For every row r (an edge, or an undirected pair of edges when directions == 2), every
  * direction d (source s, target t) and every path p (input block b -> output block o
