@@ -20,9 +20,9 @@ An engine therefore provides two kernels, a forward and a backward that computes
 subset of the three gradients (:class:`TrilinearOp`), and :func:`trilinear` records them
 so that every order of differentiation (force training's double backward, and beyond)
 runs on those kernels and never through a generic autograd graph of small operations.
-Both kernels run without recording; only these two functions appear in the graph. An op
-may also provide ``double_backward`` (all the terms above in one pass), used when the
-double backward is not itself recorded (``create_graph`` off, as in force training).
+Both kernels run without recording; only these two functions appear in the graph. (The
+native engine's operators, :mod:`~e3nn_pyg.tensor_product.native.ops`, register the same
+algebra with :mod:`torch.library`, plus a one-pass double backward.)
 """
 
 from __future__ import annotations
@@ -97,12 +97,6 @@ class _TrilinearBackward(torch.autograd.Function):
         inputs = (a, b, c)
         need_inputs = ctx.needs_input_grad[2:5]
         need_grads = any(ctx.needs_input_grad[5:])
-        fused = getattr(op, "double_backward", None)
-        if fused is not None and not torch.is_grad_enabled() and len(grads) == 1:
-            # nothing records this step (no higher order): the op's one-pass kernel
-            result = fused(a, b, c, tuple(grads), cotangents, need_inputs, need_grads)
-            if result is not None:
-                return (None, None, *result)
         input_grads: list[Tensor | None] = [None, None, None]
         grad_grads: list[Tensor] | None = None
         for slot, cotangent in enumerate(cotangents):
