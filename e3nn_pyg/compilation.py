@@ -22,7 +22,8 @@ compiler traces it), rather than failing later or giving wrong gradients: in tor
 without ``trace_autograd_ops`` the forward of a force model breaks the graph at
 :func:`torch.autograd.grad` and the compiled backward then fails (an in-place write to a
 leaf that requires grad), and without ``capture_dynamic_output_shape_ops`` every
-data-dependent size breaks the graph (26 pieces for a two-layer model).
+data-dependent size breaks the graph (a two-layer force model without either setting
+traced as 27 graphs).
 
 Inside a compiled graph the checks of tensor values become graph assertions
 (:mod:`~e3nn_pyg.checks`), the convolutions of the native engine are the operators of
