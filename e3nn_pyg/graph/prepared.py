@@ -36,7 +36,7 @@ from ..tensor_product.engines import RowGeometry
 from ..tensor_product.fused import EdgePairing, pair_edges, pair_edges_traced
 from .validation import validate_pos
 
-__all__ = ["Adj", "Graph", "PairTensor", "prepare_graph"]
+__all__ = ["Adj", "Graph", "PairTensor", "edge_vectors", "prepare_graph"]
 
 PairTensor = tuple[Tensor, Tensor]
 Adj = Tensor  # a [2, E] tensor, an EdgeIndex or a transposed sparse adjacency
@@ -104,7 +104,7 @@ class Graph:
         )  # fmt: skip
         if self._rows.get("key") != key:
             plain = self.plain
-            edge_vec = _edge_vectors(self.pos, plain, shift)  # [E, 3]
+            edge_vec = edge_vectors(self.pos, plain, shift)  # [E, 3]
             if not torch.compiler.is_compiling():
                 pairing = pair_edges(plain, edge_vec, symmetric=self.symmetric)
             elif self.symmetric and edge_vec.device.type == "cpu":  # (the native engine's)
@@ -117,10 +117,14 @@ class Graph:
         return self._rows["value"]
 
 
-def _edge_vectors(pos: PairTensor, edge_index: Tensor, edge_shift: Tensor | None) -> Tensor:
-    """``(pos_src[j] - pos_dst[i]) + edge_shift`` ``[E, 3]``, rounded as the periodic radius
-    graph rounds it (so that a reversed edge gets exactly the opposite vector)."""
-    edge_vec = pos[0].index_select(0, edge_index[0]) - pos[1].index_select(0, edge_index[1])
+def edge_vectors(
+    pos: Tensor | PairTensor, edge_index: Tensor, edge_shift: Tensor | None = None
+) -> Tensor:
+    """``(pos_src[j] - pos_dst[i]) + edge_shift`` of every edge ``[E, 3]`` (``pos``: one
+    tensor, or the (source, target) pair), rounded as the periodic radius graph rounds it
+    (so that a reversed edge gets exactly the opposite vector)."""
+    src, dst = _pair(pos)
+    edge_vec = src.index_select(0, edge_index[0]) - dst.index_select(0, edge_index[1])
     return edge_vec if edge_shift is None else edge_vec + edge_shift  # [E, 3]
 
 

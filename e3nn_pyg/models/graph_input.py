@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from ..checks import require, require_edges, require_like
 from ..graph import prepare_graph
+from ..graph.prepared import edge_vectors  # (re-exported: the programs' callers use it)
 from .atomistic import AtomisticModel
 
 __all__ = [
@@ -133,13 +134,6 @@ class AtomEnergies(nn.Module):
         origin = edge_vec.new_zeros(z.shape[0], 3)  # [N, 3] (0 - 0 + edge_vec: exact)
         graph = prepare_graph(origin, edge_index, edge_vec, validate=False)
         return self.model._atom_predictions(z, origin, graph)[:, 0]  # [N]
-
-
-def edge_vectors(pos: Tensor, edge_index: Tensor, edge_shift: Tensor | None = None) -> Tensor:
-    """``(pos[j] - pos[i]) + edge_shift`` of every edge ``[E, 3]``, rounded as the graphs of
-    the package round it (so that a reversed edge gets exactly the opposite vector)."""
-    edge_vec = pos.index_select(0, edge_index[0]) - pos.index_select(0, edge_index[1])
-    return edge_vec if edge_shift is None else edge_vec + edge_shift  # [E, 3]
 
 
 class GraphPotential(nn.Module):

@@ -507,16 +507,17 @@ def potential_outputs(model: nn.Module, batch, stress: bool = False) -> tuple:
     With ``stress`` the stress rows of the structures without periodic axis are NaN (all
     of them in a batch of molecules, which the model is not asked for a stress)."""
     periodic = _batch_periodic(batch)  # [G]
-    if torch.is_grad_enabled() and not batch.pos.requires_grad:  # (a compiled model needs it)
-        batch.pos = batch.pos.detach().requires_grad_()
+    pos = batch.pos
+    if torch.is_grad_enabled() and not pos.requires_grad:  # (a compiled model needs it)
+        pos = pos.detach().requires_grad_()
     if not bool(periodic.any()):
-        energy, forces = model(batch.z, batch.pos, batch.batch)
+        energy, forces = model(batch.z, pos, batch.batch)
         undefined = None
         if stress:
             undefined = energy.new_full((batch.num_graphs, 3, 3), math.nan)  # [G, 3, 3]
         return energy, forces, undefined
     cell = batch.cell.to(batch.pos.dtype)
-    out = model(batch.z, batch.pos, batch.batch, cell=cell, pbc=batch.pbc, stress=stress)
+    out = model(batch.z, pos, batch.batch, cell=cell, pbc=batch.pbc, stress=stress)
     return out if stress else (*out, None)
 
 
