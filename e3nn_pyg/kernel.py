@@ -11,7 +11,7 @@ A :class:`Kernel` is a radial model, spherical harmonics and a plan of paths (se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -27,12 +27,12 @@ from .checks import (
     require_like,
 )
 from .constants import ExactConstants
-from .o3 import Rs, RsLike, spherical_harmonics, wigner_3j
+from .o3 import Rs, RsLike, spherical_harmonics
 from .radial import RadialMLP, edge_lengths
 from .tensor_product.engines import ENGINES, Engine, RowGeometry, make_engine
 from .tensor_product.fused import EdgePairing, FusedTensorProduct, pair_edges
 from .tensor_product.paths import KernelPlan, SelectionRule, plan_kernel, selection_rule
-from .tensor_product.reference import kernel_matrix
+from .tensor_product.reference import cg_lookup, full_weights, kernel_matrix
 
 __all__ = ["ENGINES", "MODES", "Kernel", "edge_lengths"]
 
@@ -159,15 +159,6 @@ class Kernel(ExactConstants):
             for (mul, _, _), channels in zip(self.Rs_out, self.fused.mid_channels)
             if mode == "channelwise"
         )
-        self._cg_names: dict[tuple[int, int, int], str] = {}
-        for pair in self.plan.pairs:
-            for l_f in pair.filters:
-                key = (pair.l_in, l_f, pair.l_out)
-                if key not in self._cg_names:
-                    self._cg_names[key] = "cg_{}_{}_{}".format(*key)
-                    self.register_constant(
-                        self._cg_names[key], wigner_3j(*key, dtype=torch.float64)
-                    )
         self._reset_mix()
 
     def _check_radial_model(self) -> None:
@@ -198,9 +189,8 @@ class Kernel(ExactConstants):
 
     @engine.setter
     def engine(self, engine: str) -> None:
-        self._engine_impl = make_engine(engine, self)
+        self._engine_impl = make_engine(engine, self.fused, self._chunk_size)
         self._engine = engine
-        self._engine_impl.attach(self)
 
     @property
     def engine_impl(self) -> Engine:
@@ -211,18 +201,18 @@ class Kernel(ExactConstants):
     def chunk_size(self) -> int:
         """Rows (edges or undirected pairs) per step of the fused convolution (settable).
 
-        Bounds the engine's temporaries to O(chunk_size * n_path) and keeps them in cache
-        (the default, 1024, is chosen with ``benchmarks/bench_chunk.py``, which times the
-        chunk sizes on the kernels of ``benchmarks/bench_conv.py``; a
-        :class:`~e3nn_pyg.radial.RadialMLP`'s hidden layer is evaluated for all rows at
-        once, O(rows * h)); the static chunk of ``"compiled"``.
+        Bounds the fused engine's temporaries to O(chunk_size * n_path) and keeps them in
+        cache (the default, 1024, is chosen with ``benchmarks/bench_chunk.py``, which times
+        the chunk sizes on the kernels of ``benchmarks/bench_conv.py``; the radial weights
+        of all rows are computed at once, O(rows * n_w), as autograd keeps them anyway);
+        the static chunk of ``"compiled"``.
         """
         return self._chunk_size
 
     @chunk_size.setter
     def chunk_size(self, rows: int) -> None:
         self._chunk_size = require_int(rows, "chunk_size", minimum=1)
-        self._engine_impl.attach(self)  # the compiled engine's static chunk follows
+        self.engine = self._engine  # the engine's chunks (the compiled engine's static one)
 
     @property
     def n_path(self) -> int:
@@ -243,9 +233,6 @@ class Kernel(ExactConstants):
         if hasattr(self.R, "reset_parameters"):
             self.R.reset_parameters()
         self._reset_mix()
-
-    def _cg(self, l_in: int, l_f: int, l_out: int) -> Tensor:
-        return getattr(self, self._cg_names[l_in, l_f, l_out])
 
     def check_like_parameters(self, tensor: Tensor, what: str) -> None:
         """Raise ``TypeError`` unless ``tensor`` has the parameters' dtype and device."""
@@ -279,31 +266,26 @@ class Kernel(ExactConstants):
         y = self.sh(orders, edge_vec)  # [E, sum(2l_f+1)]
         return weights, dict(zip(orders, y.split([2 * l + 1 for l in orders], dim=-1)))
 
-    def _engine_weights(self, lengths: Tensor, sizes: list[int] | None = None) -> Iterator[Tensor]:
-        """Radial weights ``[R, n_w]`` in the fused engine's layout, in chunks of ``sizes`` rows.
+    def _engine_weights(self, lengths: Tensor) -> Tensor:
+        """Radial weights ``[R, n_w]`` in the engine's layout.
 
         A :class:`~e3nn_pyg.radial.RadialMLP` produces them directly: the rows of its
         :attr:`~e3nn_pyg.radial.RadialMLP.output_weight` are permuted and applied to its
-        :meth:`~e3nn_pyg.radial.RadialMLP.hidden_features` (envelope included), which are
-        evaluated once for all rows (few large operations instead of many small ones), the
-        last layer chunk by chunk as the chunks are consumed (the envelope multiplies
+        :meth:`~e3nn_pyg.radial.RadialMLP.hidden_features` (the envelope multiplies
         whichever of the hidden features and the weights is narrower); any other radial
-        model runs chunk by chunk and its output is permuted. ``sizes=None``: one chunk of
-        all rows.
+        model's output is permuted.
         """
-        sizes = [lengths.shape[0]] if sizes is None else sizes
         permutation = self.fused.weight_permutation
         model = self.R
         if not _is_radial_mlp(model):
-            return (model(r).index_select(1, permutation) for r in lengths.split(sizes))
+            return model(lengths).index_select(1, permutation)  # [R, n_w]
         weight = model.output_weight.index_select(0, permutation)  # [n_w, h]
         if weight.shape[0] >= weight.shape[1]:
-            hidden = model._hidden_features(lengths).split(sizes)  # [R, h] each
-            return (F.linear(h, weight) for h in hidden)  # [R, n_w] each
+            return F.linear(model._hidden_features(lengths), weight)  # [R, n_w]
         # fewer weights than hidden features: the envelope multiplies the weights instead
-        hidden = model._hidden_features(lengths, envelope=False).split(sizes)  # [R, h] each
-        envelope = model.cutoff.evaluate(lengths).unsqueeze(-1).split(sizes)  # [R, 1] each
-        return (F.linear(h, weight) * u for h, u in zip(hidden, envelope))  # [R, n_w] each
+        hidden = model._hidden_features(lengths, envelope=False)  # [R, h]
+        envelope = model.cutoff.evaluate(lengths).unsqueeze(-1)  # [R, 1]
+        return F.linear(hidden, weight) * envelope  # [R, n_w]
 
     def edge_terms(self, edge_vec: Tensor) -> tuple[Tensor, dict[int, Tensor]]:
         """Radial weights ``[E, n_path]`` and spherical harmonics ``{l: [E, 2l+1]}``."""
@@ -316,23 +298,12 @@ class Kernel(ExactConstants):
         The identity for ``mode="full"``; :math:`R_{uvf} = L^{(o)}_{u,(ivf)} R_{vf}` for a
         channel-wise kernel.
         """
-        if self.mode == "full":
-            return weights
-        blocks, columns, offset = [], [0] * len(self.Rs_out), 0
-        for pair in self.plan.pairs:
-            width = pair.mul_in * len(pair.filters)
-            o = pair.index_out
-            mix = self.mix[o][:, columns[o] : columns[o] + width]  # [u, v f]
-            radial = weights[:, offset : offset + width]  # [E, v f]
-            blocks.append((mix * radial.unsqueeze(1)).flatten(1))  # [E, u v f]
-            columns[o] += width
-            offset += width
-        return torch.cat(blocks, dim=1)  # [E, plan.n_path]
+        return full_weights(self.plan, weights, list(self.mix))
 
     def forward(self, edge_vec: Tensor) -> Tensor:
         """The kernel matrices ``[E, dim(Rs_out), dim(Rs_in)]`` (for inspection)."""
         weights, sh = self.edge_terms(edge_vec)
-        return kernel_matrix(self.plan, self.full_weights(weights), sh, self._cg)
+        return kernel_matrix(self.plan, self.full_weights(weights), sh, cg_lookup(weights))
 
     def apply(self, edge_vec: Tensor, x_source: Tensor) -> Tensor:
         r""":math:`K(r_e)\, x_e` for every edge ``[E, dim(Rs_out)]``, never building K."""
@@ -342,7 +313,9 @@ class Kernel(ExactConstants):
 
     def _edge_messages(self, edge_vec: Tensor, x_source: Tensor) -> Tensor:
         """:meth:`apply` on checked inputs."""
-        return self._engine_impl.messages(self, edge_vec, x_source)  # [E, dim_out]
+        weights = self._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
+        sh = self.sh(self.plan.filter_orders, edge_vec)  # [E, n_Y]
+        return self._engine_impl.messages(weights, sh, x_source, list(self.mix))  # [E, dim_out]
 
     def convolve(
         self,
@@ -400,7 +373,14 @@ class Kernel(ExactConstants):
         self, x: Tensor, edge_index: Tensor, edge_vec: Tensor, num_nodes: int, geometry: RowGeometry
     ) -> Tensor:
         """:meth:`convolve` on checked inputs (a plain ``edge_index``, indices in range)."""
-        return self._engine_impl.convolve(self, x, edge_index, edge_vec, num_nodes, geometry)
+        engine = self._engine_impl
+        if not engine.takes_rows(x, edge_vec):  # the sum of the messages
+            messages = self._edge_messages(edge_vec, x.index_select(0, edge_index[0]))
+            out = messages.new_zeros(num_nodes, messages.shape[1])  # [N_t, dim_out]
+            return out.index_add(0, edge_index[1], messages)
+        weights = self._engine_weights(geometry.lengths)  # [rows, n_w]
+        sh = geometry.sh(self.sh, self.plan.filter_orders, self.sh_key)  # [rows, n_Y]
+        return engine.convolve(weights, sh, x, geometry.pairing, num_nodes, list(self.mix))
 
     def extra_repr(self) -> str:
         return (

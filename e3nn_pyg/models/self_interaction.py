@@ -91,7 +91,8 @@ class SelfInteraction(nn.Module):
             if w < 0:
                 out.append(x.new_zeros(*batch_shape, mul_o, 2 * l + 1))
                 continue
-            v = torch.cat([chunks[i] for i in sources], dim=-2)  # [..., n_lp, 2l+1]
+            blocks = [chunks[i] for i in sources]
+            v = torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]  # [..., n_lp, 2l+1]
             weight = self.weights[w]  # [mul_o, n_lp]
             y = torch.einsum("uv,...vm->...um", weight, v) / math.sqrt(weight.shape[1])
             if b >= 0:

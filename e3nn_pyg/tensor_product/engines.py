@@ -1,15 +1,20 @@
-r"""Engines: the ways a :class:`~e3nn_pyg.kernel.Kernel` is applied, one object per way.
+r"""Engines: the ways a kernel's paths are applied, one object per way.
 
-An engine is chosen once per kernel (``Kernel(engine=...)``) and has one small interface:
+An engine is planned once from a kernel's :class:`~.fused.FusedTensorProduct` (the layout:
+paths, radial weight layout, message parts) and never sees the kernel that owns it: it
+takes explicit tensors in, in the layout's conventions (radial weights ``[rows, n_w]`` in
+the engine's column order, see :attr:`~.fused.FusedTensorProduct.weight_permutation`;
+harmonics ``[rows, n_Y]`` in ``plan.filter_orders`` order; node features ``mul_ir``;
+the channel-wise mixing maps), and gives tensors out:
 
 - :meth:`Engine.messages`: :math:`K(r_e)\, x_e` for every edge, ``[E, dim_out]`` (PyG's
   ``message``, used by explain mode and per-message hooks);
 - :meth:`Engine.convolve`: :math:`\sum_{e:\, j \to i} K(r_e)\, x_j` for every target,
-  ``[N_t, dim_out]`` (PyG's ``message_and_aggregate``).
+  ``[N_t, dim_out]``, on the rows of an :class:`~.fused.EdgePairing` (PyG's
+  ``message_and_aggregate``), for the engines whose :meth:`Engine.takes_rows` says so;
+  the owner sums :meth:`Engine.messages` at the targets otherwise.
 
-They read the kernel's plan, radial model, harmonics and mixing maps, and keep no state of
-their own but their tables. Every engine gives the same values and gradients of every
-order, up to rounding:
+Every engine gives the same values and gradients of every order, up to rounding:
 
 ========================  ================================================================
 ``"reference"``           per block pair einsums (:mod:`.reference`), the tests' oracle
@@ -26,6 +31,7 @@ order, up to rounding:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -34,12 +40,14 @@ from torch import Tensor
 from ..checks import require_choice
 from ..radial import edge_lengths
 from . import native
-from .fused import EdgePairing
-from .reference import apply_kernel
+from .fused import EdgePairing, FusedTensorProduct
+from .reference import apply_kernel, cg_lookup, full_weights
 
 __all__ = ["ENGINES", "Engine", "RowGeometry", "make_engine"]
 
 ENGINES = ("auto", "reference", "fused", "compiled", "native")
+
+Harmonics = Callable[[list[int], Tensor], Tensor]
 
 
 class RowGeometry:
@@ -64,45 +72,56 @@ class RowGeometry:
             self._lengths = edge_lengths(self.vectors)
         return self._lengths
 
-    def sh(self, kernel: Any) -> Tensor:
-        """The kernel's spherical harmonics of the rows ``[rows, n_Y]`` (shared by kernels
-        of equal ``kernel.sh_key``, i.e. the same harmonics function)."""
-        if kernel.sh_key is None:  # a custom function: nothing says two kernels' agree
-            return kernel.sh(kernel.plan.filter_orders, self.vectors)
-        key = (kernel.sh_key, tuple(kernel.plan.filter_orders))
-        if key not in self._sh:
-            self._sh[key] = kernel.sh(kernel.plan.filter_orders, self.vectors)
-        return self._sh[key]
+    def sh(self, function: Harmonics, orders: list[int], key: Hashable | None) -> Tensor:
+        """``function(orders, vectors)``, the harmonics of the rows ``[rows, n_Y]``, computed
+        once per ``key`` and orders (``key=None``: a function nothing says two callers
+        share, computed on every call)."""
+        if key is None:
+            return function(orders, self.vectors)
+        memo = (key, tuple(orders))
+        if memo not in self._sh:
+            self._sh[memo] = function(orders, self.vectors)
+        return self._sh[memo]
 
 
 class Engine:
-    """How a kernel computes messages and their sums (see the module docstring)."""
+    """How a layout's paths are applied (see the module docstring).
+
+    Args:
+        layout (FusedTensorProduct): the paths and their radial weight layout.
+        chunk_size (int): rows per step, for the engines that work in chunks.
+    """
 
     name = "engine"
 
-    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
-        """:math:`K(r_e) x_e` ``[E, dim_out]`` for edge vectors ``[E, 3]`` and features."""
+    def __init__(self, layout: FusedTensorProduct, chunk_size: int) -> None:
+        self.layout = layout
+        self.chunk_size = chunk_size
+        layout.compile_rows = None
+
+    def takes_rows(self, x: Tensor, edge_vec: Tensor) -> bool:
+        """Whether :meth:`convolve` runs on these tensors (else the owner sums
+        :meth:`messages`)."""
+        return False
+
+    def messages(self, weights: Tensor, sh: Tensor, x_source: Tensor, mix: list[Tensor]) -> Tensor:
+        r""":math:`K(r_e)\, x_e` ``[E, dim_out]`` from the edges' radial weights
+        ``[E, n_w]``, harmonics ``[E, n_Y]`` and source features ``[E, dim_in]``."""
         raise NotImplementedError
 
     def convolve(
         self,
-        kernel: Any,
+        weights: Tensor,
+        sh: Tensor,
         x: Tensor,
-        edge_index: Tensor,
-        edge_vec: Tensor,
+        rows: EdgePairing,
         num_nodes: int,
-        geometry: RowGeometry,
+        mix: list[Tensor],
     ) -> Tensor:
-        """The sums of the messages at their targets ``[num_nodes, dim_out]``; ``geometry``
-        holds the rows (edges or pairs of edges) that engines working per row use."""
-        messages = self.messages(kernel, edge_vec, x.index_select(0, edge_index[0]))
-        out = messages.new_zeros(num_nodes, messages.shape[1])
-        return out.index_add(0, edge_index[1], messages)  # [N_t, dim_out]
-
-    def attach(self, kernel: Any) -> None:
-        """Set up ``kernel`` for this engine (called when chosen and when the kernel's
-        :attr:`~e3nn_pyg.kernel.Kernel.chunk_size` changes)."""
-        kernel.fused.compile_rows = None
+        """The sums of the messages at their targets ``[num_nodes, dim_out]`` from the rows'
+        radial weights ``[R, n_w]`` and harmonics ``[R, n_Y]`` and the source node
+        features ``[N_s, dim_in]`` (rows in range: the owner checks them)."""
+        raise NotImplementedError(f"the {self.name} engine works per edge (see takes_rows)")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -113,9 +132,13 @@ class ReferenceEngine(Engine):
 
     name = "reference"
 
-    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
-        weights, sh = kernel._edge_terms(edge_vec)
-        return apply_kernel(kernel.plan, kernel.full_weights(weights), sh, kernel._cg, x_source)
+    def messages(self, weights: Tensor, sh: Tensor, x_source: Tensor, mix: list[Tensor]) -> Tensor:
+        plan = self.layout.plan
+        conventional = torch.argsort(self.layout.weight_permutation)  # of each column
+        weights = full_weights(plan, weights.index_select(1, conventional), mix)  # [E, n_path]
+        orders = plan.filter_orders
+        by_order = dict(zip(orders, sh.split([2 * l + 1 for l in orders], dim=1)))
+        return apply_kernel(plan, weights, by_order, cg_lookup(x_source), x_source)
 
 
 class FusedEngine(Engine):
@@ -123,44 +146,40 @@ class FusedEngine(Engine):
 
     name = "fused"
 
-    def messages(self, kernel: Any, edge_vec: Tensor, x_source: Tensor) -> Tensor:
-        fused = kernel.fused
-        (weights,) = kernel._engine_weights(edge_lengths(edge_vec))  # [E, n_w]
-        y = kernel.sh(kernel.plan.filter_orders, edge_vec)  # [E, n_Y]
-        parts = fused(weights, y, x_source.unsqueeze(1))  # [E, 1, width] each
-        return fused.assemble([p.squeeze(1) for p in parts], list(kernel.mix))
+    def takes_rows(self, x: Tensor, edge_vec: Tensor) -> bool:
+        return not torch.compiler.is_compiling()  # chunks of unknown sizes: the compiler fuses
+
+    def messages(self, weights: Tensor, sh: Tensor, x_source: Tensor, mix: list[Tensor]) -> Tensor:
+        parts = self.layout(weights, sh, x_source.unsqueeze(1))  # [E, 1, width] each
+        return self.layout.assemble([p.squeeze(1) for p in parts], mix)  # [E, dim_out]
 
     def convolve(
         self,
-        kernel: Any,
+        weights: Tensor,
+        sh: Tensor,
         x: Tensor,
-        edge_index: Tensor,
-        edge_vec: Tensor,
+        rows: EdgePairing,
         num_nodes: int,
-        geometry: RowGeometry,
+        mix: list[Tensor],
     ) -> Tensor:
-        if torch.compiler.is_compiling():  # chunks of unknown sizes: the compiler fuses
-            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, geometry)
-        fused, chunk_size = kernel.fused, kernel.chunk_size
-        pairing = geometry.pairing
-        lengths, y = geometry.lengths, geometry.sh(kernel)  # [rows], [rows, n_Y]
-        out = [x.new_zeros(num_nodes, width) for width in fused.part_widths]  # [N_t, *]
+        layout, chunk_size = self.layout, self.chunk_size
+        out = [x.new_zeros(num_nodes, width) for width in layout.part_widths]  # [N_t, *]
         chunks = [  # (directions, source index, target index) of every chunk of rows
             (directions, src[start : start + chunk_size], dst[start : start + chunk_size])
-            for directions, _, src, dst in pairing.groups()
+            for directions, _, src, dst in rows.groups()
             for start in range(0, src.shape[0], chunk_size)
         ]
         sizes = [src.shape[0] for _, src, _ in chunks]
         # split (not sliced) per chunk: one backward node gathers the chunks' gradients
-        all_weights = kernel._engine_weights(lengths, sizes)  # [R, n_w] each
-        for (directions, src, dst), weights, y_rows in zip(chunks, all_weights, y.split(sizes)):
+        pieces = zip(chunks, weights.split(sizes), sh.split(sizes))
+        for (directions, src, dst), weights_rows, sh_rows in pieces:
             features = x.index_select(0, src.reshape(-1)).view(
                 src.shape[0], directions, -1
             )  # [R, D, dim_in]
-            parts = fused(weights, y_rows, features)  # [R, D, width] each
+            parts = layout(weights_rows, sh_rows, features)  # [R, D, width] each
             target = dst.reshape(-1)  # [R D]
             out = [o.index_add(0, target, p.flatten(0, 1)) for o, p in zip(out, parts)]
-        return fused.assemble(out, list(kernel.mix))  # [N_t, dim_out]
+        return layout.assemble(out, mix)  # [N_t, dim_out]
 
 
 class CompiledEngine(FusedEngine):
@@ -168,8 +187,9 @@ class CompiledEngine(FusedEngine):
 
     name = "compiled"
 
-    def attach(self, kernel: Any) -> None:
-        kernel.fused.compile_rows = kernel.chunk_size  # the static chunk of the compilation
+    def __init__(self, layout: FusedTensorProduct, chunk_size: int) -> None:
+        super().__init__(layout, chunk_size)
+        layout.compile_rows = chunk_size  # the static chunk of the compilation
 
 
 class NativeEngine(FusedEngine):
@@ -181,34 +201,33 @@ class NativeEngine(FusedEngine):
 
     name = "native"
 
-    def __init__(self, kernel: Any) -> None:
-        self.kernels = native.NativeKernels(kernel.fused)
+    def __init__(self, layout: FusedTensorProduct, chunk_size: int) -> None:
+        super().__init__(layout, chunk_size)
+        self.kernels = native.NativeKernels(layout)
+
+    def takes_rows(self, x: Tensor, edge_vec: Tensor) -> bool:
+        return self.kernels.supports(x, edge_vec) or super().takes_rows(x, edge_vec)
 
     def convolve(
         self,
-        kernel: Any,
+        weights: Tensor,
+        sh: Tensor,
         x: Tensor,
-        edge_index: Tensor,
-        edge_vec: Tensor,
+        rows: EdgePairing,
         num_nodes: int,
-        geometry: RowGeometry,
+        mix: list[Tensor],
     ) -> Tensor:
-        if not self.kernels.supports(x, edge_vec):
-            return super().convolve(kernel, x, edge_index, edge_vec, num_nodes, geometry)
-        (weights,) = kernel._engine_weights(geometry.lengths)  # [rows, n_w]
-        y = geometry.sh(kernel)  # [rows, n_Y]
-        parts = self.kernels.convolve(weights, y, x, geometry.pairing, num_nodes)  # [N_t, *]
-        return kernel.fused.assemble(parts, list(kernel.mix))  # [N_t, dim_out]
+        if not self.kernels.supports(x, weights):
+            return super().convolve(weights, sh, x, rows, num_nodes, mix)
+        parts = self.kernels.convolve(weights, sh, x, rows, num_nodes)  # [N_t, *]
+        return self.layout.assemble(parts, mix)  # [N_t, dim_out]
 
 
-def make_engine(name: str, kernel: Any) -> Engine:
-    """The engine called ``name`` for ``kernel`` (``"auto"`` resolved, see the table)."""
+def make_engine(name: str, layout: FusedTensorProduct, chunk_size: int = 1024) -> Engine:
+    """The engine called ``name`` on ``layout`` (``"auto"`` resolved, see the table)."""
     require_choice(name, "engine", ENGINES)
-    if name == "native":
-        if not native.available():
-            raise RuntimeError(f'engine="native" is not available: {native.build_error()}')
-        return NativeEngine(kernel)
-    if name == "auto":  # the native kernels are built on the first call that can use them
-        return NativeEngine(kernel)
-    engines = {"reference": ReferenceEngine, "fused": FusedEngine, "compiled": CompiledEngine}
-    return engines[name]()
+    if name == "native" and not native.available():
+        raise RuntimeError(f'engine="native" is not available: {native.build_error()}')
+    engines = {"reference": ReferenceEngine, "fused": FusedEngine, "compiled": CompiledEngine,
+               "native": NativeEngine, "auto": NativeEngine}  # fmt: skip
+    return engines[name](layout, chunk_size)

@@ -22,11 +22,38 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..o3 import wigner_3j
 from .paths import BlockPair, KernelPlan
 
-__all__ = ["apply_kernel", "filter_matrices", "kernel_matrix"]
+__all__ = ["apply_kernel", "cg_lookup", "filter_matrices", "full_weights", "kernel_matrix"]
 
 CGLookup = Callable[[int, int, int], Tensor]
+
+
+def cg_lookup(like: Tensor) -> CGLookup:
+    """``(l_i, l_f, l_o) -> wigner_3j`` in the dtype and on the device of ``like``."""
+    return lambda l1, l2, l3: wigner_3j(l1, l2, l3, dtype=like.dtype, device=like.device)
+
+
+def full_weights(plan: KernelPlan, weights: Tensor, mix: list[Tensor]) -> Tensor:
+    r"""The radial weights of every path in docs/conventions.md's layout ``[E, plan.n_path]``.
+
+    ``weights`` are those layout's weights already when ``mix`` is empty (a full kernel);
+    a channel-wise kernel's ``[E, n_w]`` (per block pair ``[v, f]``) are mixed by its maps
+    ``mix[o]`` ``[u, N_o]``: :math:`R_{uvf} = L^{(o)}_{u,(ivf)} R_{vf}`.
+    """
+    if not mix:
+        return weights
+    blocks, columns, offset = [], [0] * len(plan.rs_out), 0
+    for pair in plan.pairs:
+        width = pair.mul_in * len(pair.filters)
+        o = pair.index_out
+        block_mix = mix[o][:, columns[o] : columns[o] + width]  # [u, v f]
+        radial = weights[:, offset : offset + width]  # [E, v f]
+        blocks.append((block_mix * radial.unsqueeze(1)).flatten(1))  # [E, u v f]
+        columns[o] += width
+        offset += width
+    return torch.cat(blocks, dim=1)  # [E, plan.n_path]
 
 
 def filter_matrices(pair: BlockPair, sh: Mapping[int, Tensor], cg: CGLookup) -> Tensor:

@@ -174,7 +174,7 @@ def test_auto_picks_the_native_engine_on_cpu():
     kernel.engine = "reference"
     assert kernel.engine_impl.name == "reference" and kernel.engine == "reference"
     with pytest.raises(ValueError, match="engine must be one of"):
-        make_engine("fast", kernel)
+        make_engine("fast", kernel.fused)
     assert set(ENGINES) == {"auto", "reference", "fused", "compiled", "native"}
 
 

@@ -60,6 +60,9 @@ def kernels(table: Tensor, ijk: Tensor, coefficients: Tensor, dtype: torch.dtype
 def build(layout: NativeLayout) -> ctypes.CDLL:
     """The kernels of ``layout``, built on the first call: specialised to its table, else
     the generic ones (channel-wise); ``RuntimeError`` where neither builds."""
+    built = _built.get(layout.key)
+    if built is not None:  # every call but the first: no lock
+        return built[0]
     with _lock:
         if layout.key not in _built:
             try:
