@@ -34,6 +34,7 @@ SECTIONS: dict[str, list[str]] = {
     "Compilation, export, checks and testing": [
         "compilation",
         "export",
+        "libtorch",
         "testing",
         "checks",
         "constants",
