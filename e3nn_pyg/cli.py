@@ -12,6 +12,8 @@ r"""The ``e3nn-pyg`` command: ``train``, ``evaluate``, ``predict`` and ``export`
     $ e3nn-pyg predict --checkpoint runs/demo/equivariant_net/best.pt --xyz molecules.xyz
     $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2
     $ e3nn-pyg export --checkpoint runs/demo/equivariant_net/best.pt --out model.pt2 --aoti
+    $ e3nn-pyg export --checkpoint runs/eth/equivariant_net/best.pt --out graph.pt2 \
+          --graph-input                       # (z, edge_vec, edge_index): an MD engine's edges
     $ torchrun --nproc_per_node=2 -m e3nn_pyg.cli train ...   # data-parallel processes
 
 Every key of :class:`~e3nn_pyg.training.TrainConfig` is a flag of ``train``
@@ -25,6 +27,9 @@ sets a setting that may be null, e.g. ``--ema-decay null``.
 ``evaluate``, ``predict`` and ``export`` refuse elements the checkpoint's model was not
 trained on, naming them, unless ``--allow-unseen-elements`` is given; they need nothing of
 the run but the checkpoint (``evaluate`` of a split reads the run's data).
+``export --graph-input`` writes a potential's program on the caller's neighbour list
+(:func:`~e3nn_pyg.models.graph_input.save_graph_potential`), which checks no input: the
+engine passes elements of the metadata's ``species`` and the edges within its ``cutoff``.
 User mistakes (an unknown target, a config key with a wrong type, an unreadable checkpoint,
 ...) print one line ``e3nn-pyg: error: ...`` that says what to fix and exit with status 2;
 Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -148,7 +153,11 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
         "torch.export.load(path).module()(z, pos, batch), or (z, pos, batch, cell, pbc) for a "
         "model trained on periodic structures; with --aoti as an AOTInductor package, "
         "torch._inductor.aoti_load_package(path)(z, pos, batch). A potential's program "
-        "returns (energy, forces), and the stress when periodic.",
+        "returns (energy, forces), and the stress when periodic. With --graph-input, a "
+        "potential's program on the caller's neighbour list: (z, edge_vec, edge_index) -> "
+        "(atom_energy, energy, forces, pair_forces), edge_vec = pos[j] - pos[i] + shift for "
+        "the edges (j, i) within the cutoff, both directions (see "
+        "e3nn_pyg.models.graph_input).",
     )  # fmt: skip
     _add_checkpoint_arguments(export_parser)
     export_parser.add_argument("--out", required=True, metavar="FILE",
@@ -156,6 +165,11 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
     export_parser.add_argument("--aoti", action="store_true",
                                help="write an AOTInductor package (compiled C++: needs a C++ "
                                "compiler and takes minutes)")  # fmt: skip
+    export_parser.add_argument("--graph-input", action="store_true",
+                               help="write a potential's graph-input program for MD engines "
+                               "with their own neighbour lists, called (z, edge_vec, "
+                               "edge_index) and returning (atom_energy, energy, forces, "
+                               "pair_forces); with --aoti as a package")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
         else:
             export_checkpoint(args.checkpoint, args.out, aoti=args.aoti,
-                              allow_unseen_elements=args.allow_unseen_elements)  # fmt: skip
+                              allow_unseen_elements=args.allow_unseen_elements,
+                              graph_input=args.graph_input)  # fmt: skip
     except (ConfigError, TrainingDiverged) as error:  # what to change, in one line
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -23,8 +23,9 @@ After ``import torch, e3nn_pyg`` (which registers the package's operators, e.g.
 - ``torch.export.load(path).module()(z, pos, batch)``;
 - ``torch._inductor.aoti_load_package(path)(z, pos, batch)`` (the same outputs; the
   package's operators run through AOTInductor's proxy executor, which calls the Python
-  operators: a package loaded from C++ alone, ``torch::inductor::AOTIModelPackageLoader``,
-  cannot call them).
+  operators). A C++ process without Python loads the package with
+  ``torch::inductor::AOTIModelPackageLoader`` after loading the package's C++ operator
+  library (:func:`e3nn_pyg.libtorch.build_operator_library`; ``examples/cpp``).
 
 The program checks its inputs as the model does, as graph assertions (NaN positions,
 atomic numbers out of range or unseen in training raise ``RuntimeError``); it takes
@@ -62,6 +63,7 @@ __all__ = [
     "read_metadata",
     "require_pt2_path",
     "save_model",
+    "write_program",
 ]
 
 #: The name of the metadata (JSON) among the extra files of a ``.pt2`` file, and its key in
@@ -227,7 +229,9 @@ def model_metadata(
         "config": json.loads(json.dumps(model.config(), default=str)),
         "cutoff": model.cutoff,
         "species": None if model.species is None else [int(z) for z in model.species],
-        "allow_unseen_elements": bool(model.allow_unseen_elements),  # no species check inside
+        "allow_unseen_elements": bool(model.allow_unseen_elements),
+        # whether the program refuses bad inputs itself (NaN positions, unseen elements...)
+        "checks_inputs": True,
         "dtype": dtype,
         "periodic": periodic,
         "target": dict(target),
@@ -280,9 +284,29 @@ def save_model(
     path = require_pt2_path(path)
     require_bool(aoti, "aoti")
     metadata = model_metadata(model, periodic, target)  # checks the arguments first
-    metadata["format"] = "aoti" if aoti else "torch.export"
+    return write_program(export_model(model, periodic), path, metadata, aoti)
+
+
+def write_program(
+    program: torch.export.ExportedProgram, path: Path, metadata: dict[str, Any], aoti: bool
+) -> Path:
+    """Write ``program`` to ``path`` with ``metadata`` and its ``format`` (``"aoti"`` or
+    ``"torch.export"``), where :func:`read_metadata` finds them: a :func:`torch.export.save`
+    program with the metadata among its extra files, or with ``aoti`` an AOTInductor
+    package with it in the package's own metadata (what :func:`save_model` and
+    :func:`~e3nn_pyg.models.graph_input.save_graph_potential` write).
+
+    Args:
+        program (torch.export.ExportedProgram): the program.
+        path (pathlib.Path): a checked ``.pt2`` path (:func:`require_pt2_path`).
+        metadata (dict): plain values (JSON), e.g. :func:`model_metadata`.
+        aoti (bool): compile an AOTInductor package (see :func:`save_model`).
+
+    Returns:
+        the path written.
+    """
+    metadata = {**metadata, "format": "aoti" if aoti else "torch.export"}
     text = json.dumps(metadata, ensure_ascii=False)
-    program = export_model(model, periodic)
     if aoti:
         configs = {**INDUCTOR_SETTINGS, "aot_inductor.metadata": {_METADATA_KEY: text}}
         torch._inductor.aoti_compile_and_package(
@@ -294,8 +318,9 @@ def save_model(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata that :func:`save_model` wrote into a ``.pt2`` file or an AOTInductor
-    package, read without loading the program.
+    """The metadata that :func:`save_model` (or
+    :func:`~e3nn_pyg.models.graph_input.save_graph_potential`) wrote into a ``.pt2`` file or
+    an AOTInductor package, read without loading the program.
 
     Example:
         >>> read_metadata("model.pt2")["cutoff"]  # doctest: +SKIP

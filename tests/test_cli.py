@@ -1,6 +1,7 @@
 """The e3nn-pyg command: train / evaluate / predict with a tiny budget on the fixture, and a
 one-line error (status 2, no traceback) for every user mistake."""
 
+import copy
 import json
 import os
 import re
@@ -13,7 +14,9 @@ import torch
 import e3nn_pyg
 from e3nn_pyg.cli import _config_flags, build_parser, main
 from e3nn_pyg.export import read_metadata
-from e3nn_pyg.models import ManyBodyNet
+from e3nn_pyg.graph import cartesian_shifts, periodic_radius_graph
+from e3nn_pyg.models import GraphPotential, ManyBodyNet
+from e3nn_pyg.models.graph_input import GraphOutputs, edge_vectors
 from e3nn_pyg.training import TrainConfig, load_checkpoint, model_from_checkpoint
 from e3nn_pyg.training.registry import SECTIONS
 from e3nn_pyg.training.run import check_models
@@ -482,15 +485,30 @@ def test_an_unforeseen_error_is_still_one_line(trained, tmp_path, capsys, monkey
         main(argv)
 
 
-# -- export of a periodic potential, loaded in a fresh process ------------------------------
-# What a fresh process that imports torch and e3nn_pyg alone gets of an exported program
-# (argv: the .pt2 file, its inputs, where to write its outputs).
+# -- export of periodic potentials, loaded in a fresh process ------------------------------
+# What a fresh process that imports torch and e3nn_pyg alone gets of a potential's exported
+# program (argv: the .pt2 file, its inputs, where to write its outputs, "aoti" for a package).
 FRESH_PROCESS = """
 import sys
 import torch, e3nn_pyg
-program, inputs, out = sys.argv[1:]
-torch.save(torch.export.load(program).module()(*torch.load(inputs)), out)
+program, inputs, out = sys.argv[1:4]
+if sys.argv[4:] == ["aoti"]:
+    call = torch._inductor.aoti_load_package(program)
+else:
+    call = torch.export.load(program).module()
+torch.save(tuple(call(*torch.load(inputs))), out)
 """
+
+
+def fresh_process_outputs(program, inputs: tuple, folder, aoti: bool = False) -> tuple:
+    """The outputs of the potential's program (or package, ``aoti``) in the file
+    ``program`` for ``inputs``, called in a fresh process."""
+    torch.save(inputs, folder / "inputs.pt")
+    script = [sys.executable, "-c", FRESH_PROCESS, str(program), str(folder / "inputs.pt"),
+              str(folder / "out.pt"), *(["aoti"] if aoti else [])]  # fmt: skip
+    result = subprocess.run(script, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return torch.load(folder / "out.pt")
 
 
 @pytest.fixture(scope="module")
@@ -514,33 +532,150 @@ def copper(tmp_path_factory):
     return structures, path
 
 
+def train_copper(copper, folder, *flags: str):
+    """Train a float64 potential on the copper crystals for an epoch (a second or two):
+    the checkpoint."""
+    argv = ["train", "--data", str(copper[1]), "--split", "0.5", "0.25", "0.25", *TINY[4:],
+            "--model.cutoff", "3", "--dtype", "float64", "--epochs", "1", "--batch-size", "4",
+            "--data-root", str(folder / "cache"), "--out", str(folder / "run"), *flags]  # fmt: skip
+    assert main(argv) == 0
+    return folder / "run" / "equivariant_net" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def copper_potential(copper, tmp_path_factory):
+    """The checkpoint of a potential trained on the copper crystals."""
+    return train_copper(copper, tmp_path_factory.mktemp("copper_run"))
+
+
+def unseen_crystal(copper):
+    """A copper crystal the run has not seen: ``(z, pos, cell)``, float64."""
+    atoms = copper[0][-1].copy()
+    atoms.rattle(0.05, seed=99)
+    return (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
+            torch.as_tensor(atoms.cell.array))  # fmt: skip
+
+
+def export_error(stdout: str) -> float:
+    """The largest difference from the model that ``export`` reports."""
+    return float(re.search(r"differs from the checkpoint's model by at most (\S+)\. ", stdout)[1])
+
+
 # (trains and exports: seconds; tests/test_export.py loads a periodic program fast)
 @pytest.mark.slow
-def test_export_of_a_periodic_potential_takes_the_cell(copper, tmp_path, capsys):
-    structures, data = copper
-    run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--split", "0.5", "0.25", "0.25", *TINY[4:],
-            "--model.cutoff", "3", "--dtype", "float64", "--epochs", "1", "--batch-size", "4",
-            "--data-root", str(tmp_path / "cache"), "--out", str(run)]  # fmt: skip
-    assert main(argv) == 0
-    checkpoint, program = run / "equivariant_net" / "best.pt", tmp_path / "cu.pt2"
+def test_export_of_a_periodic_potential_takes_the_cell(copper, copper_potential, tmp_path, capsys):
+    program = tmp_path / "cu.pt2"
     status, stdout, _ = run_main(
-        ["export", "--checkpoint", str(checkpoint), "--out", str(program)], capsys
+        ["export", "--checkpoint", str(copper_potential), "--out", str(program)], capsys
     )
     assert status == 0 and "called (z, pos, batch, cell, pbc)" in stdout
-    atoms = structures[-1].copy()
-    atoms.rattle(0.05, seed=99)  # a crystal the run has not seen
-    inputs = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions),
-              torch.zeros(4, dtype=torch.long), torch.as_tensor(atoms.cell.array)[None],
+    z, pos, cell = unseen_crystal(copper)
+    inputs = (z, pos, torch.zeros(4, dtype=torch.long), cell[None],
               torch.ones(1, 3, dtype=torch.bool))  # fmt: skip
-    torch.save(inputs, tmp_path / "inputs.pt")
-    script = [sys.executable, "-c", FRESH_PROCESS, str(program), str(tmp_path / "inputs.pt"),
-              str(tmp_path / "out.pt")]  # fmt: skip
-    result = subprocess.run(script, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    outputs = torch.load(tmp_path / "out.pt")  # energy, forces, stress
-    expected = model_from_checkpoint(load_checkpoint(checkpoint), "")(*inputs, stress=True)
+    outputs = fresh_process_outputs(program, inputs, tmp_path)  # energy, forces, stress
+    expected = model_from_checkpoint(load_checkpoint(copper_potential), "")(*inputs, stress=True)
     assert len(outputs) == 3 and outputs[0].dtype == torch.float64
     for output, value in zip(outputs, expected):
         torch.testing.assert_close(output, value, atol=1e-12, rtol=1e-12)
     assert read_metadata(program)["periodic"] is True
+
+
+# -- export --graph-input: a potential on the caller's neighbour list -----------------------
+def graph_call(copper, checkpoint) -> tuple[tuple, GraphOutputs, tuple]:
+    """The graph program's inputs ``(z, edge_vec, edge_index)`` for a crystal the run has
+    not seen (its radius graph, periodic images included), what the checkpoint's model
+    gives on them (:class:`GraphPotential`), and the model's own ``(energy, forces)``."""
+    z, pos, cell = unseen_crystal(copper)
+    model = model_from_checkpoint(load_checkpoint(checkpoint), "")
+    edge_index, shifts = periodic_radius_graph(pos, model.cutoff, cell, True)
+    edge_shift = cartesian_shifts(shifts, cell, edge_index)
+    inputs = (z, edge_vectors(pos, edge_index, edge_shift), edge_index)
+    expected = GraphPotential(model)(z, pos, edge_index, edge_shift)
+    own = model(z, pos, torch.zeros_like(z), cell[None], torch.ones(1, 3, dtype=torch.bool))
+    return inputs, expected, own
+
+
+def assert_graph_outputs(outputs, expected: GraphOutputs, own: tuple) -> None:
+    """A graph program's outputs are those of :class:`GraphPotential` (float64, to
+    rounding), its energy and forces the model's own."""
+    assert len(outputs) == 4 and outputs[1].dtype == torch.float64
+    for output, value in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(output, value, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(outputs[1], own[0][0, 0], atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(outputs[2], own[1], atol=1e-12, rtol=1e-12)
+
+
+def test_export_graph_input_gives_the_model_numbers_in_a_fresh_process(
+    copper, copper_potential, tmp_path, capsys
+):
+    program = tmp_path / "graph.pt2"
+    argv = ["export", "--checkpoint", str(copper_potential), "--out", str(program),
+            "--graph-input"]  # fmt: skip
+    status, stdout, _ = run_main(argv, capsys)
+    assert status == 0 and "called (z, edge_vec, edge_index) on a neighbour list" in stdout
+    assert "torch.export.load" in stdout and export_error(stdout) < 1e-12
+    metadata = read_metadata(program)
+    assert metadata["interface"] == "graph" and metadata["format"] == "torch.export"
+    assert metadata["inputs"] == ["z", "edge_vec", "edge_index"]
+    assert metadata["outputs"] == ["atom_energy", "energy", "forces", "pair_forces"]
+    assert metadata["cutoff"] == 3.0 and metadata["species"] == [29]
+    assert metadata["dtype"] == "float64" and metadata["periodic"] is True
+    inputs, expected, own = graph_call(copper, copper_potential)
+    assert_graph_outputs(fresh_process_outputs(program, inputs, tmp_path), expected, own)
+
+
+def test_export_graph_input_reports_how_far_the_program_is_from_the_model(
+    copper_potential, tmp_path, capsys, monkeypatch
+):
+    """The check on the test split runs the written program: one of other weights is
+    reported as far from the model."""
+    import e3nn_pyg.training.run
+
+    save = e3nn_pyg.training.run.save_graph_potential
+
+    def save_another_model(model, path, aoti):
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            for parameter in other.parameters():
+                parameter.add_(0.1)
+        return save(other, path, aoti=aoti)
+
+    monkeypatch.setattr(e3nn_pyg.training.run, "save_graph_potential", save_another_model)
+    argv = ["export", "--checkpoint", str(copper_potential), "--out", str(tmp_path / "g.pt2"),
+            "--graph-input"]  # fmt: skip
+    status, stdout, _ = run_main(argv, capsys)
+    assert status == 0 and export_error(stdout) > 1e-3
+
+
+def test_export_graph_input_refuses_what_is_not_a_potential_of_atom_energies(
+    trained, copper, tmp_path, capsys
+):
+    out = str(tmp_path / "graph.pt2")
+    qm9 = str(trained / "equivariant_net" / "best.pt")
+    status, _, err = run_main(["export", "--checkpoint", qm9, "--out", out, "--graph-input"],
+                              capsys)  # fmt: skip
+    assert_one_line_error(status, err, "--graph-input exports a potential", "predicts U0 of QM9",
+                          "without --graph-input")  # fmt: skip
+    mean = train_copper(copper, tmp_path, "--model.readout", "mean")
+    capsys.readouterr()
+    status, _, err = run_main(["export", "--checkpoint", str(mean), "--out", out,
+                               "--graph-input"], capsys)  # fmt: skip
+    assert_one_line_error(status, err, "--graph-input: the EquivariantNet has readout='mean'")
+    assert not (tmp_path / "graph.pt2").exists()
+
+
+@pytest.mark.slow  # (compiles C++: a minute or more)
+def test_export_graph_input_aoti_gives_the_model_numbers_in_a_fresh_process(
+    copper, copper_potential, tmp_path, capsys
+):
+    package = tmp_path / "graph.pt2"
+    argv = ["export", "--checkpoint", str(copper_potential), "--out", str(package),
+            "--graph-input", "--aoti"]  # fmt: skip
+    status, stdout, _ = run_main(argv, capsys)
+    assert status == 0 and "torch._inductor.aoti_load_package" in stdout
+    assert export_error(stdout) < 1e-12
+    metadata = read_metadata(package)
+    assert metadata["interface"] == "graph" and metadata["format"] == "aoti"
+    inputs, expected, own = graph_call(copper, copper_potential)
+    outputs = fresh_process_outputs(package, inputs, tmp_path, aoti=True)
+    assert_graph_outputs(outputs, expected, own)

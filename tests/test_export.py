@@ -173,7 +173,7 @@ def test_saved_program_carries_its_metadata(programs, kind, geometry, dtype):
     assert metadata == json.loads(json.dumps(metadata))  # plain JSON values
     assert metadata["model"] == MODELS[kind][0].__name__ and metadata["format"] == "torch.export"
     assert metadata["cutoff"] == 3.0 and metadata["species"] is None
-    assert metadata["allow_unseen_elements"] is False
+    assert metadata["allow_unseen_elements"] is False and metadata["checks_inputs"] is True
     assert metadata["dtype"] == str(dtype)[6:]
     assert metadata["periodic"] is (geometry == "crystal")
     periodic = ["cell", "pbc"] if geometry == "crystal" else []

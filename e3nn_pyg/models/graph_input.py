@@ -43,13 +43,14 @@ vectors, ``program(z, edge_vec, edge_index) -> (atom_energy, energy, forces, pai
 
 The program does not validate its inputs (:class:`GraphPotential` does): pass atomic numbers
 of the model's species, tensors in its dtype, and edges in range. :func:`save_graph_potential`
-writes it with the model's metadata (cutoff, species, dtype, ...); the ASE calculator runs
-such a file on its own neighbour list (:class:`e3nn_pyg.ase.Calculator`).
+writes it with the model's metadata (cutoff, species, dtype, ...), or as an AOTInductor
+package called alike (``aoti=True``: ``torch._inductor.aoti_load_package(path)``);
+``e3nn-pyg export --graph-input`` does the same for a checkpoint. The ASE calculator runs
+such a program (not a package) on its own neighbour list (:class:`e3nn_pyg.ase.Calculator`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -57,7 +58,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..checks import require, require_edges, require_like
+from ..checks import require, require_bool, require_edges, require_like
 from ..graph import prepare_graph
 from ..graph.prepared import edge_vectors  # (re-exported: the programs' callers use it)
 from .atomistic import AtomisticModel
@@ -265,7 +266,9 @@ def export_graph_potential(model: AtomisticModel) -> torch.export.ExportedProgra
     return export_traced(module, (z, edge_vec, edge_index), dynamic_shapes)
 
 
-def save_graph_potential(model: AtomisticModel, path: str | os.PathLike) -> Path:
+def save_graph_potential(
+    model: AtomisticModel, path: str | os.PathLike, aoti: bool = False
+) -> Path:
     """Export ``model`` (:func:`export_graph_potential`) and write it to the ``.pt2`` file
     ``path`` with its metadata (:func:`~e3nn_pyg.export.model_metadata`, read back by
     :func:`~e3nn_pyg.export.read_metadata`), marked ``"interface": "graph"``: its inputs
@@ -275,18 +278,23 @@ def save_graph_potential(model: AtomisticModel, path: str | os.PathLike) -> Path
     Args:
         model (AtomisticModel): a potential (one output, ``readout="add"``).
         path (str or os.PathLike): the ``.pt2`` file to write, in an existing folder.
+        aoti (bool, optional): write an AOTInductor package (compiled C++, loaded with
+            :func:`torch._inductor.aoti_load_package` and called as the program is)
+            instead of a program loaded with :func:`torch.export.load`, as
+            :func:`~e3nn_pyg.export.save_model` does. (default: :obj:`False`)
 
     Returns:
         the path written.
     """
-    from ..export import METADATA_FILE, model_metadata, require_pt2_path
+    from ..export import model_metadata, require_pt2_path, write_program
 
     path = require_pt2_path(path)
+    require_bool(aoti, "aoti")
     metadata = model_metadata(check_potential(model), periodic=True)
     dtype = metadata["dtype"]
     metadata.update(
         interface="graph",
-        format="torch.export",
+        checks_inputs=False,  # the caller's neighbour list and species are taken as they are
         inputs=["z", "edge_vec", "edge_index"],
         outputs=list(GraphOutputs._fields),
         target={"name": "energy", "unit": "eV"},
@@ -294,6 +302,4 @@ def save_graph_potential(model: AtomisticModel, path: str | os.PathLike) -> Path
         signature=f"module(z [N] int64, edge_vec [E, 3] {dtype}, edge_index [2, E] int64) -> "
         "(atom_energy [N], energy [], forces [N, 3], pair_forces [E, 3])",
     )
-    text = json.dumps(metadata, ensure_ascii=False)
-    torch.export.save(export_graph_potential(model), path, extra_files={METADATA_FILE: text})
-    return path
+    return write_program(export_graph_potential(model), path, metadata, aoti)

@@ -41,7 +41,10 @@ from torch_geometric.loader import DataLoader
 
 from ..datasets import atom_values, composition
 from ..elements import CHEMICAL_SYMBOLS, atomic_number, element_names
-from ..export import require_pt2_path, save_model
+from ..export import read_metadata, require_pt2_path, save_model
+from ..graph import cartesian_shifts
+from ..models import GraphPotential
+from ..models.graph_input import check_potential, edge_vectors, save_graph_potential
 from .checkpoint import load_checkpoint, model_from_checkpoint, task_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import (
@@ -679,6 +682,7 @@ def export_checkpoint(
     log: Log = print,
     allow_unseen_elements: bool = False,
     aoti: bool = False,
+    graph_input: bool = False,
 ) -> Path:
     """Write a checkpoint's model with :func:`~e3nn_pyg.export.save_model` to ``out`` (a
     ``.pt2`` file, with the model's metadata), checked against the model on the
@@ -689,30 +693,35 @@ def export_checkpoint(
     ``aoti`` (an AOTInductor package) ``torch._inductor.aoti_load_package(out)``, called
     ``(z, pos, batch)``, or ``(z, pos, batch, cell, pbc)`` for a model trained on periodic
     structures (see :mod:`e3nn_pyg.export`).
+
+    With ``graph_input`` (a potential's checkpoint) it writes the graph-input program of
+    :func:`~e3nn_pyg.models.graph_input.save_graph_potential` instead, called ``(z,
+    edge_vec, edge_index)`` on the caller's neighbour list; it is checked on the model's
+    own graph of the test structures (the radius graph of its cutoff, with the periodic
+    images of crystals). That program checks no input, species included.
     """
     payload, model = _load(checkpoint, allow_unseen_elements)
-    refusal = MODEL_KINDS[payload["kind"]].export_refusal
-    if refusal is not None:
-        exportable = [kind.label for kind in MODEL_KINDS.values() if kind.export_refusal is None]
-        raise ConfigError(
-            f"checkpoint {checkpoint} holds a {payload['kind']} model, which export does not "
-            f"take ({refusal}): export {' or '.join(exportable)} checkpoints"
-        )
+    _check_exportable(payload, model, checkpoint, graph_input)
     try:
         out = require_pt2_path(out)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"--out: {error}") from None
     run_config = TrainConfig.from_dict(payload["run_config"], source=f"checkpoint {checkpoint}")
     data = load_data(run_config, log=False)
-    target = {key: payload["target"][key] for key in ("name", "unit")}
-    save_model(model, out, periodic=data.periodic, aoti=aoti, target=target)
+    if graph_input:
+        save_graph_potential(model, out, aoti=aoti)
+    else:
+        target = {key: payload["target"][key] for key in ("name", "unit")}
+        save_model(model, out, periodic=data.periodic, aoti=aoti, target=target)
     if aoti:
         program = torch._inductor.aoti_load_package(os.fspath(out))
     else:
         program = torch.export.load(out).module()
-    error = _export_error(program, model, data)
+    error = (_graph_export_error if graph_input else _export_error)(program, model, data)
     dtype = next(model.parameters()).dtype
-    call = "(z, pos, batch, cell, pbc)" if data.periodic else "(z, pos, batch)"
+    call = f"({', '.join(read_metadata(out)['inputs'])})"
+    if graph_input:
+        call += " on a neighbour list (see e3nn_pyg.models.graph_input)"
     loader = "torch._inductor.aoti_load_package" if aoti else "torch.export.load"
     log(
         f"exported {payload['name']} ({checkpoint}, {str(dtype)[6:]}) to {out}; on the "
@@ -722,6 +731,32 @@ def export_checkpoint(
         f"e3nn_pyg.export.read_metadata('{out}')"
     )
     return out
+
+
+def _check_exportable(
+    payload: dict[str, Any], model: nn.Module, checkpoint: str | os.PathLike, graph_input: bool
+) -> None:
+    """Refuse a checkpoint that ``export`` cannot write: a kind it cannot trace, and with
+    ``graph_input`` what is not a potential of per-atom energies."""
+    refusal = MODEL_KINDS[payload["kind"]].export_refusal
+    if refusal is not None:
+        exportable = [kind.label for kind in MODEL_KINDS.values() if kind.export_refusal is None]
+        raise ConfigError(
+            f"checkpoint {checkpoint} holds a {payload['kind']} model, which export does not "
+            f"take ({refusal}): export {' or '.join(exportable)} checkpoints"
+        )
+    if not graph_input:
+        return
+    if task_from_checkpoint(payload, checkpoint).kind != "potential":
+        raise ConfigError(
+            f"--graph-input exports a potential for MD engines, but checkpoint {checkpoint} "
+            f"predicts {payload['target']['name']} of QM9 molecules: export it without "
+            "--graph-input, or a potential's checkpoint (trained with --data)"
+        )
+    try:
+        check_potential(model)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--graph-input: {error}") from None
 
 
 def _export_error(program: Callable, model: nn.Module, data: RunData) -> float:
@@ -745,6 +780,42 @@ def _export_error(program: Callable, model: nn.Module, data: RunData) -> float:
             difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
             error = max(error, float(difference.max()))
     return error
+
+
+def _graph_export_error(program: Callable, model: nn.Module, data: RunData) -> float:
+    """The largest difference between the outputs of a graph-input program and of its model
+    on the test split, the program called on the model's own graph of each batch: its
+    per-atom energies and per-pair forces against :class:`~e3nn_pyg.models.GraphPotential`,
+    its energy (the batch's sum, and per structure) and forces against the model's."""
+    error = 0.0
+    dtype = next(model.parameters()).dtype
+    potential = GraphPotential(model)
+    for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
+        inputs = (batch.z, batch.pos.to(dtype), batch.batch)
+        if data.periodic:
+            inputs += (batch.cell.to(dtype), batch.pbc)
+        edge_index, edge_shift = _model_edges(model, *inputs)
+        edge_vec = edge_vectors(inputs[1], edge_index, edge_shift)  # [E, 3]
+        got = _tensors(program(batch.z, edge_vec, edge_index))  # atom_energy, energy, ...
+        expected = potential(batch.z, inputs[1], edge_index, edge_shift)
+        with torch.no_grad():
+            energy, forces = model(*inputs)  # [G, 1], [N, 3]
+        structures = energy.new_zeros(energy.shape[0]).index_add_(0, batch.batch, got[0])
+        pairs = [*zip(got, expected, strict=True), (structures, energy[:, 0]),
+                 (got[1], energy.sum()), (got[2], forces)]  # fmt: skip
+        error = max([error] + [float((a - b).abs().max()) for a, b in pairs if a.numel()])
+    return error
+
+
+def _model_edges(
+    model: nn.Module, z: Tensor, pos: Tensor, batch: Tensor, *periodic: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """The edges ``[2, E]`` of the model's interaction graph for a batch and their
+    Cartesian shifts ``[E, 3]`` (``None`` without ``periodic``: ``(cell, pbc)``)."""
+    cell, pbc = periodic if periodic else (None, None)
+    edge_index, shifts = model.interaction_graph(pos, batch, cell, pbc)
+    edge_shift = None if cell is None else cartesian_shifts(shifts, cell, edge_index, batch)
+    return edge_index, edge_shift
 
 
 def _tensors(outputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:

@@ -1,12 +1,15 @@
-"""EquivariantNet: the PyG zoo contract (shapes, batches, SchNet-style offsets), the
-symmetries of the energy and the forces, forces against finite differences, state_dict
-round trips, input validation (torch.compile and torch.export: tests/test_compilation.py)."""
-
-import io
+"""EquivariantNet: the PyG zoo contract (shapes, batches, SchNet-style offsets), training
+mode and no_grad, devices, state_dict with the config, the graph and its cap, its layers'
+representations, input validation, periodic structures (supercells, stress against finite
+differences, mixed batches); what every model kind passes (symmetries, batches, forces,
+state_dict round trips): tests/models/test_atomistic.py; torch.compile and torch.export:
+tests/test_compilation.py."""
 
 import pytest
 import torch
+import zoo
 from torch_geometric.data import Batch, Data
+from zoo import crystals, run
 
 import e3nn_pyg.conv
 import e3nn_pyg.graph.periodic
@@ -14,42 +17,25 @@ import e3nn_pyg.graph.prepared
 import e3nn_pyg.graph.radius
 import e3nn_pyg.models.equivariant_net
 from e3nn_pyg.models import EquivariantNet, layer_representations
-from e3nn_pyg.o3 import rand_rotation
 from e3nn_pyg.testing import assert_equivariant
 
-SMALL = dict(hidden_Rs="8x0e + 4x1o + 2x2e", num_layers=2, cutoff=3.0, radial_hidden=16)
+SMALL = zoo.SMALL["equivariant-net"]
 
 
 pytestmark = pytest.mark.usefixtures("float64")
 
 
 def molecule(num_atoms: int, seed: int) -> Data:
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.tensor([1, 6, 7, 8, 9])[torch.randint(0, 5, (num_atoms,), generator=generator)]
-    pos = 1.5 * torch.randn(num_atoms, 3, generator=generator)
-    return Data(z=z, pos=pos)
+    return zoo.molecule(num_atoms, seed, zoo.ELEMENTS["equivariant-net"])
 
 
 def make_model(seed: int = 0, **kwargs) -> EquivariantNet:
-    torch.manual_seed(seed)
-    return EquivariantNet(**{**SMALL, **kwargs})
+    return zoo.make_model("equivariant-net", seed, **kwargs)
 
 
 @pytest.fixture
 def batch() -> Batch:
-    return Batch.from_data_list([molecule(n, seed) for seed, n in enumerate((5, 7, 4))])
-
-
-@pytest.mark.parametrize("kernel_mode", ["channelwise", "full"])
-def test_energy_invariant_and_forces_equivariant(batch, kernel_mode):
-    model = make_model(kernel_mode=kernel_mode, derivative=True)
-    energy, forces = model(batch.z, batch.pos, batch.batch)
-    assert energy.shape == (3, 1) and forces.shape == (16, 3)
-    assert energy.abs().min() > 1e-3 and forces.abs().max() > 1e-3  # not trivially zero
-    errors = assert_equivariant(
-        model, [batch.z, batch.pos, batch.batch], [None, "pos", None], ["0e", "1o"]
-    )
-    assert set(errors) == {"rotation", "parity", "translation"}
+    return zoo.molecules("equivariant-net")
 
 
 def test_equivariance_checker_catches_a_broken_model(batch):
@@ -61,41 +47,6 @@ def test_equivariance_checker_catches_a_broken_model(batch):
     model = Broken(**SMALL)
     with pytest.raises(AssertionError, match="not equivariant"):
         assert_equivariant(model, [batch.z, batch.pos, batch.batch], [None, "pos", None], "0e")
-
-
-def test_permutation_invariance():
-    model = make_model(derivative=True)
-    data = molecule(9, seed=3)
-    perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
-    energy, forces = model(data.z, data.pos)
-    energy_p, forces_p = model(data.z[perm], data.pos[perm])
-    torch.testing.assert_close(energy_p, energy, atol=1e-12, rtol=0)
-    torch.testing.assert_close(forces_p, forces[perm], atol=1e-12, rtol=0)
-
-
-@pytest.mark.parametrize("readout", ["add", "mean"])
-def test_batch_equals_molecules_one_by_one(batch, readout):
-    model = make_model(readout=readout, derivative=True)
-    energy, forces = model(batch.z, batch.pos, batch.batch)
-    for i, data in enumerate(batch.to_data_list()):
-        energy_i, forces_i = model(data.z, data.pos)
-        torch.testing.assert_close(energy[i : i + 1], energy_i, atol=1e-12, rtol=0)
-        torch.testing.assert_close(forces[batch.batch == i], forces_i, atol=1e-12, rtol=0)
-
-
-def test_forces_equal_finite_differences():
-    model = make_model(derivative=True)
-    data = molecule(6, seed=5)
-    _, forces = model(data.z, data.pos)
-    h = 1e-5
-    with torch.no_grad():
-        for i, k in [(0, 0), (1, 2), (3, 1), (5, 0), (5, 2)]:
-            step = torch.zeros_like(data.pos)
-            step[i, k] = h
-            plus = model(data.z, data.pos + step)[0]
-            minus = model(data.z, data.pos - step)[0]
-            numeric = -(plus - minus).item() / (2 * h)
-            assert forces[i, k].item() == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
 def test_training_mode_forces_keep_their_graph():
@@ -166,37 +117,6 @@ def test_energy_and_forces_on_every_device(batch, device):
     assert all(t.device.type == device.type for t in out)
     torch.testing.assert_close(out[0].cpu(), energy, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(out[1].cpu(), forces, atol=1e-10, rtol=1e-10)
-
-
-def test_state_dict_round_trip_is_exact(batch):
-    model = make_model(seed=0, mean=0.5, std=2.0, atomref=torch.randn(100, 1))
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    other = make_model(seed=1)
-    assert not torch.equal(
-        other(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
-    )
-    buffer.seek(0)
-    other.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(
-        other(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
-    )
-    rebuilt = EquivariantNet(**model.config())
-    rebuilt.load_state_dict(model.state_dict())
-    assert torch.equal(
-        rebuilt(batch.z, batch.pos, batch.batch), model(batch.z, batch.pos, batch.batch)
-    )
-
-
-@pytest.mark.parametrize(
-    "other", [dict(cutoff=5.0), dict(avg_num_neighbors=3.0), dict(readout="mean")]
-)
-def test_a_state_dict_of_another_architecture_is_refused(other):
-    """Same tensor shapes, other settings: loading would make a silent hybrid."""
-    state = make_model().state_dict()
-    key, value = next(iter(other.items()))
-    with pytest.raises(ValueError, match=f"{key}=.*this model: {value!r}"):
-        make_model(**other).load_state_dict(state)
 
 
 def test_state_dict_records_the_config_and_loads_into_a_force_model(batch):
@@ -279,12 +199,9 @@ def test_bad_inputs_raise_clear_errors(z, pos, batch, error, match):
     [
         (dict(hidden_Rs="8x0o + 4x1o"), "even scalars"),
         (dict(hidden_Rs="8x0 + 4x1"), "parity"),
-        (dict(readout="max"), "readout"),
-        (dict(derivative=True, out_channels=2), "out_channels=1"),
         (dict(atomref=torch.zeros(50, 1)), "atomref"),
         (dict(mean=[1.0, 2.0]), "mean"),
         (dict(num_layers=0), "num_layers"),
-        (dict(cutoff=-1.0), "cutoff"),
         (dict(max_num_neighbors=0), "max_num_neighbors"),
         (dict(kernel_mode="depthwise"), "kernel_mode"),
     ],
@@ -340,52 +257,6 @@ def test_consumes_pyg_qm9_batches(tmp_path):
 
 
 # -- periodic structures -------------------------------------------------------------------
-def crystals(sizes=(3, 1, 4), seed=0, side=(2.0, 3.5), pbc=None) -> Batch:
-    """Random triclinic cells, some smaller than the cutoff (3), atoms inside them."""
-    generator = torch.Generator().manual_seed(seed)
-    data = []
-    for n in sizes:
-        lengths = side[0] + (side[1] - side[0]) * torch.rand(3, generator=generator)
-        cell = torch.diag(lengths) + 0.3 * (torch.rand(3, 3, generator=generator) - 0.5)
-        z = torch.tensor([1, 6, 7, 8, 9])[torch.randint(0, 5, (n,), generator=generator)]
-        pos = torch.rand(n, 3, generator=generator) @ cell
-        periodic = torch.ones(1, 3, dtype=torch.bool) if pbc is None else pbc
-        data.append(Data(z=z, pos=pos, cell=cell[None], pbc=periodic))
-    return Batch.from_data_list(data)
-
-
-def run(model, data, stress=True, pos=None, cell=None):
-    pos = data.pos if pos is None else pos
-    cell = data.cell if cell is None else cell
-    return model(data.z, pos, data.batch, cell, data.pbc, stress=stress)
-
-
-def test_periodic_energy_invariant_forces_and_stress_equivariant():
-    """Rotation and inversion of positions and cells, translation, wrapping atoms into
-    other cells, permuting atoms: E invariant, F -> R F, stress -> R stress R^T."""
-    model = make_model(derivative=True)
-    data = crystals()
-    energy, forces, stress = run(model, data)
-    assert energy.shape == (3, 1) and forces.shape == (8, 3) and stress.shape == (3, 3, 3)
-    assert forces.abs().max() > 1e-3 and stress.abs().max() > 1e-4  # not trivially zero
-    torch.testing.assert_close(stress, stress.mT, atol=1e-12, rtol=0)
-
-    generator = torch.Generator().manual_seed(4)
-    for matrix in (rand_rotation(dtype=torch.float64, generator=generator), -torch.eye(3)):
-        out = run(model, data, pos=data.pos @ matrix.T, cell=data.cell @ matrix.T)
-        expected = (energy, forces @ matrix.T, matrix @ stress @ matrix.T)
-        for a, b in zip(out, expected):
-            torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
-    moves = torch.randint(-3, 4, data.pos.shape, generator=generator).double()
-    moved = data.pos + (moves[:, None, :] @ data.cell[data.batch]).squeeze(1) + 0.7
-    for a, b in zip(run(model, data, pos=moved), (energy, forces, stress)):
-        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
-    perm = torch.tensor([2, 0, 1, 3, 7, 5, 4, 6])  # within each structure
-    out = model(data.z[perm], data.pos[perm], data.batch, data.cell, data.pbc, stress=True)
-    for a, b in zip(out, (energy, forces[perm], stress)):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-
-
 def test_supercell_energy_is_extensive():
     """Doubling the cell along a lattice vector doubles the energy; forces repeat and the
     stress (per volume) is the same: also when the cell is smaller than the cutoff."""

@@ -216,6 +216,9 @@ def test_saving_refuses_a_bad_path_before_exporting(tmp_path):
         save_graph_potential(make_model(), tmp_path / "graph.pt")
     with pytest.raises(TypeError, match="needs a model of the zoo"):
         save_graph_potential(SchNet(), tmp_path / "graph.pt2")
+    with pytest.raises(TypeError, match="aoti must be a bool"):
+        save_graph_potential(make_model(), tmp_path / "graph.pt2", aoti="yes")
+    assert not (tmp_path / "graph.pt2").exists()
 
 
 def test_only_potentials_of_atom_energies_are_accepted():
@@ -251,6 +254,7 @@ def test_the_exported_program_runs_in_a_fresh_process(tmp_path, dtype):
     save_graph_potential(model, tmp_path / "graph.pt2")
     metadata = read_metadata(tmp_path / "graph.pt2")
     assert metadata["interface"] == "graph" and metadata["cutoff"] == CUTOFF
+    assert metadata["checks_inputs"] is False
     assert metadata["species"] == [1, 6, 8] and metadata["dtype"] == str(dtype)[6:]
     assert metadata["inputs"] == ["z", "edge_vec", "edge_index"]
     assert metadata["outputs"] == ["atom_energy", "energy", "forces", "pair_forces"]
