@@ -624,27 +624,33 @@ def test_export_graph_input_gives_the_model_numbers_in_a_fresh_process(
     assert_graph_outputs(fresh_process_outputs(program, inputs, tmp_path), expected, own)
 
 
-def test_export_graph_input_reports_how_far_the_program_is_from_the_model(
-    copper_potential, tmp_path, capsys, monkeypatch
+@pytest.mark.parametrize(
+    "writer, flags", [("save_model", []), ("save_graph_potential", ["--graph-input"])]
+)
+def test_export_refuses_a_program_far_from_the_model(
+    copper_potential, tmp_path, capsys, monkeypatch, writer, flags
 ):
     """The check on the test split runs the written program: one of other weights is
-    reported as far from the model."""
+    refused, and its file removed."""
     import e3nn_pyg.training.run
 
-    save = e3nn_pyg.training.run.save_graph_potential
+    save = getattr(e3nn_pyg.training.run, writer)
 
-    def save_another_model(model, path, aoti):
+    def save_another_model(model, *args, **kwargs):
         other = copy.deepcopy(model)
         with torch.no_grad():
             for parameter in other.parameters():
                 parameter.add_(0.1)
-        return save(other, path, aoti=aoti)
+        return save(other, *args, **kwargs)
 
-    monkeypatch.setattr(e3nn_pyg.training.run, "save_graph_potential", save_another_model)
-    argv = ["export", "--checkpoint", str(copper_potential), "--out", str(tmp_path / "g.pt2"),
-            "--graph-input"]  # fmt: skip
-    status, stdout, _ = run_main(argv, capsys)
-    assert status == 0 and export_error(stdout) > 1e-3
+    monkeypatch.setattr(e3nn_pyg.training.run, writer, save_another_model)
+    out = tmp_path / "g.pt2"
+    status, _, err = run_main(["export", "--checkpoint", str(copper_potential), "--out",
+                               str(out), *flags], capsys)  # fmt: skip
+    pieces = ("differs from the checkpoint's model by", "relative to the size of the outputs",
+              "the file was removed")  # fmt: skip
+    assert_one_line_error(status, err, *pieces)
+    assert not out.exists()
 
 
 def test_export_graph_input_refuses_what_is_not_a_potential_of_atom_energies(

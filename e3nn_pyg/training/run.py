@@ -77,6 +77,9 @@ __all__ = [
 _RUN_FILES = ("metrics.json", "test_predictions.csv", "learning_curves.png", "parity.png",
               "parity_energy.png", "parity_forces.png")  # fmt: skip
 _MAX_COORDINATE = 1e6  # Å: float32 keeps distances of such coordinates to a few 0.01 Å
+# The largest difference ``export`` accepts between a written program and its model, relative
+# to the size of each output (at least 1 in its unit): 10x what the export tests allow.
+_EXPORT_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-11}
 
 Log = Callable[[str], None]
 
@@ -686,8 +689,10 @@ def export_checkpoint(
 ) -> Path:
     """Write a checkpoint's model with :func:`~e3nn_pyg.export.save_model` to ``out`` (a
     ``.pt2`` file, with the model's metadata), checked against the model on the
-    checkpoint's test split. The program refuses elements the model was not trained on,
-    unless ``allow_unseen_elements``.
+    checkpoint's test split: a program whose outputs differ from the model's by more than
+    1e-5 (float32) or 1e-11 (float64) of their size is removed and refused with
+    :class:`ConfigError` (the log reports the largest difference otherwise). The program
+    refuses elements the model was not trained on, unless ``allow_unseen_elements``.
 
     Load it with ``import torch, e3nn_pyg``: ``torch.export.load(out).module()``, or with
     ``aoti`` (an AOTInductor package) ``torch._inductor.aoti_load_package(out)``, called
@@ -717,8 +722,17 @@ def export_checkpoint(
         program = torch._inductor.aoti_load_package(os.fspath(out))
     else:
         program = torch.export.load(out).module()
-    error = (_graph_export_error if graph_input else _export_error)(program, model, data)
+    pairs = (_graph_export_pairs if graph_input else _export_pairs)(program, model, data)
+    error, relative = _differences(pairs)
     dtype = next(model.parameters()).dtype
+    if relative > _EXPORT_TOLERANCE[dtype]:
+        out.unlink()
+        raise ConfigError(
+            f"the program written to {out} differs from the checkpoint's model by {error:.1e} "
+            f"on its test split ({relative:.1e} relative to the size of the outputs, more than "
+            f"the {_EXPORT_TOLERANCE[dtype]:.0e} that {str(dtype)[6:]} allows): the file was "
+            "removed; this is a bug of e3nn_pyg's export, please report it"
+        )
     call = f"({', '.join(read_metadata(out)['inputs'])})"
     if graph_input:
         call += " on a neighbour list (see e3nn_pyg.models.graph_input)"
@@ -759,11 +773,28 @@ def _check_exportable(
         raise ConfigError(f"--graph-input: {error}") from None
 
 
-def _export_error(program: Callable, model: nn.Module, data: RunData) -> float:
-    """The largest difference between the outputs (energies, forces, stresses) of an
-    exported program and of its model on the test split (with cells and periodic axes when
-    the data are periodic)."""
-    error = 0.0
+def _differences(pairs: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+    """The largest absolute difference of ``(got, want)`` pairs of outputs, and the largest
+    relative to the size of ``want`` (its largest magnitude, at least 1); NaN in both
+    counts as equal (the stress of a molecule)."""
+    error = relative = 0.0
+    for got, want in pairs:
+        if not want.numel():
+            continue
+        difference = (got - want).abs()
+        difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
+        size = max(1.0, float(want.abs().nan_to_num(0.0).max()))
+        error = max(error, float(difference.max()))
+        relative = max(relative, float(difference.max()) / size)
+    return error, relative
+
+
+def _export_pairs(
+    program: Callable, model: nn.Module, data: RunData
+) -> Iterable[tuple[Tensor, Tensor]]:
+    """The outputs (energies, forces, stresses) of an exported program and of its model on
+    the test split, as ``(program's, model's)`` pairs (with cells and periodic axes when the
+    data are periodic)."""
     dtype = next(model.parameters()).dtype
     stress = data.periodic and model.derivative  # what a periodic force program returns
     for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
@@ -775,19 +806,17 @@ def _export_error(program: Callable, model: nn.Module, data: RunData) -> float:
         with torch.no_grad():
             expected = model(*inputs, stress=True) if stress else model(*inputs)
             outputs = program(*inputs)
-        for got, want in zip(_tensors(outputs), _tensors(expected), strict=True):
-            difference = (got - want).abs()  # NaN in both: the stress of a molecule
-            difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
-            error = max(error, float(difference.max()))
-    return error
+        yield from zip(_tensors(outputs), _tensors(expected), strict=True)
 
 
-def _graph_export_error(program: Callable, model: nn.Module, data: RunData) -> float:
-    """The largest difference between the outputs of a graph-input program and of its model
-    on the test split, the program called on the model's own graph of each batch: its
-    per-atom energies and per-pair forces against :class:`~e3nn_pyg.models.GraphPotential`,
-    its energy (the batch's sum, and per structure) and forces against the model's."""
-    error = 0.0
+def _graph_export_pairs(
+    program: Callable, model: nn.Module, data: RunData
+) -> Iterable[tuple[Tensor, Tensor]]:
+    """The outputs of a graph-input program and of its model on the test split, as
+    ``(program's, model's)`` pairs, the program called on the model's own graph of each
+    batch: its per-atom energies and per-pair forces against
+    :class:`~e3nn_pyg.models.GraphPotential`, its energy (the batch's sum, and per
+    structure) and forces against the model's."""
     dtype = next(model.parameters()).dtype
     potential = GraphPotential(model)
     for batch in DataLoader(data.subset("test"), batch_size=EVAL_BATCH_SIZE):
@@ -801,10 +830,8 @@ def _graph_export_error(program: Callable, model: nn.Module, data: RunData) -> f
         with torch.no_grad():
             energy, forces = model(*inputs)  # [G, 1], [N, 3]
         structures = energy.new_zeros(energy.shape[0]).index_add_(0, batch.batch, got[0])
-        pairs = [*zip(got, expected, strict=True), (structures, energy[:, 0]),
-                 (got[1], energy.sum()), (got[2], forces)]  # fmt: skip
-        error = max([error] + [float((a - b).abs().max()) for a, b in pairs if a.numel()])
-    return error
+        yield from [*zip(got, expected, strict=True), (structures, energy[:, 0]),
+                    (got[1], energy.sum()), (got[2], forces)]  # fmt: skip
 
 
 def _model_edges(
