@@ -776,16 +776,17 @@ def _check_exportable(
 def _differences(pairs: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
     """The largest absolute difference of ``(got, want)`` pairs of outputs, and the largest
     relative to the size of ``want`` (its largest magnitude, at least 1); NaN in both
-    counts as equal (the stress of a molecule)."""
+    counts as equal (the stress of a molecule), NaN in one only as an infinite difference
+    (Python's ``max`` would drop a NaN)."""
     error = relative = 0.0
     for got, want in pairs:
         if not want.numel():
             continue
-        difference = (got - want).abs()
+        difference = (got - want).abs().nan_to_num(nan=math.inf)
         difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
+        largest = float(difference.max())
         size = max(1.0, float(want.abs().nan_to_num(0.0).max()))
-        error = max(error, float(difference.max()))
-        relative = max(relative, float(difference.max()) / size)
+        error, relative = max(error, largest), max(relative, largest / size)
     return error, relative
 
 

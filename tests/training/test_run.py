@@ -134,3 +134,16 @@ def test_read_xyz(tmp_path):
     assert molecules[0][2].shape == (3, 3)
     with pytest.raises(ConfigError, match="cannot read"):
         read_xyz(Path(tmp_path / "missing.xyz"))
+
+
+def test_the_export_check_counts_a_nan_in_one_output_as_infinitely_far():
+    """The check of ``export``: NaN in both outputs is equal (a molecule's stress); NaN in
+    only one of them must never vanish in the maximum."""
+    from e3nn_pyg.training.run import _differences
+
+    want = torch.tensor([[1.0, float("nan")], [-300.0, 2.0]])
+    assert _differences([(want.clone(), want)]) == (0.0, 0.0)
+    error, relative = _differences([(want + 3e-3, want)])
+    assert error == pytest.approx(3e-3, rel=1e-3) and relative == pytest.approx(1e-5, rel=1e-3)
+    for got in (torch.where(want.isnan(), 0.0, want), want.nan_to_num(0.0).fill_(float("nan"))):
+        assert _differences([(want + 1.0, want), (got, want)])[1] == float("inf")
