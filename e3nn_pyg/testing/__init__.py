@@ -3,7 +3,8 @@ interatomic potentials every zoo model is tested with.
 
 - :mod:`~e3nn_pyg.testing.equivariance`: :func:`equivariance_error` and
   :func:`assert_equivariant`, the largest deviation of any function of positions and
-  features from E(3)-equivariance.
+  features from E(3)-equivariance; :func:`max_difference`, the largest difference of two
+  tensors in which no NaN vanishes (what every check here takes maxima of).
 - :mod:`~e3nn_pyg.testing.potentials`: what an interatomic potential is (:data:`Potential`,
   a callable ``potential(z, pos, batch[, cell=, pbc=])``), batches of atomic structures
   (:class:`Structures`), and its energy, forces and stress whatever subset of them it
@@ -23,7 +24,7 @@ Every name is importable from ``e3nn_pyg.testing``.
 """
 
 from .contract import PotentialContract
-from .equivariance import POS, assert_equivariant, equivariance_error
+from .equivariance import POS, assert_equivariant, equivariance_error, max_difference
 from .periodic_errors import stress_fd_error, supercell_error, wrapping_error
 from .potential_errors import (
     assert_below,
@@ -49,6 +50,7 @@ __all__ = [
     "evaluate_potential",
     "forces_fd_error",
     "isolated_atom_error",
+    "max_difference",
     "model_potential",
     "separation_error",
     "stress_fd_error",

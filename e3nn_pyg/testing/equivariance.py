@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,12 +29,33 @@ from torch import Tensor
 
 from ..o3 import Rs, RsLike, rand_rotation, rs_representation
 
-__all__ = ["POS", "assert_equivariant", "equivariance_error"]
+__all__ = ["POS", "assert_equivariant", "equivariance_error", "max_difference"]
 
 #: Marks an argument or output as positions: rotated, inverted and translated.
 POS = "pos"
 
 Spec = RsLike | None
+
+
+def max_difference(got: Tensor, want: Tensor, equal_nan: bool = False) -> float:
+    r"""The largest :math:`|	ext{got} - 	ext{want}|` in float64 (0 for empty tensors), where
+    a NaN never vanishes: NaN in either counts as an infinite difference, unless
+    ``equal_nan`` and both are NaN at that place (as :func:`torch.allclose` takes it). The
+    checks of this package take maxima of these (Python's ``max`` would drop a NaN).
+
+    Example:
+        >>> nan = float("nan")
+        >>> max_difference(torch.tensor([1.0, nan]), torch.tensor([1.5, nan]))
+        inf
+        >>> max_difference(torch.tensor([1.0, nan]), torch.tensor([1.5, nan]), equal_nan=True)
+        0.5
+    """
+    if not want.numel():
+        return 0.0
+    difference = (got.double() - want.double()).abs().nan_to_num(nan=math.inf)
+    if equal_nan:
+        difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
+    return difference.max().item()
 
 
 def _normalize_specs(specs: Sequence[Spec] | Spec, count: int, what: str) -> list:
@@ -122,8 +144,7 @@ def equivariance_error(
         error = 0.0
         for out, moved, spec in zip(reference, moved_outputs, specs_out):
             expected = _transform(out, spec, matrix, shift)
-            if expected.numel():
-                error = max(error, (moved.double() - expected.double()).abs().max().item())
+            error = max(error, max_difference(moved, expected))
         errors[name] = error
     return errors
 

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..checks import is_int, require_positive
-from .potential_errors import _compare, _max_abs, _require_float64
+from .equivariance import max_difference
+from .potential_errors import _compare, _require_float64
 from .potentials import (
     Potential,
     Structures,
@@ -119,8 +120,8 @@ def supercell_error(
     )  # [sum of copies * n, 3]
     per_copy = out["energy"].double() / torch.tensor(copies, device=s.pos.device)  # [G]
     return {
-        "energy": _max_abs(per_copy, reference["energy"]),
-        "forces": _max_abs(out["forces"], expected),
+        "energy": max_difference(per_copy, reference["energy"]),
+        "forces": max_difference(out["forces"], expected),
     }
 
 
@@ -161,4 +162,4 @@ def stress_fd_error(
         plus = _energy(potential, _strain(s, strain), num_graphs)  # [G]
         minus = _energy(potential, _strain(s, -strain), num_graphs)  # [G]
         numeric[:, a, b] = numeric[:, b, a] = (plus - minus) / (2 * h * volume)
-    return {"stress": _max_abs(stress, numeric)}
+    return {"stress": max_difference(stress, numeric)}

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from ..checks import is_int, is_real, require_int, require_positive
 from ..o3 import rand_rotation
+from .equivariance import max_difference
 from .potentials import Potential, Structures, _energy, _split, _structures, evaluate_potential
 
 __all__ = [
@@ -71,13 +72,9 @@ def assert_below(errors: dict[str, float], atol: float, what: str = "") -> dict[
     return errors
 
 
-def _max_abs(a: Tensor, b: Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-
-
 def _compare(errors: dict, name: str, got: dict, expected: dict) -> None:
     for key in ("energy", "forces"):
-        error = _max_abs(got[key], expected[key])
+        error = max_difference(got[key], expected[key])
         errors[f"{key}/{name}"] = max(errors.get(f"{key}/{name}", 0.0), error)
 
 
@@ -198,7 +195,7 @@ def forces_fd_error(
         plus = _energy(potential, s._replace(pos=s.pos + step), num_graphs)[graph]
         minus = _energy(potential, s._replace(pos=s.pos - step), num_graphs)[graph]
         numeric = -(plus - minus).item() / (2 * h)
-        error = max(error, abs(forces[atom, axis].item() - numeric))
+        error = max(error, max_difference(forces[atom, axis], forces.new_tensor(numeric)))
     return {"forces": error}
 
 
@@ -225,10 +222,10 @@ def batch_error(
     for graph in range(num_graphs):
         alone = evaluate_potential(potential, *_split(s, graph))
         errors["energy"] = max(
-            errors["energy"], _max_abs(together["energy"][graph], alone["energy"][0])
+            errors["energy"], max_difference(together["energy"][graph], alone["energy"][0])
         )
         errors["forces"] = max(
-            errors["forces"], _max_abs(together["forces"][s.batch == graph], alone["forces"])
+            errors["forces"], max_difference(together["forces"][s.batch == graph], alone["forces"])
         )
     return errors
 
@@ -334,8 +331,8 @@ def separation_error(
     energy = sum(part["energy"][0].double() for part in parts)
     forces = torch.cat([part["forces"] for part in parts])  # [N, 3]
     return {
-        "energy": _max_abs(together["energy"][0], energy),
-        "forces": _max_abs(together["forces"], forces),
+        "energy": max_difference(together["energy"][0], energy),
+        "forces": max_difference(together["forces"], forces),
     }
 
 
@@ -374,5 +371,5 @@ def isolated_atom_error(
     forces = torch.cat([alone["forces"], together["forces"]])  # [2N, 3]
     return {
         "forces": forces.abs().max().item(),
-        "energy": _max_abs(together["energy"][0], alone["energy"].double().sum()),
+        "energy": max_difference(together["energy"][0], alone["energy"].double().sum()),
     }

@@ -45,6 +45,7 @@ from ..export import read_metadata, require_pt2_path, save_model
 from ..graph import cartesian_shifts
 from ..models import GraphPotential
 from ..models.graph_input import check_potential, edge_vectors, save_graph_potential
+from ..testing.equivariance import max_difference
 from .checkpoint import load_checkpoint, model_from_checkpoint, task_from_checkpoint
 from .config import ConfigError, TrainConfig, write_yaml
 from .data import (
@@ -775,16 +776,14 @@ def _check_exportable(
 
 def _differences(pairs: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
     """The largest absolute difference of ``(got, want)`` pairs of outputs, and the largest
-    relative to the size of ``want`` (its largest magnitude, at least 1); NaN in both
-    counts as equal (the stress of a molecule), NaN in one only as an infinite difference
-    (Python's ``max`` would drop a NaN)."""
+    relative to the size of ``want`` (its largest magnitude, at least 1): NaN in both counts
+    as equal (the stress of a molecule), NaN in one only as an infinite difference
+    (:func:`~e3nn_pyg.testing.max_difference`)."""
     error = relative = 0.0
     for got, want in pairs:
         if not want.numel():
             continue
-        difference = (got - want).abs().nan_to_num(nan=math.inf)
-        difference = torch.where(got.isnan() & want.isnan(), 0.0, difference)
-        largest = float(difference.max())
+        largest = max_difference(got, want, equal_nan=True)
         size = max(1.0, float(want.abs().nan_to_num(0.0).max()))
         error, relative = max(error, largest), max(relative, largest / size)
     return error, relative

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from e3nn_pyg.o3 import spherical_harmonics, wigner_3j
-from e3nn_pyg.testing import POS, assert_equivariant, equivariance_error
+from e3nn_pyg.testing import POS, assert_equivariant, equivariance_error, max_difference
 
 LARGE = 1e-2  # a broken symmetry gives errors of order one on these O(1) inputs
 
@@ -228,3 +228,26 @@ def test_spec_type_errors():
         equivariance_error(lambda p: p, [torch.zeros(4, 3, dtype=torch.long)], ["1x1o"], [None])
     with pytest.raises(ValueError, match="cannot parse"):
         equivariance_error(lambda p: p, [_randn(4, 3)], ["vector"], ["1x1o"])
+
+
+def test_a_nan_output_is_never_equivariant():
+    """A NaN in an output must not vanish in the maximum of the errors (Python's max of a
+    number and NaN keeps the number); it is an infinite error."""
+    vectors = torch.randn(4, 3, dtype=torch.float64)
+
+    def second_output_nan(v):
+        return v, torch.full_like(v, float("nan"))
+
+    errors = equivariance_error(second_output_nan, [vectors], ["1x1o"], ["1x1o", "1x1o"])
+    assert all(error == float("inf") for error in errors.values())
+    with pytest.raises(AssertionError):
+        assert_equivariant(second_output_nan, [vectors], ["1x1o"], ["1x1o", "1x1o"])
+
+
+def test_max_difference_keeps_every_nan():
+    nan = float("nan")
+    a, b = torch.tensor([1.0, nan, 3.0]), torch.tensor([1.5, nan, 3.0], dtype=torch.float64)
+    assert max_difference(a, b) == float("inf")
+    assert max_difference(a, b, equal_nan=True) == 0.5
+    assert max_difference(a, torch.tensor([1.5, 2.0, 3.0]), equal_nan=True) == float("inf")
+    assert max_difference(torch.zeros(0), torch.zeros(0)) == 0.0
