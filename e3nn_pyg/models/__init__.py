@@ -6,7 +6,8 @@
   convolution contracted with themselves up to a correlation order.
 - :class:`AtomisticModel`: their shared base (inputs, graph, periodic cells, forces, stress,
   offsets, config).
-- :class:`SelfInteraction`: the per-irrep linear layer they use.
+- :class:`SelfInteraction`: the per-irrep linear layer they use, and
+  :class:`SpeciesSelfInteraction`, the same with weights per element.
 - :class:`EnergyForces`: the forces of any energy model (e.g. SchNet) by autograd.
 - :class:`GraphPotential`: a potential on the neighbour list of an MD engine (per-atom
   energies, forces, per-pair forces).
@@ -28,7 +29,7 @@ from .interaction_graph import (
     VerletInteractionGraph,
 )
 from .many_body import ManyBodyBlock, ManyBodyNet, natural_irreps
-from .self_interaction import SelfInteraction
+from .self_interaction import SelfInteraction, SpeciesSelfInteraction
 
 __all__ = [
     "AtomisticModel",
@@ -42,6 +43,7 @@ __all__ = [
     "RadiusInteractionGraph",
     "SchNetInteractionGraph",
     "SelfInteraction",
+    "SpeciesSelfInteraction",
     "VerletInteractionGraph",
     "layer_representations",
     "natural_irreps",

@@ -23,7 +23,7 @@ import inspect
 import math
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -181,6 +181,10 @@ class AtomisticModel(_SettingsOptionalOnLoad):
             )
         self.register_buffer("atomref", atomref)  # [max_z, out_channels]
 
+    #: Settings added after the model's first release, with the value that a config saved
+    #: without them implies (the architecture of the time).
+    SETTINGS_ADDED_LATER: ClassVar[Mapping[str, Any]] = {}
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments that define the architecture (plain Python values),
         read from the constructor's signature: the model records every argument as an
@@ -210,6 +214,7 @@ class AtomisticModel(_SettingsOptionalOnLoad):
                 f"the state_dict's _extra_state holds no {type(self).__name__} config: {state!r}"
             )
         mine = self.config()
+        saved = {**self.SETTINGS_ADDED_LATER, **saved}
         differences = [
             f"{key}={saved.get(key)!r} (this model: {mine[key]!r})"
             for key in mine

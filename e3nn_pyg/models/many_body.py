@@ -12,8 +12,9 @@ Clebsch-Gordan coefficients :mod:`e3nn_pyg.o3.coupling` computes from the packag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from ..o3 import Rs
 from ..tensor_product.symmetric import SymmetricContraction
 from .atomistic import COMMON_INT_MINIMUMS, AtomisticModel, check_settings
 from .interaction_graph import InteractionGraph
-from .self_interaction import SelfInteraction
+from .self_interaction import SelfInteraction, SpeciesSelfInteraction
 
 __all__ = ["ManyBodyBlock", "ManyBodyNet", "natural_irreps"]
 
@@ -78,23 +79,35 @@ class ManyBodyBlock(nn.Module):
         correlation: int,
         num_species: int,
         n_norm: float,
+        species_skip: bool = False,
+        basis_mixing: bool = False,
     ) -> None:
         super().__init__()
         self.Rs_in, self.Rs_out = Rs(Rs_in), Rs(Rs_out)
+        self.species_skip = species_skip
         self.linear_up = SelfInteraction(self.Rs_in, self.Rs_in)
         self.conv = Convolution(kernel, self.Rs_in, Rs_basis, n_norm=n_norm)
+        self.mixing = SelfInteraction(Rs_basis, Rs_basis, bias=False) if basis_mixing else None
         self.contraction = SymmetricContraction(Rs_basis, self.Rs_out, correlation, num_species)
         self.message = SelfInteraction(self.Rs_out, self.Rs_out)
-        self.skip = SelfInteraction(self.Rs_in, self.Rs_out)
+        if species_skip:
+            self.skip = SpeciesSelfInteraction(self.Rs_in, self.Rs_out, num_species)
+        else:
+            self.skip = SelfInteraction(self.Rs_in, self.Rs_out)
 
     def reset_parameters(self) -> None:
-        for module in (self.linear_up, self.conv, self.contraction, self.message, self.skip):
-            module.reset_parameters()
+        for module in (self.linear_up, self.conv, self.mixing, self.contraction, self.message,
+                       self.skip):  # fmt: skip
+            if module is not None:
+                module.reset_parameters()
 
     def forward(self, h: Tensor, slots: Tensor, pos: Tensor, graph: Graph) -> Tensor:
         basis = self.conv(self.linear_up(h), pos, graph)  # [N, dim(Rs_basis)]
+        if self.mixing is not None:
+            basis = self.mixing(basis)  # [N, dim(Rs_basis)]
         products = self.contraction(basis, slots)  # [N, dim(Rs_out)]
-        return self.message(products) + self.skip(h)  # [N, dim(Rs_out)]
+        skip = self.skip(h, slots) if self.species_skip else self.skip(h)  # [N, dim(Rs_out)]
+        return self.message(products) + skip  # [N, dim(Rs_out)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}')"
@@ -146,6 +159,11 @@ class ManyBodyNet(AtomisticModel):
         radial_layers (int, optional): hidden layers of the radial perceptron.
             (default: :obj:`2`)
         readout_hidden (int, optional): hidden units of the last readout. (default: :obj:`16`)
+        species_skip (bool, optional): the skip connection of every block has its own
+            weights per element (:class:`~e3nn_pyg.models.SpeciesSelfInteraction`).
+            (default: :obj:`False`)
+        basis_mixing (bool, optional): mix the channels of the atomic basis linearly before
+            the contraction. (default: :obj:`False`)
         avg_num_neighbors (float, optional): the convolution sums are divided by its square
             root; set it to the mean in-degree of the data. (default: :obj:`16.0`)
         readout (str, optional): ``"add"`` or ``"mean"`` over the atoms of a structure.
@@ -186,6 +204,11 @@ class ManyBodyNet(AtomisticModel):
         (torch.Size([1, 1]), torch.Size([3, 3]))
     """
 
+    SETTINGS_ADDED_LATER: ClassVar[Mapping[str, Any]] = {
+        "species_skip": False,
+        "basis_mixing": False,
+    }
+
     def __init__(
         self,
         num_channels: int = 32,
@@ -199,6 +222,8 @@ class ManyBodyNet(AtomisticModel):
         radial_hidden: int = 64,
         radial_layers: int = 2,
         readout_hidden: int = 16,
+        species_skip: bool = False,
+        basis_mixing: bool = False,
         avg_num_neighbors: float = 16.0,
         readout: str = "add",
         mean: float | Sequence[float] | None = None,
@@ -219,6 +244,9 @@ class ManyBodyNet(AtomisticModel):
             max_num_neighbors=max_num_neighbors, cutoff=cutoff,
             avg_num_neighbors=avg_num_neighbors, readout=readout, derivative=derivative,
         )  # fmt: skip
+        for name, flag in (("species_skip", species_skip), ("basis_mixing", basis_mixing)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         if hidden_lmax > lmax:
             raise ValueError(
                 f"hidden_lmax = {hidden_lmax} must not exceed lmax = {lmax}: the features "
@@ -228,6 +256,7 @@ class ManyBodyNet(AtomisticModel):
         self.correlation, self.num_layers = correlation, num_layers
         self.num_basis, self.radial_hidden = num_basis, radial_hidden
         self.radial_layers, self.readout_hidden = radial_layers, readout_hidden
+        self.species_skip, self.basis_mixing = species_skip, basis_mixing
         self._setup(
             cutoff=cutoff, max_num_neighbors=max_num_neighbors,
             avg_num_neighbors=avg_num_neighbors, readout=readout, mean=mean, std=std,
@@ -259,8 +288,9 @@ class ManyBodyNet(AtomisticModel):
             last = t == self.num_layers - 1
             Rs_out = natural_irreps(channels, 0 if last else self.hidden_lmax)
             block = ManyBodyBlock(
-                Rs_in, basis, Rs_out, kernel, self.correlation, num_slots, self.avg_num_neighbors
-            )
+                Rs_in, basis, Rs_out, kernel, self.correlation, num_slots, self.avg_num_neighbors,
+                species_skip=self.species_skip, basis_mixing=self.basis_mixing,
+            )  # fmt: skip
             blocks.append(block)
             Rs_in = Rs_out
         self.blocks = nn.ModuleList(blocks)

@@ -3,6 +3,7 @@ r"""The self-interaction: an equivariant linear map acting on each node's own fe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 from ..checks import require_features
 from ..o3 import Rs, RsLike
 
-__all__ = ["SelfInteraction"]
+__all__ = ["SelfInteraction", "SpeciesSelfInteraction"]
 
 
 class SelfInteraction(nn.Module):
@@ -48,6 +49,9 @@ class SelfInteraction(nn.Module):
         25
     """
 
+    #: the leading shape of every weight and bias (one matrix for all nodes)
+    _rows: tuple[int, ...] = ()
+
     def __init__(self, Rs_in: RsLike, Rs_out: RsLike, bias: bool = True) -> None:
         super().__init__()
         self.Rs_in, self.Rs_out = Rs(Rs_in), Rs(Rs_out)
@@ -62,9 +66,11 @@ class SelfInteraction(nn.Module):
             ]
             self._sources.append(sources)
             fan_in = sum(self.Rs_in[i].mul for i in sources)
-            weights.append(nn.Parameter(torch.empty(mul_o, fan_in)) if fan_in and mul_o else None)
+            weight = torch.empty(*self._rows, mul_o, fan_in)
+            weights.append(nn.Parameter(weight) if fan_in and mul_o else None)
             scalar = l == 0 and p != -1 and mul_o > 0
-            biases.append(nn.Parameter(torch.empty(mul_o)) if bias and scalar else None)
+            bias_row = torch.empty(*self._rows, mul_o)
+            biases.append(nn.Parameter(bias_row) if bias and scalar else None)
         self.weights = nn.ParameterList([w for w in weights if w is not None])
         self.biases = nn.ParameterList([b for b in biases if b is not None])
         self._weight_index = _positions(weights)
@@ -82,6 +88,20 @@ class SelfInteraction(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         require_features(x, self.Rs_in, "SelfInteraction input", batch_axes=True)
+        return self._mix(
+            x, "uv,...vm->...um", lambda w: self.weights[w], lambda b: self.biases[b][:, None]
+        )
+
+    def _mix(
+        self,
+        x: Tensor,
+        equation: str,
+        weight_of: Callable[[int], Tensor],
+        bias_of: Callable[[int], Tensor],
+    ) -> Tensor:
+        """The map with the weight matrices ``weight_of(i)`` of block ``i`` (``[mul_o,
+        n_lp]``, or one per node ``[N, mul_o, n_lp]``), applied by ``equation``, and its
+        biases ``bias_of(i)`` (broadcast over ``2l+1``)."""
         batch_shape = x.shape[:-1]
         chunks = self.Rs_in.chunks(x)  # [..., mul, 2l+1] per block of Rs_in
         out = []
@@ -93,15 +113,74 @@ class SelfInteraction(nn.Module):
                 continue
             blocks = [chunks[i] for i in sources]
             v = torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]  # [..., n_lp, 2l+1]
-            weight = self.weights[w]  # [mul_o, n_lp]
-            y = torch.einsum("uv,...vm->...um", weight, v) / math.sqrt(weight.shape[1])
+            weight = weight_of(w)  # [mul_o, n_lp] or [N, mul_o, n_lp]
+            y = torch.einsum(equation, weight, v) / math.sqrt(weight.shape[-1])  # [..., mul_o, m]
             if b >= 0:
-                y = y + self.biases[b][:, None]  # [..., mul_o, 1]
+                y = y + bias_of(b)  # [..., mul_o, 1]
             out.append(y)  # [..., mul_o, 2l+1]
         return self.Rs_out.from_chunks(out, batch_shape, dtype=x.dtype, device=x.device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}', bias={self.bias})"
+
+
+class SpeciesSelfInteraction(SelfInteraction):
+    r"""A :class:`SelfInteraction` with its own matrices and biases for every element row:
+    node :math:`i` of row :math:`s_i` (its element's slot) is mapped by
+
+    .. math::
+        \mathbf{y}_{i u m} = \frac{1}{\sqrt{n_{l p}}} \sum_{v} W^{(s_i)}_{u v}\,
+        \mathbf{x}_{i v m} \; + \; b^{(s_i)}_u \, [l = 0,\ p \ne -1],
+
+    equivariant for the same reason (the element is an invariant). MACE's element-dependent
+    skip connection is this map.
+
+    Args:
+        Rs_in (Rs-like): input representation.
+        Rs_out (Rs-like): output representation.
+        num_species (int): the number of element rows.
+        bias (bool, optional): learn a bias for the scalar outputs. (default: :obj:`True`)
+
+    Shapes:
+        - **input:** features :math:`(N, \dim(\mathrm{Rs\_in}))`, rows :math:`(N)` long in
+          ``[0, num_species)``
+        - **output:** :math:`(N, \dim(\mathrm{Rs\_out}))`
+
+    Example:
+        >>> lin = SpeciesSelfInteraction("4x0e + 2x1o", "3x0e + 1x1o", num_species=2)
+        >>> x, rows = torch.randn(5, 10), torch.tensor([0, 1, 1, 0, 1])
+        >>> lin(x, rows).shape
+        torch.Size([5, 6])
+        >>> torch.allclose(lin(x, rows)[1], lin(x[1:2], rows[1:2])[0])
+        True
+    """
+
+    def __init__(self, Rs_in: RsLike, Rs_out: RsLike, num_species: int, bias: bool = True) -> None:
+        if num_species < 1:
+            raise ValueError(f"num_species = {num_species} must be at least 1")
+        self.num_species = num_species
+        self._rows = (num_species,)
+        super().__init__(Rs_in, Rs_out, bias)
+
+    def forward(self, x: Tensor, rows: Tensor) -> Tensor:  # type: ignore[override]
+        require_features(x, self.Rs_in, "SpeciesSelfInteraction input")
+        if rows.shape != x.shape[:1]:
+            raise ValueError(
+                f"rows of shape {tuple(rows.shape)} must give one element row per node "
+                f"({x.shape[0]})"
+            )
+        return self._mix(
+            x,
+            "nuv,nvm->num",
+            lambda w: self.weights[w][rows],  # [N, mul_o, n_lp]
+            lambda b: self.biases[b][rows][:, :, None],  # [N, mul_o, 1]
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}('{self.Rs_in}' -> '{self.Rs_out}', "
+            f"num_species={self.num_species}, bias={self.bias})"
+        )
 
 
 def _positions(items: list) -> list[int]:

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.usefixtures("float64")
 VARIANTS = {
     "equivariant-net": [dict(kernel_mode=mode) for mode in ("channelwise", "full")],
     "many-body": [dict(correlation=correlation, hidden_lmax=hidden_lmax)
-                  for hidden_lmax in (0, 1, 2) for correlation in (1, 2, 3)],
+                  for hidden_lmax in (0, 1, 2) for correlation in (1, 2, 3)]
+                 + [dict(species_skip=True, basis_mixing=True)],
 }  # fmt: skip
 EQUIVARIANCE_CASES = [
     pytest.param(kind, settings, id="-".join([kind, *(f"{k}={v}" for k, v in settings.items())]))

@@ -43,14 +43,17 @@ def test_the_energy_has_many_body_terms():
     assert abs(three_body(cubic)) > 1e-6
 
 
-def test_a_force_loss_trains_every_parameter(batch):
-    model = make_model(derivative=True, species=[1, 6, 8]).train()
+@pytest.mark.parametrize("options", [{}, dict(species_skip=True, basis_mixing=True)])
+def test_a_force_loss_trains_every_parameter(batch, options):
+    model = make_model(derivative=True, species=[1, 6, 8], **options).train()
     energy, forces = model(batch.z, batch.pos.clone().requires_grad_(), batch.batch)
     (energy.pow(2).sum() + forces.pow(2).sum()).backward()
     untouched = [name for name, p in model.named_parameters() if p.grad is None]
     assert untouched == []
     # the weights of the elements of the batch (rows 1-3) learn, the unseen row (0) not
     weights = [p for name, p in model.named_parameters() if "contraction" in name]
+    if options:
+        weights += [p for name, p in model.named_parameters() if "skip" in name]
     assert weights and all(w.grad[0].abs().sum() == 0 for w in weights)
     assert all(w.grad[1:].abs().sum() > 0 for w in weights)
 
@@ -93,6 +96,7 @@ def test_natural_irreps():
         (dict(correlation=0), "correlation must be an int >= 1"),
         (dict(correlation=2.0), "correlation must be an int >= 1"),
         (dict(hidden_lmax=3, lmax=2), "hidden_lmax = 3 must not exceed lmax = 2"),
+        (dict(species_skip=1), "species_skip must be True or False, got 1"),
     ],
 )
 def test_bad_hyper_parameters_raise(kwargs, match):

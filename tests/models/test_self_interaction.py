@@ -1,9 +1,10 @@
-"""SelfInteraction: equivariance, which blocks mix, normalization, validation."""
+"""SelfInteraction and SpeciesSelfInteraction: equivariance, which blocks mix,
+normalization, the rows of each node, validation."""
 
 import pytest
 import torch
 
-from e3nn_pyg.models import SelfInteraction
+from e3nn_pyg.models import SelfInteraction, SpeciesSelfInteraction
 from e3nn_pyg.testing import assert_equivariant
 
 RS_IN = "3x0e + 2x1o + 1x1e + 2x0o + 1x2e"
@@ -52,3 +53,28 @@ def test_leading_batch_dimensions_and_bad_input():
     with pytest.raises(ValueError, match=r"input has shape \[3, 4\], expected \[\.\.\., 5\]"):
         layer(torch.randn(3, 4))
     assert "2x0e+1x1o" in repr(layer)
+
+
+def test_species_map_is_equivariant_and_each_node_uses_its_rows_matrices():
+    torch.manual_seed(0)
+    layer = SpeciesSelfInteraction(RS_IN, RS_OUT, num_species=3)
+    for bias in layer.biases:
+        torch.nn.init.normal_(bias)
+    x, rows = torch.randn(7, layer.Rs_in.dim), torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    assert_equivariant(layer, [x, rows], [RS_IN, None], [RS_OUT])
+    y = layer(x, rows)
+    for row in range(3):
+        plain = SelfInteraction(RS_IN, RS_OUT)
+        for mine, theirs in zip(plain.parameters(), layer.parameters(), strict=True):
+            mine.data.copy_(theirs.data[row])
+        torch.testing.assert_close(y[rows == row], plain(x[rows == row]), rtol=0, atol=1e-14)
+    assert [tuple(w.shape) for w in layer.weights[:2]] == [(3, 4, 3), (3, 3, 2)]
+
+
+def test_species_map_refuses_bad_rows():
+    layer = SpeciesSelfInteraction("2x0e", "1x0e", num_species=2)
+    assert repr(layer) == "SpeciesSelfInteraction('2x0e' -> '1x0e', num_species=2, bias=True)"
+    with pytest.raises(ValueError, match=r"rows of shape \(2,\) must give one element row per"):
+        layer(torch.randn(3, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="num_species = 0 must be at least 1"):
+        SpeciesSelfInteraction("2x0e", "1x0e", num_species=0)
