@@ -12,7 +12,9 @@ A checkpoint is a ``torch.save`` dictionary of plain values and tensors (loadabl
 - ``run_config``: the :class:`~e3nn_pyg.training.TrainConfig` of the run (the task's
   settings), ``stats``: the fitted target offsets, ``target``: the target's name and units;
 - ``progress``: epochs, seconds trained, history, best validation MAE, whether training is
-  finished; ``optimizer`` and ``scheduler`` states (``last.pt`` only).
+  finished; ``optimizer`` and ``scheduler`` states (``last.pt`` only);
+- ``lr``: the base learning rate the model trains with (the run's, or its kind's default),
+  so that a resume goes on with it even where a later version changed the default.
 
 Evaluation and prediction need nothing else: not the training files. :func:`load`
 (``e3nn_pyg.load``) gives the model of a checkpoint.
@@ -24,7 +26,8 @@ current one with :func:`migrate`, the one place that knows earlier formats. Vers
 extra states of the model (its recorded config) and no ``species`` in its ``model_config``
 (any element is then accepted). Versions 1 and 2 named the EquivariantNet kind
 ``equivariant`` (now ``equivariant-net``, as ``--model`` names it) and had no model ``name``
-in the run's ``model`` section (it was always EquivariantNet).
+in the run's ``model`` section (it was always EquivariantNet). Versions 1 to 3 had no
+``lr``: a run that set none trained with its kind's default of those versions.
 
 Files are written to a temporary name and renamed, so an interruption never leaves half a
 checkpoint.
@@ -42,7 +45,7 @@ from torch import nn
 from ..datasets import QM9_TARGET_INFO, target_index
 from .config import DTYPES, ConfigError, TrainConfig
 from .distributed import default_dtype
-from .registry import MODEL_KINDS, model_kind
+from .registry import MODEL_KINDS, configured_lr, model_kind
 from .tasks import PotentialTask, PropertyTask
 
 __all__ = [
@@ -60,13 +63,15 @@ __all__ = [
 #: The ``format`` entry of every checkpoint.
 FORMAT = "e3nn-pyg-checkpoint"
 #: The version this e3nn_pyg writes; :func:`migrate` reads every earlier one.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _REQUIRED = ("kind", "model_config", "model_state", "run_config", "stats", "target", "progress")
 
 #: The kinds that versions 1 and 2 named otherwise: their names now.
 _KIND_NAMES_V2 = {"equivariant": "equivariant-net"}
 #: The model of every run of versions 1 and 2.
 _MODEL_V2 = _KIND_NAMES_V2["equivariant"]
+#: The default learning rates of the kinds in versions 1 to 3.
+_DEFAULT_LR_V3 = {"equivariant-net": 1e-2, "many-body": 1e-2, "schnet": 5e-3}
 
 #: Version 1's flat run settings: where their values go now.
 _FLAT_KEYS_V1 = {
@@ -142,13 +147,22 @@ def migrate(payload: dict[str, Any]) -> dict[str, Any]:
     version = payload.get("format_version", payload.get("version"))
     if version == FORMAT_VERSION:
         return payload
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise ConfigError(
             f"format version {version!r}, this e3nn_pyg reads versions 1 to {FORMAT_VERSION}: "
             "update e3nn_pyg or retrain"
         )
     out = {key: value for key, value in payload.items() if key != "version"}
     out["format_version"] = FORMAT_VERSION
+    if version < 3:
+        _from_v2(out, version)
+    out["lr"] = _learning_rate_v3(out)
+    _settings_added_v3(out)
+    return out
+
+
+def _from_v2(out: dict[str, Any], version: int) -> None:
+    """Bring the entries of a version-1 or 2 payload to version 3's."""
     if isinstance(out.get("kind"), str):
         out["kind"] = _KIND_NAMES_V2.get(out["kind"], out["kind"])
     if version == 1:
@@ -157,7 +171,34 @@ def migrate(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(run_config, dict) and isinstance(run_config.get("model", {}), dict):
         out["run_config"] = {**run_config, "model": {"name": _MODEL_V2,
                                                      **run_config.get("model", {})}}  # fmt: skip
-    return out
+
+
+def _learning_rate_v3(out: dict[str, Any]) -> float | None:
+    """The base learning rate of a payload of versions 1 to 3 (None if it is damaged)."""
+    kind, run_config = out.get("kind"), out.get("run_config")
+    if kind not in _DEFAULT_LR_V3 or not isinstance(run_config, dict):
+        return None
+    try:
+        configured = configured_lr(kind, run_config)
+    except (AttributeError, TypeError):
+        return None
+    return _DEFAULT_LR_V3[kind] if configured is None else configured
+
+
+def _settings_added_v3(out: dict[str, Any]) -> None:
+    """The model settings added since (``SETTINGS_ADDED_LATER`` of its class) with the
+    values that the architecture of versions 1 to 3 had, in the ``model_config`` and in the
+    run's section of that kind, so that the checkpoint resumes."""
+    kind = MODEL_KINDS.get(out.get("kind")) if isinstance(out.get("kind"), str) else None
+    added = getattr(kind.section.cls, "SETTINGS_ADDED_LATER", {}) if kind else {}
+    if not added:
+        return
+    if isinstance(out.get("model_config"), dict):
+        out["model_config"] = {**added, **out["model_config"]}
+    run_config = out.get("run_config")
+    section = run_config.get(kind.section.name) if isinstance(run_config, dict) else None
+    if isinstance(section, dict) and section.get("name") == kind.name:
+        out["run_config"] = {**run_config, kind.section.name: {**added, **section}}
 
 
 def _from_v1(out: dict[str, Any]) -> None:

@@ -70,8 +70,9 @@ def resume_differences(
     model_config: dict[str, Any] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """What keeps a checkpoint from being resumed by a run: ``(key, saved, now)`` for its
-    model kind, the settings that choose the data and, given the run's ``model_config``, the
-    model's settings."""
+    model kind, the settings that choose the data, the base learning rate (a run that sets
+    none takes its kind's default, which a later version may change) and, given the run's
+    ``model_config``, the model's settings."""
     if payload["kind"] != kind:
         return [("model kind", payload["kind"], kind)]
     saved_run = payload["run_config"]
@@ -81,6 +82,8 @@ def resume_differences(
         mine["dataset"] = mine["dataset"] or "qm9"
     differences = [(key, saved_run.get(key), mine[key]) for key in DATA_KEYS]
     section = model_kind(kind).section.name
+    rate_key = "lr" if section == "model" else f"{section}.lr"
+    differences.append((rate_key, payload.get("lr"), model_kind(kind).learning_rate(config)))
     saved_model = payload["model_config"]
     differences += [
         (f"{section}.{key}", saved_model.get(key), value)
@@ -318,6 +321,7 @@ class Trainer:
             "stats": self.stats.to_dict(),
             "target": self.task.target_record(),
             "progress": progress.to_dict(),
+            "lr": self.lr,
         }
 
     def _check_resumable(self, payload: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ and ConfigError for unusable files."""
 import pytest
 import torch
 
+from e3nn_pyg.models import ManyBodyNet
 from e3nn_pyg.training import (
     MODEL_KINDS,
     ConfigError,
@@ -15,6 +16,7 @@ from e3nn_pyg.training import (
     save_checkpoint,
 )
 from e3nn_pyg.training.checkpoint import FORMAT, FORMAT_VERSION
+from e3nn_pyg.training.loop import resume_differences
 
 EQUIVARIANT = {"hidden_Rs": "4x0e + 2x1o", "num_layers": 2, "cutoff": 3.0, "radial_hidden": 8}
 SCHNET = {"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_gaussians": 8,
@@ -149,6 +151,22 @@ def test_a_version_2_checkpoint_takes_the_new_kind_names(tmp_path, kind, config)
     assert saved["kind"] == OLD_KIND_NAMES[kind]  # migrate makes a new dictionary
 
 
+@pytest.mark.parametrize(
+    "kind, run_config, lr",
+    [
+        ("many-body", {"lr": None}, 1e-2),  # the default of versions 1 to 3
+        ("many-body", {"lr": 0.04}, 0.04),
+        ("schnet", {"baseline": {"lr": None}}, 5e-3),
+        ("schnet", {"baseline": {"lr": 1e-3}}, 1e-3),
+        ("equivariant-net", {}, 1e-2),
+    ],
+)
+def test_a_version_3_checkpoint_gets_the_learning_rate_it_trained_with(kind, run_config, lr):
+    saved = {"format": FORMAT, "format_version": 3, "kind": kind, "run_config": run_config}
+    assert migrate(saved)["lr"] == lr
+    assert "lr" not in saved  # migrate makes a new dictionary
+
+
 @pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, "2", None])
 def test_unknown_format_versions_are_refused(tmp_path, version):
     saved = {**payload("equivariant-net", EQUIVARIANT), "format": FORMAT, "format_version": version}
@@ -162,3 +180,33 @@ def test_an_unknown_model_kind_is_damage(tmp_path):
                                             "kind": "dimenet"})  # fmt: skip
     with pytest.raises(ConfigError, match=r"is damaged \(kind not as written"):
         load_checkpoint(tmp_path / "model.pt")
+
+
+def test_a_version_3_many_body_checkpoint_loads_and_resumes_with_the_settings_of_its_time(
+    tmp_path,
+):
+    """Version 3 knew no ``species_skip`` nor ``basis_mixing``: its config, the model's
+    recorded config and the run's section lack them, and they mean off."""
+    config = {"num_channels": 4, "num_layers": 1, "cutoff": 3.0, "species": [1, 6, 8]}
+    saved = payload("many-body", config)
+    added = ManyBodyNet.SETTINGS_ADDED_LATER
+    recorded = saved["model_state"]["_extra_state"]["config"]
+    old = {key: value for key, value in recorded.items() if key not in added}
+    saved["model_state"]["_extra_state"] = {"config": old}
+    run = TrainConfig.from_dict({"data": "x.xyz", "model": "many-body"}).to_dict()
+    run["model"] = {key: value for key, value in run["model"].items() if key not in added}
+    saved["run_config"] = run
+    torch.save({"format": FORMAT, "format_version": 3, **saved}, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert all(loaded["model_config"][key] is False for key in added)
+    assert all(loaded["run_config"]["model"][key] is False for key in added)
+    model = model_from_checkpoint(loaded, tmp_path / "old.pt")
+    assert model(torch.tensor([6, 1, 1]), torch.randn(3, 3)).shape == (1, 1)
+    assert loaded["lr"] == 1e-2  # the default of version 3, not today's
+    run = TrainConfig.from_dict(loaded["run_config"])
+    model_config = loaded["model_config"]
+    assert resume_differences(loaded, run, "many-body", model_config) == [("lr", 1e-2, 4e-2)]
+    same_rate = run.updated({"lr": 1e-2})
+    assert resume_differences(loaded, same_rate, "many-body", model_config) == []
+    with pytest.raises(ValueError, match=r"species_skip=False \(this model: True\)"):
+        ManyBodyNet(**{**config, "species_skip": True}).load_state_dict(saved["model_state"])

@@ -1,6 +1,7 @@
 """The training loop: it learns, checkpoints, stops (epochs, time, patience), survives
 Ctrl-C and resumes to the very model an uninterrupted run gives."""
 
+import dataclasses
 import math
 import signal
 from dataclasses import fields
@@ -121,6 +122,21 @@ def test_resume_with_another_model_config_is_refused(tiny_config, tmp_path):
     other = make_trainer(tiny_config(epochs=2, model=model), tmp_path)
     with pytest.raises(ConfigError, match=r"model\.num_layers=2 but .* model\.num_layers=3"):
         other.fit(resume=True)
+
+
+def test_resume_with_another_learning_rate_is_refused(tiny_config, tmp_path, monkeypatch):
+    """The base rate is recorded: a run that sets none resumes with the rate it trained
+    with, even after its kind's default changed."""
+    make_trainer(tiny_config(epochs=1), tmp_path).fit()  # lr null: the kind's default
+    default = MODEL_KINDS["equivariant-net"].default_lr
+    assert load_checkpoint(tmp_path / "last.pt")["lr"] == default
+    with pytest.raises(ConfigError, match=rf"lr={default!r} but this run asks for lr=0\.5"):
+        make_trainer(tiny_config(epochs=2, lr=0.5), tmp_path).fit(resume=True)
+    changed = dataclasses.replace(MODEL_KINDS["equivariant-net"], default_lr=2 * default)
+    monkeypatch.setitem(MODEL_KINDS, "equivariant-net", changed)
+    with pytest.raises(ConfigError, match=rf"lr={default!r} but this run asks for lr="):
+        make_trainer(tiny_config(epochs=2), tmp_path).fit(resume=True)
+    make_trainer(tiny_config(epochs=2, lr=default), tmp_path).fit(resume=True)
 
 
 class NonFiniteAtStep:

@@ -51,9 +51,18 @@ def test_the_learning_rate_is_the_configs_or_the_kinds_default(name):
     lr = "baseline.lr" if kind.baseline else "lr"
     config = TrainConfig(**{kind.section.name: {"name": name}})
     assert kind.learning_rate(config) == kind.default_lr
-    assert f"{kind.default_lr:g} for {name}" in TrainConfig.settings()[lr].help
-    chosen = config.updated({"baseline": {"lr": 0.5}} if kind.baseline else {"lr": 0.5})
-    assert kind.learning_rate(chosen) == 0.5
+    assert f"{kind.describe_default_lr()} for {name}" in TrainConfig.settings()[lr].help
+    potential = config.updated({"data": "structures.xyz"})
+    assert kind.learning_rate(potential) == (kind.potential_lr or kind.default_lr)
+    for run in (config, potential):
+        chosen = run.updated({"baseline": {"lr": 0.5}} if kind.baseline else {"lr": 0.5})
+        assert kind.learning_rate(chosen) == 0.5
+
+
+def test_the_many_body_potential_has_its_own_default_rate():
+    kind = MODEL_KINDS["many-body"]
+    assert (kind.default_lr, kind.potential_lr) == (1e-2, 4e-2)
+    assert "0.01 (0.04 for a potential) for many-body" in TrainConfig.settings()["lr"].help
 
 
 def test_an_unknown_kind_is_a_config_error():
