@@ -84,7 +84,6 @@ class ManyBodyBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.Rs_in, self.Rs_out = Rs(Rs_in), Rs(Rs_out)
-        self.species_skip = species_skip
         self.linear_up = SelfInteraction(self.Rs_in, self.Rs_in)
         self.conv = Convolution(kernel, self.Rs_in, Rs_basis, n_norm=n_norm)
         self.mixing = SelfInteraction(Rs_basis, Rs_basis, bias=False) if basis_mixing else None
@@ -106,7 +105,10 @@ class ManyBodyBlock(nn.Module):
         if self.mixing is not None:
             basis = self.mixing(basis)  # [N, dim(Rs_basis)]
         products = self.contraction(basis, slots)  # [N, dim(Rs_out)]
-        skip = self.skip(h, slots) if self.species_skip else self.skip(h)  # [N, dim(Rs_out)]
+        if isinstance(self.skip, SpeciesSelfInteraction):
+            skip = self.skip(h, slots)  # [N, dim(Rs_out)]
+        else:
+            skip = self.skip(h)  # [N, dim(Rs_out)]
         return self.message(products) + skip  # [N, dim(Rs_out)]
 
     def __repr__(self) -> str:

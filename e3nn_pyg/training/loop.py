@@ -42,7 +42,7 @@ from .distributed import Runtime, default_dtype
 from .ema import ExponentialMovingAverage
 from .history import HistoryWriter
 from .interrupt import DeferredInterrupt
-from .registry import model_kind
+from .registry import lr_setting, model_kind
 from .tasks import predict
 
 __all__ = [
@@ -81,9 +81,9 @@ def resume_differences(
         saved_run = {**saved_run, "dataset": saved_run.get("dataset") or "qm9"}
         mine["dataset"] = mine["dataset"] or "qm9"
     differences = [(key, saved_run.get(key), mine[key]) for key in DATA_KEYS]
-    section = model_kind(kind).section.name
-    rate_key = "lr" if section == "model" else f"{section}.lr"
-    differences.append((rate_key, payload.get("lr"), model_kind(kind).learning_rate(config)))
+    entry = model_kind(kind)
+    section = entry.section.name
+    differences.append((lr_setting(kind), payload.get("lr"), entry.learning_rate(config)))
     saved_model = payload["model_config"]
     differences += [
         (f"{section}.{key}", saved_model.get(key), value)

@@ -37,16 +37,13 @@ from ..models.many_body import INT_MINIMUMS as MANY_BODY_INT_MINIMUMS
 from .settings import ConfigError, KindChoice, Limits, Section, Setting
 
 __all__ = ["BASELINES", "MAX_CUTOFF", "MODELS", "MODEL_KINDS", "SECTIONS", "ModelKind",
-           "configured_lr", "default_rates", "model_kind", "run_kinds"]  # fmt: skip
+           "configured_lr", "default_rates", "lr_setting", "model_kind", "run_kinds"]  # fmt: skip
 
 MAX_CUTOFF = 1000.0  # Å: far beyond any interatomic cutoff; larger values are typos
 
-#: Where a run's settings (a config as a mapping) set the learning rate of the kinds of each
-#: section (null: the kind's own)
-_CONFIGURED_LR: dict[str, Callable[[Mapping[str, Any]], float | None]] = {
-    "model": lambda run: run.get("lr"),
-    "baseline": lambda run: (run.get("baseline") or {}).get("lr"),
-}
+#: The setting (dotted key) that sets the learning rate of the kinds of each section (null:
+#: the kind's own)
+_LR_SETTING = {"model": "lr", "baseline": "baseline.lr"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ class ModelKind:
 
     def learning_rate(self, config) -> float:
         """Its learning rate in a run: the config's, or its own default for the run's task."""
-        configured = configured_lr(self.name, config.to_dict())
+        configured = configured_lr(self.name, vars(config))
         if configured is not None:
             return configured
         if config.potential and self.potential_lr is not None:
@@ -240,10 +237,19 @@ MODELS = tuple(name for name, kind in MODEL_KINDS.items() if not kind.baseline)
 BASELINES = tuple(name for name, kind in MODEL_KINDS.items() if kind.baseline)
 
 
+def lr_setting(kind: str) -> str:
+    """The setting that sets the learning rate of the model kind ``kind``: ``"lr"`` or
+    ``"baseline.lr"``."""
+    return _LR_SETTING[MODEL_KINDS[kind].section.name]
+
+
 def configured_lr(kind: str, run: Mapping[str, Any]) -> float | None:
-    """The learning rate that the settings ``run`` (a config as a mapping) set for the model
-    kind ``kind`` (None: the kind's default)."""
-    return _CONFIGURED_LR[MODEL_KINDS[kind].section.name](run)
+    """The learning rate that the settings ``run`` (a config as a mapping; a missing key is
+    null) set for the model kind ``kind`` (None: the kind's default)."""
+    value: Any = run
+    for key in lr_setting(kind).split("."):
+        value = (value or {}).get(key)
+    return value
 
 
 def default_rates(names: tuple[str, ...]) -> str:
